@@ -1,0 +1,172 @@
+//! Command-line flags. Each doc comment is the `--help` text; `config.rs` validates them.
+//!
+//! No environment variable configures anything (the only environment input is `SUDO_UID`, the
+//! default of `--info-owner`), and no flag carries a secret: credentials come from stdin.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// Hardened local proxy for the OpenAI Responses API.
+///
+/// Reads one OpenAI API key from standard input (to EOF), locks it in memory, makes itself
+/// non-dumpable, and serves a strict allowlist of routes on 127.0.0.1 so that unprivileged
+/// clients (Codex, SDKs) can use the key without being able to read it.
+///
+/// Example: printenv OPENAI_API_KEY | sudo codex-proxy --server-info ~/cp.json --http-shutdown
+#[derive(Debug, Parser)]
+#[command(name = "codex-proxy", version, about, long_about)]
+pub struct Args {
+    /// Port on 127.0.0.1 to listen on [default: an ephemeral port].
+    #[arg(long, value_name = "N")]
+    pub port: Option<u16>,
+
+    /// Write {"port","pid","version","base_url"} (plus "token" with --client-token) as one JSON
+    /// line to FILE, atomically, after binding. Removed on exit where permitted.
+    #[arg(long, value_name = "FILE")]
+    pub server_info: Option<PathBuf>,
+
+    /// Enable GET/POST /shutdown (stops the proxy gracefully).
+    #[arg(long)]
+    pub http_shutdown: bool,
+
+    /// Upstream API base URL. A URL whose path ends in /responses means its parent, and its
+    /// query string (e.g. Azure's api-version) is kept on every upstream request. Plain http://
+    /// is allowed only for loopback addresses.
+    #[arg(long, value_name = "URL", default_value = "https://api.openai.com/v1")]
+    pub upstream_url: String,
+
+    /// Extra PEM trust anchors for the upstream, added to the OS trust store.
+    #[arg(long, value_name = "FILE")]
+    pub upstream_ca: Option<PathBuf>,
+
+    /// Reach the upstream through a proxy: http://host:port (HTTP CONNECT) or
+    /// socks5://host:port (SOCKS5, names resolved locally) / socks5h://host:port (by the proxy).
+    #[arg(long, value_name = "URL")]
+    pub upstream_proxy: Option<String>,
+
+    /// OpenAI-Organization header sent upstream (client values are always dropped).
+    #[arg(long, value_name = "ID")]
+    pub openai_organization: Option<String>,
+
+    /// OpenAI-Project header sent upstream (client values are always dropped).
+    #[arg(long, value_name = "ID")]
+    pub openai_project: Option<String>,
+
+    /// Drop privileges to this user after binding and writing the server-info file.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+
+    /// Require a random per-launch token (written to the server-info file, which is then 0600
+    /// and owned by the info owner) as "Authorization: Bearer" or "x-api-key" on every route.
+    /// Needs --server-info.
+    #[arg(long)]
+    pub client_token: bool,
+
+    /// Owner (name or uid) of the server-info file when it holds a token [default: SUDO_UID,
+    /// else the proxy's own uid].
+    #[arg(long, value_name = "USER")]
+    pub info_owner: Option<String>,
+
+    /// Seconds to connect to the upstream (TCP, proxy and TLS).
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_seconds)]
+    pub connect_timeout: f64,
+
+    /// Seconds to wait for upstream response headers of a streaming request (per attempt).
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_seconds)]
+    pub header_timeout: f64,
+
+    /// Seconds of upstream silence tolerated between chunks of a response.
+    #[arg(long, value_name = "SECS", default_value = "270", value_parser = parse_seconds)]
+    pub idle_timeout: f64,
+
+    /// Seconds for a whole non-streaming request, retries included.
+    #[arg(long, value_name = "SECS", default_value = "600", value_parser = parse_seconds)]
+    pub request_timeout: f64,
+
+    /// Upstream attempts per request (connect failures and header timeouts are retried).
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub max_attempts: u32,
+
+    /// Largest request body accepted, in bytes (larger: 413).
+    #[arg(long, value_name = "N", default_value_t = 32 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Request body bytes buffered across all requests at once (beyond it: 503).
+    #[arg(long, value_name = "N", default_value_t = 256 * 1024 * 1024)]
+    pub max_buffered_bytes: usize,
+
+    /// Concurrent client connections (beyond it: 503 and close).
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Largest credential input accepted on stdin, in bytes.
+    #[arg(long, value_name = "N", default_value_t = 4 * 1024 * 1024)]
+    pub max_stdin_bytes: usize,
+
+    /// Seconds shutdown waits for in-flight requests before ending them with an error.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_seconds)]
+    pub drain_timeout: f64,
+
+    /// Log level on stderr.
+    #[arg(long, value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Seconds as a non-negative decimal number (fractions allowed, e.g. `0.5`).
+fn parse_seconds(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 * 7.0 => Ok(secs),
+        _ => Err("expected a number of seconds greater than 0 (at most a week)".to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_interface_contract() {
+        let args = Args::try_parse_from(["codex-proxy"]).unwrap();
+        assert_eq!(args.upstream_url, "https://api.openai.com/v1");
+        assert_eq!(args.connect_timeout, 10.0);
+        assert_eq!(args.header_timeout, 10.0);
+        assert_eq!(args.idle_timeout, 270.0);
+        assert_eq!(args.request_timeout, 600.0);
+        assert_eq!(args.drain_timeout, 30.0);
+        assert_eq!(args.max_attempts, 3);
+        assert_eq!(args.max_body_bytes, 32 << 20);
+        assert_eq!(args.max_buffered_bytes, 256 << 20);
+        assert_eq!(args.max_connections, 1024);
+        assert_eq!(args.max_stdin_bytes, 4 << 20);
+        assert!(!args.http_shutdown && !args.client_token);
+    }
+
+    #[test]
+    fn seconds_accept_fractions_and_refuse_nonsense() {
+        assert_eq!(parse_seconds("0.25"), Ok(0.25));
+        assert!(parse_seconds("0").is_err());
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("NaN").is_err());
+        assert!(parse_seconds("ten").is_err());
+    }
+}

@@ -1,0 +1,346 @@
+//! Raw [`Args`] turned into a validated [`Config`]. Every error here is exit code 2.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::{HeaderValue, Uri};
+use nix::unistd::{Uid, User};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+
+use crate::cli::{Args, LogFormat, LogLevel};
+use crate::hardening::DropTarget;
+
+/// A configuration problem found before binding (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--upstream-url: {0}")]
+    UpstreamUrl(String),
+    #[error("--upstream-proxy: {0}")]
+    UpstreamProxy(String),
+    #[error("--upstream-ca {path}: {reason}")]
+    UpstreamCa { path: PathBuf, reason: String },
+    #[error("--{flag}: not a valid header value")]
+    HeaderValue { flag: &'static str },
+    #[error("--user {0}: no such user")]
+    UnknownUser(String),
+    #[error("--info-owner {0}: no such user")]
+    UnknownInfoOwner(String),
+    #[error("SUDO_UID is not a number")]
+    BadSudoUid,
+    #[error("--client-token needs --server-info (the token is handed over in that file)")]
+    TokenWithoutServerInfo,
+    #[error("--{flag} must be at least 1")]
+    Zero { flag: &'static str },
+    #[error("--{flag} is too large")]
+    TooLarge { flag: &'static str },
+}
+
+/// Where upstream requests go: `{scheme}://{authority}{base_path}{endpoint}?{query}`.
+#[derive(Debug, Clone)]
+pub struct UpstreamBase {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// Path prefix without a trailing slash (e.g. `/v1`), possibly empty.
+    pub base_path: String,
+    /// Query string of the configured URL, kept on every request (Azure's `api-version`).
+    pub query: Option<String>,
+}
+
+impl UpstreamBase {
+    /// Parses `--upstream-url`: http(s) only, plain http only for loopback hosts, and a path
+    /// ending in `/responses` means its parent.
+    pub fn parse(url: &str) -> Result<Self, ConfigError> {
+        let bad = |why: &str| ConfigError::UpstreamUrl(why.to_string());
+        let uri: Uri = url.parse().map_err(|_| bad("not a valid URL"))?;
+        let scheme = uri.scheme().cloned().ok_or_else(|| bad("needs http:// or https://"))?;
+        let authority = uri.authority().cloned().ok_or_else(|| bad("needs a host"))?;
+        if authority.as_str().contains('@') {
+            return Err(bad("credentials in the URL are not allowed"));
+        }
+        if scheme == Scheme::HTTP {
+            if !is_loopback_host(authority.host()) {
+                return Err(bad("plain http:// is allowed only for loopback hosts; use https://"));
+            }
+        } else if scheme != Scheme::HTTPS {
+            return Err(bad("needs http:// or https://"));
+        }
+        let mut path = uri.path().trim_end_matches('/').to_string();
+        if let Some(parent) = path.strip_suffix("/responses") {
+            path = parent.to_string();
+        }
+        Ok(UpstreamBase {
+            scheme,
+            authority,
+            base_path: path,
+            query: uri.query().map(str::to_string),
+        })
+    }
+
+    /// The full upstream URI for an endpoint such as `/responses`.
+    pub fn uri(&self, endpoint: &str) -> Uri {
+        let mut s = format!("{}://{}{}{}", self.scheme, self.authority, self.base_path, endpoint);
+        if let Some(q) = &self.query {
+            s.push('?');
+            s.push_str(q);
+        }
+        // Every part was validated by `parse`, and endpoints are fixed strings.
+        s.parse().unwrap_or_else(|_| Uri::from_static("http://127.0.0.1:9/invalid"))
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+}
+
+/// How to reach the upstream through a proxy.
+#[derive(Debug, Clone)]
+pub enum UpstreamProxy {
+    /// HTTP CONNECT tunnel through this proxy.
+    Connect(Uri),
+    /// SOCKS5; `remote_dns` lets the proxy resolve names (`socks5h://`).
+    Socks5 { uri: Uri, remote_dns: bool },
+}
+
+impl UpstreamProxy {
+    fn parse(url: &str) -> Result<Self, ConfigError> {
+        let bad = |why: &str| ConfigError::UpstreamProxy(why.to_string());
+        let uri: Uri = url.parse().map_err(|_| bad("not a valid URL"))?;
+        if uri.authority().is_none() {
+            return Err(bad("needs a host and port"));
+        }
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(bad("credentials in the URL are not supported (they would be visible in argv)"));
+        }
+        match uri.scheme_str() {
+            Some("http") => Ok(UpstreamProxy::Connect(uri)),
+            Some("socks5") => Ok(UpstreamProxy::Socks5 { uri, remote_dns: false }),
+            Some("socks5h") => Ok(UpstreamProxy::Socks5 { uri, remote_dns: true }),
+            _ => Err(bad("needs http://, socks5:// or socks5h://")),
+        }
+    }
+}
+
+/// Timeouts, all as durations.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub header: Duration,
+    pub idle: Duration,
+    pub request: Duration,
+    pub drain: Duration,
+}
+
+/// Size, count and attempt limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_attempts: u32,
+    pub max_body_bytes: usize,
+    pub max_buffered_bytes: usize,
+    pub max_connections: usize,
+    pub max_stdin_bytes: usize,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// 0 means an ephemeral port.
+    pub port: u16,
+    pub server_info: Option<PathBuf>,
+    pub http_shutdown: bool,
+    pub upstream: UpstreamBase,
+    /// Extra trust anchors from `--upstream-ca`.
+    pub upstream_ca: Vec<CertificateDer<'static>>,
+    pub upstream_proxy: Option<UpstreamProxy>,
+    pub openai_organization: Option<HeaderValue>,
+    pub openai_project: Option<HeaderValue>,
+    pub drop_to: Option<DropTarget>,
+    pub client_token: bool,
+    /// Owner of a server-info file that holds a token.
+    pub info_owner: Uid,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub log_level: LogLevel,
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Validates `args`. `sudo_uid` is the value of `SUDO_UID`, passed in so tests need no
+    /// environment.
+    pub fn from_args(args: Args, sudo_uid: Option<String>) -> Result<Self, ConfigError> {
+        let upstream = UpstreamBase::parse(&args.upstream_url)?;
+        let upstream_ca = match &args.upstream_ca {
+            Some(path) => load_ca(path)?,
+            None => Vec::new(),
+        };
+        let upstream_proxy = args.upstream_proxy.as_deref().map(UpstreamProxy::parse).transpose()?;
+        let header = |flag: &'static str, v: &Option<String>| {
+            v.as_deref()
+                .map(|s| HeaderValue::from_str(s).map_err(|_| ConfigError::HeaderValue { flag }))
+                .transpose()
+        };
+        let openai_organization = header("openai-organization", &args.openai_organization)?;
+        let openai_project = header("openai-project", &args.openai_project)?;
+        let drop_to = args.user.as_deref().map(resolve_drop_target).transpose()?;
+        if args.client_token && args.server_info.is_none() {
+            return Err(ConfigError::TokenWithoutServerInfo);
+        }
+        let info_owner = match (&args.info_owner, sudo_uid) {
+            (Some(owner), _) => resolve_uid(owner).ok_or_else(|| ConfigError::UnknownInfoOwner(owner.clone()))?,
+            (None, Some(sudo)) => Uid::from_raw(sudo.trim().parse().map_err(|_| ConfigError::BadSudoUid)?),
+            (None, None) => crate::hardening::current_uid(),
+        };
+        for (flag, value) in [
+            ("max-body-bytes", args.max_body_bytes),
+            ("max-buffered-bytes", args.max_buffered_bytes),
+            ("max-connections", args.max_connections),
+            ("max-stdin-bytes", args.max_stdin_bytes),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero { flag });
+            }
+        }
+        if args.max_stdin_bytes > 1 << 30 {
+            return Err(ConfigError::TooLarge { flag: "max-stdin-bytes" });
+        }
+        let secs = Duration::from_secs_f64;
+        Ok(Config {
+            port: args.port.unwrap_or(0),
+            server_info: args.server_info,
+            http_shutdown: args.http_shutdown,
+            upstream,
+            upstream_ca,
+            upstream_proxy,
+            openai_organization,
+            openai_project,
+            drop_to,
+            client_token: args.client_token,
+            info_owner,
+            timeouts: Timeouts {
+                connect: secs(args.connect_timeout),
+                header: secs(args.header_timeout),
+                idle: secs(args.idle_timeout),
+                request: secs(args.request_timeout),
+                drain: secs(args.drain_timeout),
+            },
+            limits: Limits {
+                max_attempts: args.max_attempts,
+                max_body_bytes: args.max_body_bytes,
+                max_buffered_bytes: args.max_buffered_bytes,
+                max_connections: args.max_connections,
+                max_stdin_bytes: args.max_stdin_bytes,
+            },
+            log_level: args.log_level,
+            log_format: args.log_format,
+        })
+    }
+}
+
+fn load_ca(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let err = |reason: String| ConfigError::UpstreamCa { path: path.clone(), reason };
+    let pem = std::fs::read(path).map_err(|e| err(e.kind().to_string()))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| err("not a valid PEM certificate file".to_string()))?;
+    if certs.is_empty() {
+        return Err(err("no certificate found".to_string()));
+    }
+    Ok(certs)
+}
+
+fn resolve_drop_target(name: &str) -> Result<DropTarget, ConfigError> {
+    match User::from_name(name) {
+        Ok(Some(user)) => Ok(DropTarget {
+            name: user.name,
+            uid: user.uid,
+            gid: user.gid,
+        }),
+        _ => Err(ConfigError::UnknownUser(name.to_string())),
+    }
+}
+
+/// A user name or a numeric uid.
+fn resolve_uid(user: &str) -> Option<Uid> {
+    if let Ok(raw) = user.parse::<u32>() {
+        return Some(Uid::from_raw(raw));
+    }
+    User::from_name(user).ok().flatten().map(|u| u.uid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn config(extra: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv = vec!["codex-proxy"];
+        argv.extend_from_slice(extra);
+        Config::from_args(Args::try_parse_from(argv).unwrap(), None)
+    }
+
+    #[test]
+    fn responses_url_means_its_parent_and_keeps_the_query() {
+        let base = UpstreamBase::parse(
+            "https://x.openai.azure.com/openai/deployments/d/responses?api-version=2025-04-01-preview",
+        )
+        .unwrap();
+        assert_eq!(
+            base.uri("/responses").to_string(),
+            "https://x.openai.azure.com/openai/deployments/d/responses?api-version=2025-04-01-preview"
+        );
+        assert_eq!(
+            base.uri("/responses/compact").to_string(),
+            "https://x.openai.azure.com/openai/deployments/d/responses/compact?api-version=2025-04-01-preview"
+        );
+        let base = UpstreamBase::parse("https://api.openai.com/v1/").unwrap();
+        assert_eq!(base.uri("/responses").to_string(), "https://api.openai.com/v1/responses");
+    }
+
+    #[test]
+    fn plain_http_only_for_loopback() {
+        assert!(UpstreamBase::parse("http://127.0.0.1:8080/v1").is_ok());
+        assert!(UpstreamBase::parse("http://127.5.5.5/v1").is_ok());
+        assert!(UpstreamBase::parse("http://localhost:1/v1").is_ok());
+        assert!(UpstreamBase::parse("http://[::1]:1/v1").is_ok());
+        assert!(UpstreamBase::parse("http://api.openai.com/v1").is_err());
+        assert!(UpstreamBase::parse("http://10.0.0.1/v1").is_err());
+        assert!(UpstreamBase::parse("ftp://127.0.0.1/v1").is_err());
+        assert!(UpstreamBase::parse("https://user:pw@api.openai.com/v1").is_err());
+    }
+
+    #[test]
+    fn client_token_needs_server_info() {
+        assert!(matches!(config(&["--client-token"]), Err(ConfigError::TokenWithoutServerInfo)));
+        assert!(config(&["--client-token", "--server-info", "/tmp/x.json"]).is_ok());
+    }
+
+    #[test]
+    fn unknown_user_and_unreadable_ca_are_config_errors() {
+        assert!(matches!(config(&["--user", "no-such-user-xyz"]), Err(ConfigError::UnknownUser(_))));
+        assert!(matches!(
+            config(&["--upstream-ca", "/nonexistent/ca.pem"]),
+            Err(ConfigError::UpstreamCa { .. })
+        ));
+    }
+
+    #[test]
+    fn proxy_urls_are_parsed_by_scheme() {
+        assert!(matches!(config(&["--upstream-proxy", "http://127.0.0.1:3128"]).unwrap().upstream_proxy, Some(UpstreamProxy::Connect(_))));
+        assert!(matches!(
+            config(&["--upstream-proxy", "socks5h://127.0.0.1:1080"]).unwrap().upstream_proxy,
+            Some(UpstreamProxy::Socks5 { remote_dns: true, .. })
+        ));
+        assert!(config(&["--upstream-proxy", "https://p:1"]).is_err());
+    }
+
+    #[test]
+    fn info_owner_defaults_to_sudo_uid() {
+        let args = Args::try_parse_from(["codex-proxy"]).unwrap();
+        let config = Config::from_args(args, Some("1234".into())).unwrap();
+        assert_eq!(config.info_owner, Uid::from_raw(1234));
+    }
+}

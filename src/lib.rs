@@ -1,0 +1,83 @@
+//! codex-proxy: a hardened local sidecar that holds OpenAI credentials and serves a strict
+//! allowlist of API routes on 127.0.0.1.
+//!
+//! Modules, with one-way dependencies (`translate` depends on nothing else; `pool` on
+//! `secret`; `upstream` on `pool` and `translate`; `server` on everything but `hardening`;
+//! only `main` calls `hardening` and installs the wiping allocator):
+//! - [`cli`], [`config`]: flags, then a validated configuration.
+//! - [`hardening`]: non-dumpable, no core, no `LD_*`, no_new_privs; the privilege drop.
+//! - [`secret`]: stdin intake, the locked arena, the wiping allocator.
+//! - [`pool`]: accounts and their health.
+//! - [`translate`]: protocol knowledge (the SSE scanner today).
+//! - [`upstream`]: the HTTPS client, header policy, attempts, the relay body.
+//! - [`server`]: the route gate, limits, handlers, server-info, shutdown.
+#![deny(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod hardening;
+pub mod pool;
+pub mod secret;
+pub mod server;
+pub mod translate;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use config::Config;
+use pool::Pool;
+use server::limits::BufferBudget;
+use server::routes::Gate;
+use server::token::ClientToken;
+use server::State;
+use upstream::client::ClientError;
+use upstream::Upstream;
+
+pub use server::run;
+
+/// Builds the shared server state for a listener bound on `port`. Needs a tokio runtime.
+pub fn build_state(config: &Config, pool: Pool, port: u16, token: Option<ClientToken>) -> Result<Arc<State>, ClientError> {
+    let client = upstream::client::build(config)?;
+    Ok(Arc::new(State {
+        gate: Gate::new(port, config.http_shutdown),
+        token,
+        upstream: Upstream {
+            client,
+            base: config.upstream.clone(),
+            pool: Arc::new(pool),
+            openai_organization: config.openai_organization.clone(),
+            openai_project: config.openai_project.clone(),
+            timeouts: config.timeouts,
+            max_attempts: config.limits.max_attempts,
+        },
+        limits: config.limits,
+        timeouts: config.timeouts,
+        budget: BufferBudget::new(config.limits.max_buffered_bytes),
+        shutdown_requested: CancellationToken::new(),
+        abort: CancellationToken::new(),
+        open_connections: Default::default(),
+    }))
+}
+
+/// Logs go to stderr, as text or JSON lines, at the configured level.
+pub fn init_logging(level: cli::LogLevel, format: cli::LogFormat) {
+    use tracing::Level;
+    let level = match level {
+        cli::LogLevel::Error => Level::ERROR,
+        cli::LogLevel::Warn => Level::WARN,
+        cli::LogLevel::Info => Level::INFO,
+        cli::LogLevel::Debug => Level::DEBUG,
+        cli::LogLevel::Trace => Level::TRACE,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_ansi(false)
+        .with_target(false);
+    let _ = match format {
+        cli::LogFormat::Text => builder.try_init(),
+        cli::LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}

@@ -1,0 +1,352 @@
+//! Reading credentials from standard input, once, at start-up.
+//!
+//! stdin is read to EOF with raw `read(2)` calls (no std buffering, which would keep a
+//! process-lifetime copy) straight into locked memory that grows by whole locked buffers;
+//! a buffer that is outgrown is wiped when it is dropped. The input is then parsed, each
+//! secret is copied once into a [`SecretArena`], and the intake buffer is wiped on every path,
+//! success or error. Errors name the problem and where it is, never the bytes.
+//!
+//! Formats are detected from the input. This release understands key lines (the form
+//! `codex responses-api-proxy` takes: one API key on one line, CRLF tolerated); JSON account
+//! formats are recognised and refused with a clear message until the pool supports them.
+
+use std::io;
+use std::sync::Arc;
+
+use super::arena::{ArenaError, LockedBuf, SecretArena, SecretRange};
+
+/// The longest API key line accepted (the key itself, without line ending).
+pub const MAX_KEY_LINE_BYTES: usize = 1024;
+
+/// Initial size of the locked intake buffer; it doubles as needed up to the stdin limit.
+const INITIAL_INTAKE_BYTES: usize = 4096;
+
+const BEARER_PREFIX: &[u8] = b"Bearer ";
+
+/// What went wrong with the credential input. Messages never contain input bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("no credentials on standard input (pipe an API key in, e.g. `printenv OPENAI_API_KEY | codex-proxy …`)")]
+    Empty,
+    #[error("credential input is larger than --max-stdin-bytes ({limit} bytes)")]
+    TooLarge { limit: usize },
+    #[error("cannot read standard input: {0}")]
+    Read(io::ErrorKind),
+    #[error("line {line}: invalid character at position {position} (an API key may contain only A-Z, a-z, 0-9, '_' and '-')")]
+    InvalidCharacter { line: usize, position: usize },
+    #[error("line {line}: API key is longer than {MAX_KEY_LINE_BYTES} bytes")]
+    KeyTooLong { line: usize },
+    #[error("{count} API key lines found; this release serves exactly one key (one line)")]
+    TooManyKeys { count: usize },
+    #[error("JSON credential input (auth.json or account objects) is not supported by this release; pipe a single API key line")]
+    UnsupportedJson,
+    #[error(transparent)]
+    Memory(#[from] ArenaError),
+}
+
+impl IntakeError {
+    /// Locked-memory failures are hardening failures (exit 5); the rest is bad input (exit 3).
+    pub fn is_hardening_failure(&self) -> bool {
+        matches!(self, IntakeError::Memory(_))
+    }
+}
+
+/// One credential, its secret bytes in the arena.
+#[derive(Clone, Copy)]
+pub enum Credential {
+    /// An OpenAI API key. `bearer` is `Bearer <key>`, ready to be an `Authorization` value.
+    ApiKey { bearer: SecretRange },
+}
+
+impl Credential {
+    /// The bare secret (without any header prefix), used to redact echoes of it.
+    pub fn secret_range(&self) -> SecretRange {
+        match self {
+            Credential::ApiKey { bearer } => bearer.slice(BEARER_PREFIX.len()),
+        }
+    }
+}
+
+/// The parsed credential input: the secrets in locked memory, and what each one is.
+pub struct Credentials {
+    pub arena: Arc<SecretArena>,
+    pub accounts: Vec<Credential>,
+}
+
+/// A growable locked buffer for the raw input.
+pub struct IntakeBuffer {
+    buf: LockedBuf,
+    limit: usize,
+}
+
+impl IntakeBuffer {
+    /// An empty buffer that will refuse input beyond `limit` bytes.
+    pub fn new(limit: usize) -> Result<Self, ArenaError> {
+        Ok(IntakeBuffer {
+            buf: LockedBuf::new(INITIAL_INTAKE_BYTES.min(limit.max(1)))?,
+            limit,
+        })
+    }
+
+    /// Reads to EOF with `read`, wiping the buffer on any error.
+    ///
+    /// `read` behaves like `read(2)`: `Ok(0)` is EOF, `Interrupted` is retried.
+    pub fn read_to_end<R>(&mut self, mut read: R) -> Result<(), IntakeError>
+    where
+        R: FnMut(&mut [u8]) -> io::Result<usize>,
+    {
+        let result = loop {
+            if self.buf.len() == self.buf.capacity() {
+                if self.buf.len() > self.limit {
+                    break Err(IntakeError::TooLarge { limit: self.limit });
+                }
+                // Grow by doubling; one byte past the limit is room to detect oversize input.
+                let wanted = (self.buf.capacity() * 2).min(self.limit + 1);
+                match self.grow(wanted) {
+                    Ok(()) => {}
+                    Err(e) => break Err(e.into()),
+                }
+            }
+            match read(self.buf.spare_mut()) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    self.buf.commit(n);
+                    if self.buf.len() > self.limit {
+                        break Err(IntakeError::TooLarge { limit: self.limit });
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => break Err(IntakeError::Read(e.kind())),
+            }
+        };
+        if result.is_err() {
+            self.buf.wipe();
+        }
+        result
+    }
+
+    fn grow(&mut self, capacity: usize) -> Result<(), ArenaError> {
+        let mut bigger = LockedBuf::new(capacity)?;
+        bigger.push(self.buf.as_slice());
+        // The old buffer is wiped by its Drop.
+        self.buf = bigger;
+        Ok(())
+    }
+
+    /// Parses the input, copies each secret once into a new locked arena, and wipes the input.
+    pub fn into_credentials(mut self) -> Result<Credentials, IntakeError> {
+        let result = parse(self.buf.as_slice());
+        self.buf.wipe_after(result)
+    }
+
+    #[cfg(test)]
+    fn is_wiped(&mut self) -> bool {
+        self.buf.is_empty() && self.buf.spare_mut().iter().all(|b| *b == 0)
+    }
+}
+
+impl LockedBuf {
+    /// Wipes the buffer and passes `result` through: the one exit from `into_credentials`.
+    fn wipe_after<T>(&mut self, result: Result<T, IntakeError>) -> Result<T, IntakeError> {
+        self.wipe();
+        result
+    }
+}
+
+/// Reads stdin (fd 0) to EOF into a locked buffer, then points fd 0 at `/dev/null`.
+pub fn read_stdin(limit: usize) -> Result<IntakeBuffer, IntakeError> {
+    let mut intake = IntakeBuffer::new(limit)?;
+    intake.read_to_end(|buf| {
+        nix::unistd::read(std::io::stdin(), buf).map_err(|errno| io::Error::from_raw_os_error(errno as i32))
+    })?;
+    crate::hardening::detach_stdin();
+    Ok(intake)
+}
+
+/// Splits input into lines, tolerating CRLF and a missing final newline; blank lines are skipped.
+fn key_lines(input: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    input
+        .split(|b| *b == b'\n')
+        .enumerate()
+        .map(|(i, line)| (i + 1, line.strip_suffix(b"\r").unwrap_or(line)))
+        .filter(|(_, line)| !line.is_empty())
+}
+
+fn is_key_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+}
+
+fn parse(input: &[u8]) -> Result<Credentials, IntakeError> {
+    let first = input.iter().find(|b| !b.is_ascii_whitespace());
+    match first {
+        None => return Err(IntakeError::Empty),
+        Some(b'{') | Some(b'[') => return Err(IntakeError::UnsupportedJson),
+        Some(_) => {}
+    }
+    let mut keys = Vec::new();
+    for (line, key) in key_lines(input) {
+        if key.len() > MAX_KEY_LINE_BYTES {
+            return Err(IntakeError::KeyTooLong { line });
+        }
+        if let Some(pos) = key.iter().position(|b| !is_key_byte(*b)) {
+            return Err(IntakeError::InvalidCharacter {
+                line,
+                position: pos + 1,
+            });
+        }
+        keys.push(key);
+    }
+    match keys.len() {
+        0 => return Err(IntakeError::Empty),
+        1 => {}
+        count => return Err(IntakeError::TooManyKeys { count }),
+    }
+    let needed: usize = keys.iter().map(|k| BEARER_PREFIX.len() + k.len()).sum();
+    let mut arena = SecretArena::with_capacity(needed)?;
+    let mut accounts = Vec::with_capacity(keys.len());
+    for key in keys {
+        let bearer = arena
+            .push_concat(&[BEARER_PREFIX, key])
+            .ok_or(IntakeError::Memory(ArenaError::Map(io::Error::other("secret arena too small"))))?;
+        accounts.push(Credential::ApiKey { bearer });
+    }
+    Ok(Credentials {
+        arena: Arc::new(arena),
+        accounts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that hands out `input` in the given chunk sizes, then EOF or `end`.
+    fn chunked_reader(
+        input: &'static [u8],
+        chunk: usize,
+        end: Option<io::ErrorKind>,
+    ) -> impl FnMut(&mut [u8]) -> io::Result<usize> {
+        let mut pos = 0;
+        let mut interrupted_once = false;
+        move |buf: &mut [u8]| {
+            if !interrupted_once {
+                interrupted_once = true;
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            if pos == input.len() {
+                return match end {
+                    Some(kind) => Err(kind.into()),
+                    None => Ok(0),
+                };
+            }
+            let n = chunk.min(buf.len()).min(input.len() - pos);
+            buf[..n].copy_from_slice(&input[pos..pos + n]);
+            pos += n;
+            Ok(n)
+        }
+    }
+
+    fn load(input: &'static [u8], chunk: usize) -> Result<Credentials, IntakeError> {
+        let mut intake = IntakeBuffer::new(4 * 1024 * 1024).unwrap();
+        intake.read_to_end(chunked_reader(input, chunk, None))?;
+        intake.into_credentials()
+    }
+
+    fn bearer_of(creds: &Credentials) -> &[u8] {
+        let Credential::ApiKey { bearer } = creds.accounts[0];
+        creds.arena.get(bearer)
+    }
+
+    #[test]
+    fn accepts_one_key_line_with_short_reads_and_crlf() {
+        for chunk in [1, 2, 3, 7, 4096] {
+            let creds = load(b"sk-test_KEY-123\r\n", chunk).unwrap();
+            assert_eq!(bearer_of(&creds), b"Bearer sk-test_KEY-123");
+            let range = creds.accounts[0].secret_range();
+            assert_eq!(creds.arena.get(range), b"sk-test_KEY-123");
+        }
+    }
+
+    #[test]
+    fn accepts_a_key_without_final_newline_and_surrounding_blank_lines() {
+        assert_eq!(bearer_of(&load(b"abc", 100).unwrap()), b"Bearer abc");
+        assert_eq!(bearer_of(&load(b"\n\nabc\n\n", 100).unwrap()), b"Bearer abc");
+    }
+
+    #[test]
+    fn empty_input_is_an_error() {
+        assert!(matches!(load(b"", 10), Err(IntakeError::Empty)));
+        assert!(matches!(load(b"\r\n\n", 10), Err(IntakeError::Empty)));
+    }
+
+    #[test]
+    fn invalid_bytes_are_named_by_position_never_echoed() {
+        for input in [&b"sk-ab cd\n"[..], b"sk-\xffab\n", b"sk-a\0b", b"sk=secretvalue"] {
+            let input: &'static [u8] = Box::leak(input.to_vec().into_boxed_slice());
+            let err = load(input, 3).err().unwrap();
+            assert!(matches!(err, IntakeError::InvalidCharacter { line: 1, .. }), "{err}");
+            let message = err.to_string();
+            assert!(!message.contains("secretvalue") && !message.contains("sk-"), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_second_key_line_is_refused_for_now() {
+        assert!(matches!(load(b"key1\nkey2\n", 5), Err(IntakeError::TooManyKeys { count: 2 })));
+    }
+
+    #[test]
+    fn json_input_is_recognised_and_refused_clearly() {
+        assert!(matches!(load(b"  {\"OPENAI_API_KEY\":\"x\"}", 5), Err(IntakeError::UnsupportedJson)));
+    }
+
+    #[test]
+    fn key_line_length_limit_is_1024() {
+        let ok: &'static [u8] = Box::leak(vec![b'k'; MAX_KEY_LINE_BYTES].into_boxed_slice());
+        assert!(load(ok, 100).is_ok());
+        let long: &'static [u8] = Box::leak(vec![b'k'; MAX_KEY_LINE_BYTES + 1].into_boxed_slice());
+        assert!(matches!(load(long, 100), Err(IntakeError::KeyTooLong { line: 1 })));
+    }
+
+    #[test]
+    fn oversize_input_is_refused_and_wiped() {
+        let mut intake = IntakeBuffer::new(10).unwrap();
+        let err = intake.read_to_end(chunked_reader(b"0123456789A", 4, None)).unwrap_err();
+        assert!(matches!(err, IntakeError::TooLarge { limit: 10 }));
+        assert!(intake.is_wiped());
+        // Exactly at the limit is fine.
+        let mut intake = IntakeBuffer::new(10).unwrap();
+        intake.read_to_end(chunked_reader(b"0123456789", 4, None)).unwrap();
+    }
+
+    #[test]
+    fn input_growing_past_the_first_buffer_is_kept_whole() {
+        let mut line = vec![b'a'; 1000];
+        line.push(b'\n');
+        let input: &'static [u8] = Box::leak(line.repeat(9).into_boxed_slice());
+        let mut intake = IntakeBuffer::new(1 << 20).unwrap();
+        intake.read_to_end(chunked_reader(input, 333, None)).unwrap();
+        assert_eq!(intake.buf.as_slice(), input);
+    }
+
+    #[test]
+    fn read_error_is_reported_and_wipes_the_buffer() {
+        let mut intake = IntakeBuffer::new(1024).unwrap();
+        let err = intake
+            .read_to_end(chunked_reader(b"sk-partial", 3, Some(io::ErrorKind::BrokenPipe)))
+            .unwrap_err();
+        assert!(matches!(err, IntakeError::Read(io::ErrorKind::BrokenPipe)));
+        assert!(intake.is_wiped());
+    }
+
+    #[test]
+    fn parse_errors_wipe_the_buffer_too() {
+        let mut intake = IntakeBuffer::new(1024).unwrap();
+        intake.read_to_end(chunked_reader(b"bad key\n", 3, None)).unwrap();
+        // into_credentials consumes the buffer; check the wipe through the same path it uses.
+        let result = parse(intake.buf.as_slice());
+        assert!(result.is_err());
+        let _ = intake.buf.wipe_after(result);
+        assert!(intake.is_wiped());
+    }
+}

@@ -1,0 +1,109 @@
+//! The response body type of every route, and the one log line per request.
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tokio::time::Instant;
+
+use crate::upstream::relay::{RelayBody, RelayStats};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a request did, logged once when its response body is finished or dropped.
+/// Never a header value or a body.
+pub struct RequestLog {
+    pub route: &'static str,
+    pub status: u16,
+    pub upstream_status: Option<u16>,
+    pub attempts: u32,
+    pub bytes_in: usize,
+    pub started: Instant,
+    pub stats: Option<Arc<RelayStats>>,
+    pub full_bytes: usize,
+}
+
+impl Drop for RequestLog {
+    fn drop(&mut self) {
+        let (bytes_out, failure) = match &self.stats {
+            Some(stats) => (stats.bytes_out.load(Ordering::Relaxed), stats.failure().map(|f| format!("{f:?}"))),
+            None => (self.full_bytes as u64, None),
+        };
+        tracing::info!(
+            route = self.route,
+            status = self.status,
+            upstream_status = self.upstream_status,
+            attempts = self.attempts,
+            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            bytes_in = self.bytes_in,
+            bytes_out,
+            failure,
+            "request"
+        );
+    }
+}
+
+enum Inner {
+    Full(Option<Bytes>),
+    Relay(Box<RelayBody>),
+}
+
+/// A complete body or an upstream relay, carrying the request's log line.
+pub struct ProxyBody {
+    inner: Inner,
+    log: Option<RequestLog>,
+}
+
+impl ProxyBody {
+    pub fn full(bytes: Bytes) -> Self {
+        ProxyBody {
+            inner: Inner::Full(Some(bytes)),
+            log: None,
+        }
+    }
+
+    pub fn relay(body: RelayBody) -> Self {
+        ProxyBody {
+            inner: Inner::Relay(Box::new(body)),
+            log: None,
+        }
+    }
+
+    /// Attaches the log line, emitted when this body is done with.
+    pub fn with_log(mut self, mut log: RequestLog) -> Self {
+        if let Inner::Full(Some(bytes)) = &self.inner {
+            log.full_bytes = bytes.len();
+        }
+        self.log = Some(log);
+        self
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.inner {
+            Inner::Full(bytes) => Poll::Ready(bytes.take().filter(|b| !b.is_empty()).map(|b| Ok(Frame::data(b)))),
+            Inner::Relay(relay) => Pin::new(relay.as_mut()).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Full(bytes) => bytes.as_ref().is_none_or(|b| b.is_empty()),
+            Inner::Relay(relay) => relay.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Inner::Relay(relay) => relay.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! One request, from gate to response.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::body::{ProxyBody, RequestLog};
+use super::errors::{json_response, openai_error, refusal};
+use super::limits::Reservation;
+use super::routes::Route;
+use super::State;
+use crate::upstream::{Outbound, ReplyBody};
+
+/// Longest pause tolerated between two chunks of a request body (slow senders).
+pub const BODY_CHUNK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Handles one request. Never fails: every problem is a response in the OpenAI dialect.
+pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+    let started = Instant::now();
+    let mut log = RequestLog {
+        route: "refused",
+        status: 0,
+        upstream_status: None,
+        attempts: 0,
+        bytes_in: 0,
+        started,
+        stats: None,
+        full_bytes: 0,
+    };
+    let response = match state.gate.classify(request.method(), request.uri(), request.headers()) {
+        Err(refused) => refusal(refused),
+        Ok(route) => {
+            log.route = route.name();
+            if state.token.as_ref().is_some_and(|t| !t.authorizes(request.headers())) {
+                openai_error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client_token",
+                    "Missing or wrong client token (send it as Authorization: Bearer or x-api-key).",
+                )
+            } else {
+                serve(&state, route, request, &mut log).await
+            }
+        }
+    };
+    log.status = response.status().as_u16();
+    let (parts, body) = response.into_parts();
+    Ok(Response::from_parts(parts, body.with_log(log)))
+}
+
+async fn serve(state: &State, route: Route, request: Request<Incoming>, log: &mut RequestLog) -> Response<ProxyBody> {
+    match route {
+        Route::Health => json_response(
+            StatusCode::OK,
+            &serde_json::to_value(state.upstream.pool.health()).unwrap_or_default(),
+        ),
+        Route::Shutdown => {
+            tracing::info!("shutdown requested over HTTP");
+            state.shutdown_requested.cancel();
+            json_response(StatusCode::OK, &serde_json::json!({"status": "shutting_down"}))
+        }
+        Route::Responses | Route::ResponsesCompact => forward(state, route, request, log).await,
+    }
+}
+
+/// Why a request body was not accepted.
+enum BodyError {
+    TooLarge,
+    OverBudget,
+    SlowSender,
+    Broken,
+}
+
+impl BodyError {
+    fn response(&self, max: usize) -> Response<ProxyBody> {
+        match self {
+            BodyError::TooLarge => openai_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request_too_large",
+                &format!("Request body is larger than the limit of {max} bytes."),
+            ),
+            BodyError::OverBudget => openai_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "proxy_overloaded",
+                "Too many request bytes are buffered right now; try again shortly.",
+            ),
+            BodyError::SlowSender => openai_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_body_timeout",
+                "The request body arrived too slowly.",
+            ),
+            BodyError::Broken => openai_error(StatusCode::BAD_REQUEST, "invalid_body", "The request body could not be read."),
+        }
+    }
+}
+
+/// Reads the whole body within the size limit, the global budget and the slow-sender bound.
+async fn read_body(state: &State, request: Request<Incoming>) -> Result<(http::request::Parts, Bytes, Reservation), BodyError> {
+    let max = state.limits.max_body_bytes;
+    let (parts, mut body) = request.into_parts();
+    let declared = match parts.headers.get(header::CONTENT_LENGTH) {
+        Some(v) => Some(v.to_str().ok().and_then(|s| s.parse::<usize>().ok()).ok_or(BodyError::Broken)?),
+        None => None,
+    };
+    if declared.is_some_and(|n| n > max) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut reservation = state.budget.reserve_none();
+    if let Some(n) = declared {
+        if !reservation.grow(n) {
+            return Err(BodyError::OverBudget);
+        }
+    }
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(8 * 1024));
+    loop {
+        let frame = match tokio::time::timeout(BODY_CHUNK_TIMEOUT, body.frame()).await {
+            Err(_) => return Err(BodyError::SlowSender),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => return Err(BodyError::Broken),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        if buf.len() + data.len() > max {
+            return Err(BodyError::TooLarge);
+        }
+        if declared.is_none() && !reservation.grow(data.len()) {
+            return Err(BodyError::OverBudget);
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok((parts, buf.freeze(), reservation))
+}
+
+#[derive(Deserialize)]
+struct StreamFlag {
+    #[serde(default)]
+    stream: Option<bool>,
+}
+
+/// Whether the client asked for an event stream. `None`: the body is not a JSON object.
+fn wants_stream(route: Route, headers: &http::HeaderMap, body: &[u8]) -> Option<bool> {
+    let encoded = headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        // A compressed body is forwarded as it is; its Accept header says what it expects.
+        return Some(
+            route == Route::Responses
+                && headers
+                    .get(header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.contains("text/event-stream")),
+        );
+    }
+    let flag: StreamFlag = serde_json::from_slice(body).ok()?;
+    Some(route == Route::Responses && flag.stream.unwrap_or(false))
+}
+
+async fn forward(state: &State, route: Route, request: Request<Incoming>, log: &mut RequestLog) -> Response<ProxyBody> {
+    let (parts, body, reservation) = match read_body(state, request).await {
+        Ok(read) => read,
+        Err(e) => return e.response(state.limits.max_body_bytes),
+    };
+    log.bytes_in = body.len();
+    let Some(streaming) = wants_stream(route, &parts.headers, &body) else {
+        return openai_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "The request body is not a valid JSON object.",
+        );
+    };
+    let Some(endpoint) = route.upstream_endpoint() else {
+        return openai_error(StatusCode::NOT_FOUND, "not_found", "Unknown route.");
+    };
+    let outbound = Outbound {
+        endpoint,
+        headers: &parts.headers,
+        body,
+        streaming,
+        abort: state.abort.clone(),
+    };
+    let result = state.upstream.forward(outbound).await;
+    drop(reservation);
+    let attempts_header = |attempts: u32| HeaderValue::from(attempts);
+    match result {
+        Err(give_up) => {
+            log.attempts = give_up.attempts;
+            let mut response = openai_error(give_up.status, give_up.code, give_up.message);
+            if give_up.attempts > 0 {
+                response
+                    .headers_mut()
+                    .insert("x-codex-proxy-attempts", attempts_header(give_up.attempts));
+            }
+            response
+        }
+        Ok(reply) => {
+            log.attempts = reply.attempts;
+            log.upstream_status = Some(reply.status.as_u16());
+            log.stats = Some(Arc::clone(&reply.stats));
+            let body = match reply.body {
+                ReplyBody::Full(bytes) => ProxyBody::full(bytes),
+                ReplyBody::Relay(relay) => ProxyBody::relay(relay),
+            };
+            let mut response = Response::new(body);
+            *response.status_mut() = reply.status;
+            *response.headers_mut() = reply.headers;
+            response
+                .headers_mut()
+                .insert("x-codex-proxy-attempts", attempts_header(reply.attempts));
+            response
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_flag_comes_from_the_body() {
+        let h = http::HeaderMap::new();
+        assert_eq!(wants_stream(Route::Responses, &h, br#"{"model":"m","stream":true}"#), Some(true));
+        assert_eq!(wants_stream(Route::Responses, &h, br#"{"model":"m","stream":false}"#), Some(false));
+        assert_eq!(wants_stream(Route::Responses, &h, br#"{"model":"m"}"#), Some(false));
+        assert_eq!(wants_stream(Route::ResponsesCompact, &h, br#"{"stream":true}"#), Some(false));
+        assert_eq!(wants_stream(Route::Responses, &h, b"not json"), None);
+        assert_eq!(wants_stream(Route::Responses, &h, b"[1]"), None);
+    }
+
+    #[test]
+    fn compressed_bodies_follow_the_accept_header() {
+        let mut h = http::HeaderMap::new();
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("zstd"));
+        assert_eq!(wants_stream(Route::Responses, &h, b"\x28\xb5\x2f\xfd"), Some(false));
+        h.insert(header::ACCEPT, HeaderValue::from_static("text/event-stream"));
+        assert_eq!(wants_stream(Route::Responses, &h, b"\x28\xb5\x2f\xfd"), Some(true));
+    }
+}

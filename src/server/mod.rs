@@ -1,0 +1,153 @@
+//! The front end: accept loop, connection limits, per-connection HTTP/1.1, and shutdown.
+//!
+//! [`run`] takes an already-bound listener and a shutdown future, so tests bind
+//! `127.0.0.1:0` in-process. Shutdown (the future, or `/shutdown`) stops accepting, asks every
+//! connection to finish its in-flight request and close, waits up to the drain timeout, then
+//! ends whatever is still open with an error its client can see, and returns.
+
+pub mod body;
+pub mod errors;
+pub mod handler;
+pub mod info;
+pub mod limits;
+pub mod routes;
+pub mod token;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Limits, Timeouts};
+use crate::upstream::Upstream;
+use limits::BufferBudget;
+use routes::Gate;
+use token::ClientToken;
+
+/// Time allowed to send a whole request head, and to start the next one on a kept-alive
+/// connection (slowloris and idle-connection bound).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head (request line and headers) accepted; beyond it: 431.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// After the drain timeout, how long streams get to deliver their error events.
+const ABORT_GRACE: Duration = Duration::from_secs(2);
+
+/// Everything a request handler needs, shared by all connections.
+pub struct State {
+    pub gate: Gate,
+    pub token: Option<ClientToken>,
+    pub upstream: Upstream,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    pub budget: Arc<BufferBudget>,
+    /// Cancelled by `/shutdown`.
+    pub shutdown_requested: CancellationToken,
+    /// Cancelled when the drain timeout has passed: in-flight requests end with an error.
+    pub abort: CancellationToken,
+    /// Open client connections (a gauge for tests and logs).
+    pub open_connections: AtomicUsize,
+}
+
+impl State {
+    /// Open client connections right now.
+    pub fn open_connections(&self) -> usize {
+        self.open_connections.load(Ordering::Relaxed)
+    }
+}
+
+/// Serves `listener` until `shutdown` resolves or `/shutdown` is called, then drains.
+pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future<Output = ()>) {
+    let connections = Arc::new(Semaphore::new(state.limits.max_connections));
+    let tracker = TaskTracker::new();
+    let draining = CancellationToken::new();
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            _ = state.shutdown_requested.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(error) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        match Arc::clone(&connections).try_acquire_owned() {
+            Ok(permit) => {
+                tracker.spawn(serve_connection(Arc::clone(&state), stream, permit, draining.clone()));
+            }
+            Err(_) => {
+                tracker.spawn(refuse_connection(stream));
+            }
+        }
+    }
+    drop(listener);
+    tracing::info!(in_flight = state.open_connections(), "shutting down: draining connections");
+    draining.cancel();
+    tracker.close();
+    if tokio::time::timeout(state.timeouts.drain, tracker.wait()).await.is_err() {
+        tracing::warn!(open = state.open_connections(), "drain timeout: ending in-flight requests with an error");
+        state.abort.cancel();
+        if tokio::time::timeout(ABORT_GRACE, tracker.wait()).await.is_err() {
+            tracing::warn!(open = state.open_connections(), "connections still open after the abort grace; closing");
+        }
+    }
+}
+
+async fn serve_connection(state: Arc<State>, stream: TcpStream, _permit: OwnedSemaphorePermit, draining: CancellationToken) {
+    state.open_connections.fetch_add(1, Ordering::Relaxed);
+    let _ = stream.set_nodelay(true);
+    let service_state = Arc::clone(&state);
+    let service = service_fn(move |request| handler::handle(Arc::clone(&service_state), request));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .keep_alive(true);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = draining.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            tokio::select! {
+                result = connection.as_mut() => result,
+                // Past the abort grace the connection is dropped (closed) regardless.
+                _ = async { state.abort.cancelled().await; tokio::time::sleep(ABORT_GRACE).await } => Ok(()),
+            }
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, "client connection ended with an error");
+    }
+    state.open_connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Over `--max-connections`: a fixed 503 and close, without reading the request.
+async fn refuse_connection(mut stream: TcpStream) {
+    tracing::warn!("connection limit reached: refusing a connection");
+    const BODY: &str = r#"{"error":{"message":"Too many connections to the proxy.","type":"server_error","param":null,"code":"too_many_connections"}}"#;
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nx-should-retry: false\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}

@@ -1,0 +1,342 @@
+//! The front end's gate: exact route table and refusals. A pure function of the request head.
+//!
+//! | method    | path                    | route                                      |
+//! |-----------|-------------------------|--------------------------------------------|
+//! | POST      | `/v1/responses`         | Responses API, streaming or not            |
+//! | POST      | `/v1/responses/compact` | Responses compaction (JSON)                |
+//! | GET       | `/health`               | liveness and account summary               |
+//! | GET, POST | `/shutdown`             | only with `--http-shutdown`                |
+//!
+//! Refused before anything else happens, never echoing input: a request target that is not a
+//! plain origin-form path (absolute-form, authority-form, `*`), `CONNECT`, any query string, a
+//! `Host` that is not this loopback listener, any `Origin` or `Sec-Fetch-*` header (browsers),
+//! and any upgrade (WebSocket, h2c) — all 403; a path variant of a known route (case, `%`
+//! escapes, dot segments, doubled or trailing slashes) — 403; a known path with another
+//! method — 405; anything else — 404.
+
+use http::{header, HeaderMap, Method, Uri};
+
+/// An accepted route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Responses,
+    ResponsesCompact,
+    Health,
+    Shutdown,
+}
+
+impl Route {
+    /// Stable name for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Route::Responses => "responses",
+            Route::ResponsesCompact => "responses_compact",
+            Route::Health => "health",
+            Route::Shutdown => "shutdown",
+        }
+    }
+
+    /// The upstream endpoint, relative to the configured base, for forwarded routes.
+    pub fn upstream_endpoint(self) -> Option<&'static str> {
+        match self {
+            Route::Responses => Some("/responses"),
+            Route::ResponsesCompact => Some("/responses/compact"),
+            Route::Health | Route::Shutdown => None,
+        }
+    }
+}
+
+/// Why a request is refused. Each maps to one fixed response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// 404: no such route.
+    NotFound,
+    /// 405: the path exists with other methods (listed for the `Allow` header).
+    MethodNotAllowed { allow: &'static str },
+    /// 403: the request is of a kind this proxy never serves.
+    Forbidden(Forbidden),
+}
+
+/// The kinds of 403 refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forbidden {
+    RequestTarget,
+    QueryString,
+    Host,
+    BrowserRequest,
+    Upgrade,
+    PathVariant,
+}
+
+impl Forbidden {
+    /// A fixed, input-free explanation.
+    pub fn message(self) -> &'static str {
+        match self {
+            Forbidden::RequestTarget => "Only origin-form request targets are accepted.",
+            Forbidden::QueryString => "Query strings are not accepted on this route.",
+            Forbidden::Host => "The Host header must name this loopback listener.",
+            Forbidden::BrowserRequest => "Requests from web pages (Origin or Sec-Fetch-* headers) are refused.",
+            Forbidden::Upgrade => "Protocol upgrades (WebSocket, h2c) are not supported; use plain HTTP/1.1.",
+            Forbidden::PathVariant => "Paths must match a route exactly.",
+        }
+    }
+}
+
+struct Entry {
+    path: &'static str,
+    methods: &'static [Method],
+    allow: &'static str,
+    route: Route,
+    enabled: fn(&Gate) -> bool,
+}
+
+const TABLE: &[Entry] = &[
+    Entry { path: "/v1/responses", methods: &[Method::POST], allow: "POST", route: Route::Responses, enabled: |_| true },
+    Entry { path: "/v1/responses/compact", methods: &[Method::POST], allow: "POST", route: Route::ResponsesCompact, enabled: |_| true },
+    Entry { path: "/health", methods: &[Method::GET], allow: "GET", route: Route::Health, enabled: |_| true },
+    Entry { path: "/shutdown", methods: &[Method::GET, Method::POST], allow: "GET, POST", route: Route::Shutdown, enabled: |g| g.http_shutdown },
+];
+
+/// What the gate needs to know about this listener.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    /// The listener's port, for the `Host` check.
+    pub port: u16,
+    /// `--http-shutdown`.
+    pub http_shutdown: bool,
+    /// Accepted `Host` values, precomputed from the port.
+    hosts: [String; 3],
+}
+
+impl Gate {
+    pub fn new(port: u16, http_shutdown: bool) -> Self {
+        Gate {
+            port,
+            http_shutdown,
+            hosts: [
+                format!("127.0.0.1:{port}"),
+                format!("localhost:{port}"),
+                format!("[::1]:{port}"),
+            ],
+        }
+    }
+
+    /// Accepts or refuses a request head. Checks run from the most to the least suspicious.
+    pub fn classify(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<Route, Refusal> {
+        use Forbidden::*;
+        let forbid = |f| Err(Refusal::Forbidden(f));
+        if method == Method::CONNECT || uri.scheme().is_some() || uri.authority().is_some() || !uri.path().starts_with('/') {
+            return forbid(RequestTarget);
+        }
+        if headers.contains_key(header::UPGRADE) || headers.contains_key("http2-settings") {
+            return forbid(Upgrade);
+        }
+        if headers.contains_key(header::ORIGIN) || headers.keys().any(|k| k.as_str().starts_with("sec-fetch-")) {
+            return forbid(BrowserRequest);
+        }
+        if !self.host_is_loopback_listener(headers) {
+            return forbid(Host);
+        }
+        if uri.query().is_some() {
+            return forbid(QueryString);
+        }
+        let path = uri.path();
+        match TABLE.iter().find(|e| e.path == path && (e.enabled)(self)) {
+            Some(entry) if entry.methods.contains(method) => Ok(entry.route),
+            Some(entry) => Err(Refusal::MethodNotAllowed { allow: entry.allow }),
+            None if self.is_variant_of_known_path(path) => forbid(PathVariant),
+            None => Err(Refusal::NotFound),
+        }
+    }
+
+    fn host_is_loopback_listener(&self, headers: &HeaderMap) -> bool {
+        let mut values = headers.get_all(header::HOST).iter();
+        match (values.next(), values.next()) {
+            (Some(host), None) => host
+                .to_str()
+                .map(|h| self.hosts.iter().any(|ok| ok.eq_ignore_ascii_case(h)))
+                .unwrap_or(false),
+            _ => false,
+        }
+    }
+
+    /// True when `path` normalises (case, `%` escapes, dot segments, slashes) to a route path.
+    fn is_variant_of_known_path(&self, path: &str) -> bool {
+        let normalised = normalise_path(path);
+        TABLE.iter().any(|e| (e.enabled)(self) && e.path == normalised && e.path != path)
+    }
+}
+
+/// Lower-cases, percent-decodes (repeatedly), resolves dot segments and drops empty segments.
+fn normalise_path(path: &str) -> String {
+    let mut current = path.to_ascii_lowercase();
+    for _ in 0..3 {
+        let decoded = percent_decode(&current).to_ascii_lowercase();
+        if decoded == current {
+            break;
+        }
+        current = decoded;
+    }
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in current.split(['/', '\\']) {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    format!("/{}", segments.join("/"))
+}
+
+fn percent_decode(s: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push(hi << 4 | lo);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn gate() -> Gate {
+        Gate::new(4000, true)
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:4000"));
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    fn check(method: Method, target: &str, extra: &[(&'static str, &'static str)]) -> Result<Route, Refusal> {
+        gate().classify(&method, &target.parse().unwrap(), &headers(extra))
+    }
+
+    #[test]
+    fn serves_exactly_the_route_table() {
+        assert_eq!(check(Method::POST, "/v1/responses", &[]), Ok(Route::Responses));
+        assert_eq!(check(Method::POST, "/v1/responses/compact", &[]), Ok(Route::ResponsesCompact));
+        assert_eq!(check(Method::GET, "/health", &[]), Ok(Route::Health));
+        assert_eq!(check(Method::GET, "/shutdown", &[]), Ok(Route::Shutdown));
+        assert_eq!(check(Method::POST, "/shutdown", &[]), Ok(Route::Shutdown));
+    }
+
+    #[test]
+    fn shutdown_is_unknown_without_the_flag() {
+        let gate = Gate::new(4000, false);
+        assert_eq!(
+            gate.classify(&Method::GET, &"/shutdown".parse().unwrap(), &headers(&[])),
+            Err(Refusal::NotFound)
+        );
+    }
+
+    #[test]
+    fn other_methods_on_known_paths_are_405() {
+        for m in [Method::GET, Method::PUT, Method::HEAD, Method::OPTIONS, Method::DELETE] {
+            assert_eq!(check(m, "/v1/responses", &[]), Err(Refusal::MethodNotAllowed { allow: "POST" }));
+        }
+        assert_eq!(check(Method::POST, "/health", &[]), Err(Refusal::MethodNotAllowed { allow: "GET" }));
+        assert_eq!(check(Method::DELETE, "/shutdown", &[]), Err(Refusal::MethodNotAllowed { allow: "GET, POST" }));
+    }
+
+    #[test]
+    fn unknown_paths_are_404() {
+        for p in ["/", "/v1/models", "/v1/chat/completions", "/v2/responses", "/healthz"] {
+            assert_eq!(check(Method::POST, p, &[]), Err(Refusal::NotFound), "{p}");
+        }
+    }
+
+    #[test]
+    fn path_variants_are_403() {
+        for p in [
+            "/v1/responses/",
+            "/v1/responses/.",
+            "/v1/responses/../responses",
+            "/v1/./responses",
+            "/v1/%72esponses",
+            "/v1/responses%2f..%2fresponses",
+            "//v1/responses",
+            "/v1//responses",
+            "/V1/responses",
+            "/v1/Responses/compact",
+            "/health/",
+            "/%2568ealth",
+        ] {
+            assert_eq!(check(Method::POST, p, &[]), Err(Refusal::Forbidden(Forbidden::PathVariant)), "{p}");
+        }
+    }
+
+    #[test]
+    fn any_query_string_is_403() {
+        for t in ["/v1/responses?x=1", "/v1/responses?", "/health?verbose"] {
+            assert_eq!(check(Method::POST, t, &[]), Err(Refusal::Forbidden(Forbidden::QueryString)), "{t}");
+        }
+    }
+
+    #[test]
+    fn absolute_form_authority_form_asterisk_and_connect_are_403() {
+        let f = Err(Refusal::Forbidden(Forbidden::RequestTarget));
+        assert_eq!(check(Method::POST, "http://evil.example/v1/responses", &[]), f);
+        assert_eq!(check(Method::POST, "http://127.0.0.1:4000/v1/responses", &[]), f);
+        assert_eq!(check(Method::CONNECT, "evil.example:443", &[]), f);
+        assert_eq!(check(Method::OPTIONS, "*", &[]), f);
+    }
+
+    #[test]
+    fn host_must_name_this_loopback_listener() {
+        let g = gate();
+        let uri: Uri = "/health".parse().unwrap();
+        for ok in ["127.0.0.1:4000", "localhost:4000", "LOCALHOST:4000", "[::1]:4000"] {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_static(ok));
+            assert_eq!(g.classify(&Method::GET, &uri, &h), Ok(Route::Health), "{ok}");
+        }
+        for bad in ["evil.example", "127.0.0.1", "127.0.0.1:4001", "localhost", "evil.example:4000", "127.0.0.1:4000.evil"] {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_static(bad));
+            assert_eq!(g.classify(&Method::GET, &uri, &h), Err(Refusal::Forbidden(Forbidden::Host)), "{bad}");
+        }
+        assert_eq!(g.classify(&Method::GET, &uri, &HeaderMap::new()), Err(Refusal::Forbidden(Forbidden::Host)));
+        let mut two = headers(&[]);
+        two.append(header::HOST, HeaderValue::from_static("127.0.0.1:4000"));
+        assert_eq!(g.classify(&Method::GET, &uri, &two), Err(Refusal::Forbidden(Forbidden::Host)));
+    }
+
+    #[test]
+    fn browser_requests_are_403_even_for_shutdown() {
+        let f = Err(Refusal::Forbidden(Forbidden::BrowserRequest));
+        assert_eq!(check(Method::GET, "/shutdown", &[("origin", "http://evil.example")]), f);
+        assert_eq!(check(Method::GET, "/shutdown", &[("origin", "null")]), f);
+        assert_eq!(check(Method::GET, "/shutdown", &[("sec-fetch-mode", "no-cors")]), f);
+        assert_eq!(check(Method::POST, "/v1/responses", &[("sec-fetch-site", "cross-site")]), f);
+    }
+
+    #[test]
+    fn upgrades_are_403() {
+        let f = Err(Refusal::Forbidden(Forbidden::Upgrade));
+        assert_eq!(check(Method::GET, "/v1/responses", &[("upgrade", "websocket"), ("connection", "upgrade")]), f);
+        assert_eq!(check(Method::POST, "/v1/responses", &[("upgrade", "h2c"), ("http2-settings", "AAA")]), f);
+        assert_eq!(check(Method::POST, "/v1/responses", &[("http2-settings", "AAA")]), f);
+    }
+}

@@ -1,0 +1,232 @@
+//! Incremental server-sent-events scanning for the Responses API.
+//!
+//! [`SseScanner`] is fed upstream bytes exactly as they arrive, split anywhere (inside a UTF-8
+//! character, inside `\r\n`, inside a `data:` line), and reports the class of every complete
+//! event. The bytes themselves are not changed or kept: passthrough forwards them verbatim,
+//! and the scanner only tells the streaming code where the commit point is and whether the
+//! stream ended with a terminal event.
+//!
+//! Line endings may be `\n`, `\r\n` or `\r`; comments (`:` lines) are ignored; the event type
+//! is the `event:` field, or else the `type` of the `data:` JSON.
+
+use serde::Deserialize;
+
+/// Data bytes collected per event for finding its `type` when there is no `event:` line.
+/// A larger event without an `event:` line is classed as content.
+const MAX_TYPE_SCAN_BYTES: usize = 1 << 20;
+
+/// What an event means for the commit point (DESIGN.md §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventClass {
+    /// Handshake only: `response.created`, `response.in_progress`, `codex.*` metadata.
+    Bootstrap,
+    /// Anything else that is not terminal: output items, deltas, reasoning.
+    Content,
+    /// The stream's last word: `response.completed`, `response.failed`, `response.incomplete`,
+    /// `error` (or a `[DONE]` sentinel).
+    Terminal,
+}
+
+impl EventClass {
+    /// Classifies a Responses event type.
+    pub fn of_type(event_type: &str) -> EventClass {
+        match event_type {
+            "response.created" | "response.in_progress" => EventClass::Bootstrap,
+            t if t.starts_with("codex.") => EventClass::Bootstrap,
+            "response.completed" | "response.failed" | "response.incomplete" | "error" => EventClass::Terminal,
+            _ => EventClass::Content,
+        }
+    }
+}
+
+/// Incremental SSE event scanner; see the module docs.
+#[derive(Default)]
+pub struct SseScanner {
+    /// The current, incomplete line.
+    line: Vec<u8>,
+    /// The previous chunk ended in `\r`: a `\n` at the start of the next one belongs to it.
+    after_cr: bool,
+    /// Fields of the event being read.
+    event_name: Option<String>,
+    data: Vec<u8>,
+    data_overflow: bool,
+    has_fields: bool,
+}
+
+#[derive(Deserialize)]
+struct TypeOnly<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl SseScanner {
+    /// A scanner at the start of a stream.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds the next bytes; calls `on_event` once for every event completed by them.
+    pub fn feed(&mut self, mut chunk: &[u8], mut on_event: impl FnMut(EventClass)) {
+        if self.after_cr {
+            self.after_cr = false;
+            if let Some(rest) = chunk.strip_prefix(b"\n") {
+                chunk = rest;
+            }
+        }
+        while let Some(pos) = memchr::memchr2(b'\n', b'\r', chunk) {
+            let class = if self.line.is_empty() {
+                self.on_line(&chunk[..pos])
+            } else {
+                // A line split across chunks: join it, keeping the buffer's capacity.
+                let mut line = std::mem::take(&mut self.line);
+                line.extend_from_slice(&chunk[..pos]);
+                let class = self.on_line(&line);
+                line.clear();
+                self.line = line;
+                class
+            };
+            if let Some(class) = class {
+                on_event(class);
+            }
+            if chunk[pos] == b'\r' {
+                match chunk.get(pos + 1) {
+                    Some(b'\n') => chunk = &chunk[pos + 2..],
+                    Some(_) => chunk = &chunk[pos + 1..],
+                    None => {
+                        self.after_cr = true;
+                        chunk = &[];
+                    }
+                }
+            } else {
+                chunk = &chunk[pos + 1..];
+            }
+        }
+        self.line.extend_from_slice(chunk);
+    }
+
+    /// True when the bytes so far stop inside an event (a partial line or undispatched fields).
+    pub fn mid_event(&self) -> bool {
+        !self.line.is_empty() || self.has_fields
+    }
+
+    /// Processes one complete line; returns the class of an event it completes.
+    fn on_line(&mut self, line: &[u8]) -> Option<EventClass> {
+        if line.is_empty() {
+            return self.dispatch();
+        }
+        if line[0] == b':' {
+            return None;
+        }
+        let (field, value) = match memchr::memchr(b':', line) {
+            Some(i) => {
+                let value = &line[i + 1..];
+                (&line[..i], value.strip_prefix(b" ").unwrap_or(value))
+            }
+            None => (line, &b""[..]),
+        };
+        match field {
+            b"event" => {
+                self.has_fields = true;
+                self.event_name = Some(String::from_utf8_lossy(value).into_owned());
+            }
+            b"data" => {
+                self.has_fields = true;
+                if self.event_name.is_none() && !self.data_overflow {
+                    if self.data.len() + value.len() + 1 > MAX_TYPE_SCAN_BYTES {
+                        self.data_overflow = true;
+                        self.data = Vec::new();
+                    } else {
+                        if !self.data.is_empty() {
+                            self.data.push(b'\n');
+                        }
+                        self.data.extend_from_slice(value);
+                    }
+                }
+            }
+            _ => self.has_fields = true,
+        }
+        None
+    }
+
+    fn dispatch(&mut self) -> Option<EventClass> {
+        if !self.has_fields {
+            return None;
+        }
+        let class = match self.event_name.take() {
+            Some(name) => EventClass::of_type(&name),
+            None if self.data_overflow => EventClass::Content,
+            None if self.data == b"[DONE]" => EventClass::Terminal,
+            None => match serde_json::from_slice::<TypeOnly>(&self.data) {
+                Ok(TypeOnly { kind: Some(kind) }) => EventClass::of_type(&kind),
+                _ => EventClass::Content,
+            },
+        };
+        self.data.clear();
+        self.data_overflow = false;
+        self.has_fields = false;
+        Some(class)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STREAM: &str = "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"r1\"}}\n\n\
+: keep-alive comment\n\n\
+data: {\"type\":\"response.in_progress\"}\r\n\r\n\
+data: {\"type\":\"response.output_text.delta\",\"delta\":\"h\u{e9}llo\"}\r\r\
+event: codex.rate_limits\ndata: {}\n\n\
+event: response.completed\ndata: {\"type\":\"response.completed\",\n\
+data: \"response\":{\"id\":\"r1\"}}\n\n";
+
+    fn classes(splits: &[usize]) -> Vec<EventClass> {
+        let bytes = STREAM.as_bytes();
+        let mut scanner = SseScanner::new();
+        let mut out = Vec::new();
+        let mut start = 0;
+        for &end in splits.iter().chain(std::iter::once(&bytes.len())) {
+            scanner.feed(&bytes[start..end], |c| out.push(c));
+            start = end;
+        }
+        out
+    }
+
+    #[test]
+    fn classifies_every_event_in_one_chunk() {
+        use EventClass::*;
+        assert_eq!(classes(&[]), vec![Bootstrap, Bootstrap, Content, Bootstrap, Terminal]);
+    }
+
+    #[test]
+    fn the_same_events_come_out_at_every_split_point() {
+        let whole = classes(&[]);
+        let len = STREAM.len();
+        for a in 0..=len {
+            assert_eq!(classes(&[a]), whole, "split at {a}");
+        }
+        for a in (0..len).step_by(7) {
+            for b in (a..len).step_by(5) {
+                assert_eq!(classes(&[a, b]), whole, "split at {a},{b}");
+            }
+        }
+        let every_byte: Vec<usize> = (1..len).collect();
+        assert_eq!(classes(&every_byte), whole);
+    }
+
+    #[test]
+    fn error_event_and_done_sentinel_are_terminal() {
+        let mut scanner = SseScanner::new();
+        let mut out = Vec::new();
+        scanner.feed(b"event: error\ndata: {\"type\":\"error\"}\n\ndata: [DONE]\n\n", |c| out.push(c));
+        assert_eq!(out, vec![EventClass::Terminal, EventClass::Terminal]);
+    }
+
+    #[test]
+    fn data_that_is_not_json_is_content() {
+        let mut scanner = SseScanner::new();
+        let mut out = Vec::new();
+        scanner.feed(b"data: hello\n\n", |c| out.push(c));
+        assert_eq!(out, vec![EventClass::Content]);
+    }
+}

@@ -1,0 +1,184 @@
+//! The pooled HTTPS client: hyper-util's legacy client over hyper-rustls (HTTP/1.1 and h2 by
+//! ALPN), the OS trust store plus `--upstream-ca`, optional HTTP CONNECT or SOCKS5 proxy, and a
+//! connect timeout that covers TCP, the proxy handshake and TLS together. Redirects are never
+//! followed (hyper does not follow them).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Uri;
+use http_body_util::Full;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder, MaybeHttpsStream};
+use hyper_util::client::legacy::connect::proxy::{SocksV5, Tunnel};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tower_service::Service;
+
+use crate::config::{Config, UpstreamProxy};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The client every upstream request goes through.
+pub type HttpClient = Client<TimeoutConnector<HttpsConnector<ProxyConnector>>, Full<Bytes>>;
+
+/// How long an idle pooled upstream connection is kept.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The upstream client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("--upstream-ca: certificate rejected: {0}")]
+    BadCa(rustls::Error),
+    #[error("TLS configuration: {0}")]
+    Tls(rustls::Error),
+}
+
+/// Builds the client. Loads the OS trust store (missing stores are not fatal: `--upstream-ca`
+/// may be all that is needed).
+pub fn build(config: &Config) -> Result<HttpClient, ClientError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    for ca in &config.upstream_ca {
+        roots
+            .add(ca.clone())
+            .map_err(|e| ClientError::BadCa(rustls::Error::General(e.to_string())))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(ClientError::Tls)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(config.timeouts.connect));
+    let proxy = match &config.upstream_proxy {
+        None => ProxyConnector::Direct(http),
+        Some(UpstreamProxy::Connect(uri)) => ProxyConnector::Tunnel(Tunnel::new(uri.clone(), http)),
+        Some(UpstreamProxy::Socks5 { uri, remote_dns }) => {
+            ProxyConnector::Socks(SocksV5::new(uri.clone(), http).local_dns(!remote_dns))
+        }
+    };
+    let https = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(proxy);
+    let connector = TimeoutConnector {
+        inner: https,
+        timeout: config.timeouts.connect,
+    };
+    Ok(Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .build(connector))
+}
+
+/// TCP, directly or through a proxy.
+#[derive(Clone)]
+pub enum ProxyConnector {
+    Direct(HttpConnector),
+    Tunnel(Tunnel<HttpConnector>),
+    Socks(SocksV5<HttpConnector>),
+}
+
+type ConnectFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
+
+impl Service<Uri> for ProxyConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = BoxError;
+    type Future = ConnectFuture<Self::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match self {
+            ProxyConnector::Direct(c) => c.poll_ready(cx).map_err(Into::into),
+            ProxyConnector::Tunnel(c) => c.poll_ready(cx).map_err(Into::into),
+            ProxyConnector::Socks(c) => c.poll_ready(cx).map_err(Into::into),
+        }
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        match self {
+            ProxyConnector::Direct(c) => {
+                let f = c.call(dst);
+                Box::pin(async move { f.await.map_err(Into::into) })
+            }
+            ProxyConnector::Tunnel(c) => {
+                let f = c.call(dst);
+                Box::pin(async move { f.await.map_err(Into::into) })
+            }
+            ProxyConnector::Socks(c) => {
+                let f = c.call(dst);
+                Box::pin(async move { f.await.map_err(Into::into) })
+            }
+        }
+    }
+}
+
+/// The whole connection set-up (TCP, proxy, TLS) took longer than `--connect-timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("connecting to the upstream timed out")]
+pub struct ConnectTimedOut;
+
+/// Bounds the whole connect (not just TCP) by one timeout.
+#[derive(Clone)]
+pub struct TimeoutConnector<C> {
+    inner: C,
+    timeout: Duration,
+}
+
+impl<C> Service<Uri> for TimeoutConnector<C>
+where
+    C: Service<Uri, Response = MaybeHttpsStream<TokioIo<TcpStream>>> + Send,
+    C::Error: Into<BoxError>,
+    C::Future: Send + 'static,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future = ConnectFuture<Self::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        let connecting = self.inner.call(dst);
+        let timeout = self.timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, connecting).await {
+                Ok(result) => result.map_err(Into::into),
+                Err(_) => Err(Box::new(ConnectTimedOut) as BoxError),
+            }
+        })
+    }
+}
+
+/// True when an error chain contains a connect timeout (ours or the TCP connector's).
+pub fn is_connect_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.is::<ConnectTimedOut>() {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        current = e.source();
+    }
+    false
+}

@@ -1,0 +1,306 @@
+//! The body that carries an upstream response to the client, chunk by chunk.
+//!
+//! Every upstream data frame is handed to hyper as soon as it arrives (hyper writes and
+//! flushes each frame; nothing here batches). Bytes read before the commit point are
+//! replayed first. The body ends with an error the client can see when:
+//! - the upstream stays silent longer than the idle timeout,
+//! - the upstream connection fails or is cut,
+//! - an event stream ends without a terminal event (`response.completed` and kin),
+//! - the request deadline passes (non-streaming requests), or
+//! - shutdown gives up waiting for it.
+//!
+//! For an event stream that error is an SSE `error` event followed by an aborted transfer
+//! (no final chunk), so no client mistakes it for a clean end. Dropping this body (the client
+//! went away) drops the upstream response at once, which closes or resets that upstream
+//! stream.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use crate::translate::sse::{EventClass, SseScanner};
+
+/// Why a relayed body ended early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayFailure {
+    Idle,
+    Truncated,
+    UpstreamError,
+    Deadline,
+    Shutdown,
+}
+
+impl RelayFailure {
+    fn code(self) -> &'static str {
+        match self {
+            RelayFailure::Idle => "upstream_idle_timeout",
+            RelayFailure::Truncated => "upstream_stream_truncated",
+            RelayFailure::UpstreamError => "upstream_connection_error",
+            RelayFailure::Deadline => "request_timeout",
+            RelayFailure::Shutdown => "proxy_shutting_down",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            RelayFailure::Idle => "The upstream sent nothing for longer than the idle timeout; the response is incomplete.",
+            RelayFailure::Truncated => "The upstream stream ended before a terminal event; the response is incomplete.",
+            RelayFailure::UpstreamError => "The upstream connection failed mid-response; the response is incomplete.",
+            RelayFailure::Deadline => "The request took longer than the request timeout; the response is incomplete.",
+            RelayFailure::Shutdown => "The proxy is shutting down; the response is incomplete.",
+        }
+    }
+
+    /// The SSE `error` event for this failure (Responses API shape).
+    pub fn sse_event(self, mid_event: bool) -> Bytes {
+        // A blank line first ends any partial event the upstream left behind, so the error
+        // event itself parses on its own.
+        let lead = if mid_event { "\n\n" } else { "" };
+        Bytes::from(format!(
+            "{lead}event: error\ndata: {{\"type\":\"error\",\"code\":\"{}\",\"message\":\"{}\",\"param\":null}}\n\n",
+            self.code(),
+            self.message()
+        ))
+    }
+}
+
+impl std::fmt::Display for RelayFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for RelayFailure {}
+
+/// Counters shared with the request log.
+#[derive(Default, Debug)]
+pub struct RelayStats {
+    pub bytes_out: AtomicU64,
+    failure: std::sync::OnceLock<RelayFailure>,
+}
+
+impl RelayStats {
+    /// Why the body ended early, if it did.
+    pub fn failure(&self) -> Option<RelayFailure> {
+        self.failure.get().copied()
+    }
+}
+
+enum State {
+    Streaming,
+    /// The error event has been sent; the next poll ends the body with an error.
+    FailNext(RelayFailure),
+    Done,
+}
+
+/// Terminal-event tracking for an event stream.
+pub struct SseWatch {
+    scanner: SseScanner,
+    terminal_seen: bool,
+}
+
+impl SseWatch {
+    pub fn new() -> Self {
+        SseWatch {
+            scanner: SseScanner::new(),
+            terminal_seen: false,
+        }
+    }
+
+    /// Scans `chunk`; returns true when it completed a content-bearing or terminal event.
+    pub fn feed(&mut self, chunk: &[u8]) -> bool {
+        let mut commit = false;
+        let terminal = &mut self.terminal_seen;
+        self.scanner.feed(chunk, |class| match class {
+            EventClass::Bootstrap => {}
+            EventClass::Content => {
+                commit = true;
+                *terminal = false;
+            }
+            EventClass::Terminal => {
+                commit = true;
+                *terminal = true;
+            }
+        });
+        commit
+    }
+
+    /// True when the stream's last complete event was terminal.
+    pub fn terminal_seen(&self) -> bool {
+        self.terminal_seen
+    }
+}
+
+impl Default for SseWatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What a relay starts from.
+pub struct RelayParts {
+    /// Bytes already read from the upstream (before the commit point), replayed first.
+    pub held: Vec<Bytes>,
+    /// The rest of the upstream body; `None` when it already ended.
+    pub upstream: Option<Incoming>,
+    /// Why the upstream already failed before commit, if it did.
+    pub early_failure: Option<RelayFailure>,
+    /// Present for event streams.
+    pub sse: Option<SseWatch>,
+    pub idle: Duration,
+    /// Deadline of a non-streaming request.
+    pub deadline: Option<Instant>,
+    /// Cancelled when shutdown stops waiting for in-flight requests.
+    pub abort: CancellationToken,
+}
+
+/// See the module docs.
+pub struct RelayBody {
+    held: VecDeque<Bytes>,
+    upstream: Option<Incoming>,
+    pending_failure: Option<RelayFailure>,
+    sse: Option<SseWatch>,
+    idle: Duration,
+    idle_timer: Pin<Box<Sleep>>,
+    deadline: Option<Pin<Box<Sleep>>>,
+    abort: Pin<Box<WaitForCancellationFutureOwned>>,
+    state: State,
+    stats: Arc<RelayStats>,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl RelayBody {
+    pub fn new(parts: RelayParts, stats: Arc<RelayStats>) -> Self {
+        RelayBody {
+            held: parts.held.into(),
+            upstream: parts.upstream,
+            pending_failure: parts.early_failure,
+            sse: parts.sse,
+            idle: parts.idle,
+            idle_timer: Box::pin(tokio::time::sleep(parts.idle)),
+            deadline: parts.deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+            abort: Box::pin(parts.abort.cancelled_owned()),
+            state: State::Streaming,
+            stats,
+        }
+    }
+
+    fn emit(&self, data: Bytes) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.stats.bytes_out.fetch_add(data.len() as u64, Ordering::Relaxed);
+        Poll::Ready(Some(Ok(Frame::data(data))))
+    }
+
+    /// Ends the body with `failure`: an error event first on event streams, then an error.
+    fn fail(&mut self, failure: RelayFailure) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.upstream = None;
+        let _ = self.stats.failure.set(failure);
+        match &self.sse {
+            Some(watch) => {
+                self.state = State::FailNext(failure);
+                let event = failure.sse_event(watch.scanner.mid_event());
+                self.emit(event)
+            }
+            None => {
+                self.state = State::Done;
+                Poll::Ready(Some(Err(Box::new(failure))))
+            }
+        }
+    }
+
+    /// The upstream body has ended: cleanly only if an event stream saw its terminal event.
+    fn finish(&mut self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(failure) = self.pending_failure.take() {
+            return self.fail(failure);
+        }
+        match &self.sse {
+            Some(watch) if !watch.terminal_seen() => self.fail(RelayFailure::Truncated),
+            _ => {
+                self.state = State::Done;
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+impl Body for RelayBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            match this.state {
+                State::Done => return Poll::Ready(None),
+                State::FailNext(failure) => {
+                    this.state = State::Done;
+                    return Poll::Ready(Some(Err(Box::new(failure))));
+                }
+                State::Streaming => {}
+            }
+            if let Some(chunk) = this.held.pop_front() {
+                return this.emit(chunk);
+            }
+            if this.abort.as_mut().poll(cx).is_ready() {
+                return this.fail(RelayFailure::Shutdown);
+            }
+            if let Some(deadline) = &mut this.deadline {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    return this.fail(RelayFailure::Deadline);
+                }
+            }
+            let Some(upstream) = &mut this.upstream else {
+                return this.finish();
+            };
+            match Pin::new(upstream).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue; // upstream trailers are not relayed
+                    };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    if let Some(watch) = &mut this.sse {
+                        watch.feed(&data);
+                    }
+                    let next_idle = Instant::now() + this.idle;
+                    this.idle_timer.as_mut().reset(next_idle);
+                    return this.emit(data);
+                }
+                Poll::Ready(Some(Err(_))) => return this.fail(RelayFailure::UpstreamError),
+                Poll::Ready(None) => {
+                    this.upstream = None;
+                    return this.finish();
+                }
+                Poll::Pending => {
+                    if this.idle_timer.as_mut().poll(cx).is_ready() {
+                        return this.fail(RelayFailure::Idle);
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match (&self.upstream, self.held.is_empty(), &self.sse, self.pending_failure) {
+            // A plain body with nothing held keeps the upstream's exact length.
+            (Some(upstream), true, None, None) => upstream.size_hint(),
+            _ => SizeHint::default(),
+        }
+    }
+}
