@@ -1,0 +1,416 @@
+//! A scriptable mock upstream: a real hyper server on 127.0.0.1:0 (plain, or TLS with h2 and
+//! HTTP/1.1 by ALPN) that records every request and answers from a queue of scripts.
+//!
+//! Shared by the in-process integration tests, the process-level tests, `scripts/demo` and
+//! `scripts/bench` (through `examples/mock_upstream.rs`).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode, Version};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Notify};
+
+/// One request as the mock saw it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub target: String,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// How to answer one request.
+pub enum Script {
+    /// Status, headers, then body chunks, each sent after its delay.
+    Respond {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        chunks: Vec<(Duration, Bytes)>,
+    },
+    /// Like `Respond`, but the body ends with an error after the chunks (a cut connection).
+    CutAfter {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        chunks: Vec<(Duration, Bytes)>,
+    },
+    /// Status and headers now; chunks come from the test through the sender.
+    Gated {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        chunks: mpsc::UnboundedReceiver<Bytes>,
+    },
+    /// Never send response headers (until the connection goes away).
+    HangBeforeHeaders,
+    /// Wait, then answer like `Respond`.
+    DelayHeaders(Duration, Box<Script>),
+    /// Close the connection without any response.
+    Reset,
+}
+
+impl Script {
+    /// A 200 JSON answer.
+    pub fn json(status: u16, body: &str) -> Script {
+        Script::Respond {
+            status,
+            headers: vec![("content-type", "application/json".into())],
+            chunks: vec![(Duration::ZERO, Bytes::from(body.to_string()))],
+        }
+    }
+
+    /// A 200 event stream of `events` (already framed), each after `gap`.
+    pub fn sse(events: &[String], gap: Duration) -> Script {
+        Script::Respond {
+            status: 200,
+            headers: vec![("content-type", "text/event-stream".into())],
+            chunks: events.iter().map(|e| (gap, Bytes::from(e.clone()))).collect(),
+        }
+    }
+
+    /// A gated 200 event stream and the sender that releases its chunks.
+    pub fn gated_sse() -> (Script, mpsc::UnboundedSender<Bytes>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Script::Gated {
+                status: 200,
+                headers: vec![("content-type", "text/event-stream".into())],
+                chunks: rx,
+            },
+            tx,
+        )
+    }
+}
+
+/// One framed SSE event with an `event:` line.
+pub fn sse_event(kind: &str, data: serde_json::Value) -> String {
+    let mut data = data;
+    data["type"] = serde_json::Value::String(kind.to_string());
+    format!("event: {kind}\ndata: {data}\n\n")
+}
+
+/// A complete, minimal Responses stream that says `text` in `deltas` pieces.
+pub fn responses_stream(text: &str, deltas: usize) -> Vec<String> {
+    let id = "resp_mock_1";
+    let mut events = vec![
+        sse_event("response.created", serde_json::json!({"response":{"id":id,"object":"response","status":"in_progress","model":"mock-model","output":[]}})),
+        sse_event("response.in_progress", serde_json::json!({"response":{"id":id,"object":"response","status":"in_progress","model":"mock-model","output":[]}})),
+        sse_event("response.output_item.added", serde_json::json!({"output_index":0,"item":{"id":"msg_1","type":"message","role":"assistant","status":"in_progress","content":[]}})),
+        sse_event("response.content_part.added", serde_json::json!({"item_id":"msg_1","output_index":0,"content_index":0,"part":{"type":"output_text","text":"","annotations":[]}})),
+    ];
+    let chars: Vec<char> = text.chars().collect();
+    let per = chars.len().div_ceil(deltas.max(1)).max(1);
+    for piece in chars.chunks(per) {
+        let delta: String = piece.iter().collect();
+        events.push(sse_event("response.output_text.delta", serde_json::json!({"item_id":"msg_1","output_index":0,"content_index":0,"delta":delta})));
+    }
+    let message = serde_json::json!({"id":"msg_1","type":"message","role":"assistant","status":"completed","content":[{"type":"output_text","text":text,"annotations":[]}]});
+    events.push(sse_event("response.output_text.done", serde_json::json!({"item_id":"msg_1","output_index":0,"content_index":0,"text":text})));
+    events.push(sse_event("response.output_item.done", serde_json::json!({"output_index":0,"item":message})));
+    events.push(sse_event("response.completed", serde_json::json!({"response":{"id":id,"object":"response","status":"completed","model":"mock-model","output":[message],"usage":{"input_tokens":10,"input_tokens_details":{"cached_tokens":0},"output_tokens":5,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":15}}})));
+    events
+}
+
+/// A non-streaming Responses JSON body saying `text`.
+pub fn responses_json(text: &str) -> String {
+    serde_json::json!({"id":"resp_mock_1","object":"response","status":"completed","model":"mock-model","output":[{"id":"msg_1","type":"message","role":"assistant","status":"completed","content":[{"type":"output_text","text":text,"annotations":[]}]}],"usage":{"input_tokens":10,"output_tokens":5,"total_tokens":15}}).to_string()
+}
+
+/// What the mock answers when its queue is empty.
+#[derive(Clone)]
+pub enum Fallback {
+    /// Stream or JSON (by the request's `stream` field) saying this text.
+    Echo(String),
+}
+
+struct Shared {
+    recorded: Mutex<Vec<Recorded>>,
+    scripts: Mutex<VecDeque<Script>>,
+    default: Fallback,
+    open_connections: AtomicUsize,
+    closed_connections: AtomicUsize,
+    changed: Notify,
+}
+
+/// A running mock upstream.
+#[derive(Clone)]
+pub struct MockUpstream {
+    pub addr: SocketAddr,
+    /// `http://127.0.0.1:PORT/v1` or `https://…`.
+    pub base_url: String,
+    shared: Arc<Shared>,
+}
+
+/// TLS material for an https mock: a CA and a leaf for 127.0.0.1/localhost signed by it.
+pub struct TestCa {
+    pub ca_pem: String,
+    pub server_config: Arc<rustls::ServerConfig>,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.distinguished_name.push(DnType::CommonName, "codex-proxy test CA");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let mut leaf_params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        leaf_params
+            .subject_alt_names
+            .push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
+        let leaf = leaf_params.signed_by(&leaf_key, &ca_cert, &ca_key).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+        let mut server_config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der().clone(), ca_cert.der().clone()], key)
+            .unwrap();
+        server_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        TestCa {
+            ca_pem: ca_cert.pem(),
+            server_config: Arc::new(server_config),
+        }
+    }
+
+    /// The same CA, serving only the given ALPN protocols (e.g. just `http/1.1`).
+    pub fn with_alpn(&self, protocols: &[&[u8]]) -> Arc<rustls::ServerConfig> {
+        let mut config = (*self.server_config).clone();
+        config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    }
+}
+
+impl MockUpstream {
+    /// A plain-HTTP mock answering `text` by default.
+    pub async fn start(text: &str) -> MockUpstream {
+        Self::start_with(text, None).await
+    }
+
+    /// A mock on TLS when `tls` is given.
+    pub async fn start_with(text: &str, tls: Option<Arc<rustls::ServerConfig>>) -> MockUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let shared = Arc::new(Shared {
+            recorded: Mutex::new(Vec::new()),
+            scripts: Mutex::new(VecDeque::new()),
+            default: Fallback::Echo(text.to_string()),
+            open_connections: AtomicUsize::new(0),
+            closed_connections: AtomicUsize::new(0),
+            changed: Notify::new(),
+        });
+        let mock = MockUpstream {
+            addr,
+            base_url: format!("{scheme}://127.0.0.1:{}/v1", addr.port()),
+            shared: Arc::clone(&shared),
+        };
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let shared = Arc::clone(&shared);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    shared.open_connections.fetch_add(1, Ordering::SeqCst);
+                    let kill = Arc::new(Notify::new());
+                    match acceptor {
+                        Some(acceptor) => {
+                            if let Ok(tls) = acceptor.accept(stream).await {
+                                serve(TokioIo::new(tls), Arc::clone(&shared), kill).await;
+                            }
+                        }
+                        None => serve(TokioIo::new(stream), Arc::clone(&shared), kill).await,
+                    }
+                    shared.open_connections.fetch_sub(1, Ordering::SeqCst);
+                    shared.closed_connections.fetch_add(1, Ordering::SeqCst);
+                    shared.changed.notify_waiters();
+                });
+            }
+        });
+        mock
+    }
+
+    /// Queues the answer for a future request (answered in order).
+    pub fn push(&self, script: Script) {
+        self.shared.scripts.lock().unwrap().push_back(script);
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.recorded.lock().unwrap().clone()
+    }
+
+    /// How many requests arrived.
+    pub fn count(&self) -> usize {
+        self.shared.recorded.lock().unwrap().len()
+    }
+
+    /// Connections open right now.
+    pub fn open_connections(&self) -> usize {
+        self.shared.open_connections.load(Ordering::SeqCst)
+    }
+
+    /// Connections that have ended.
+    pub fn closed_connections(&self) -> usize {
+        self.shared.closed_connections.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `closed_connections() >= n`, at most `limit`; true if reached.
+    pub async fn wait_closed(&self, n: usize, limit: Duration) -> bool {
+        let wait = async {
+            loop {
+                let notified = self.shared.changed.notified();
+                if self.closed_connections() >= n {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(limit, wait).await.is_ok()
+    }
+
+    /// Waits until `count() >= n`, at most `limit`; true if reached.
+    pub async fn wait_requests(&self, n: usize, limit: Duration) -> bool {
+        let wait = async {
+            loop {
+                let notified = self.shared.changed.notified();
+                if self.count() >= n {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(limit, wait).await.is_ok()
+    }
+}
+
+type MockBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+async fn serve<I>(io: I, shared: Arc<Shared>, kill: Arc<Notify>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service_kill = Arc::clone(&kill);
+    let service = service_fn(move |request: Request<Incoming>| {
+        let shared = Arc::clone(&shared);
+        let kill = Arc::clone(&service_kill);
+        async move { Ok::<_, Infallible>(answer(request, shared, kill).await) }
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection(io, service);
+    tokio::select! {
+        _ = connection => {}
+        _ = kill.notified() => {}
+    }
+}
+
+async fn answer(request: Request<Incoming>, shared: Arc<Shared>, kill: Arc<Notify>) -> Response<MockBody> {
+    let (parts, body) = request.into_parts();
+    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let streaming = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("stream").and_then(|s| s.as_bool()))
+        .unwrap_or(false);
+    shared.recorded.lock().unwrap().push(Recorded {
+        method: parts.method.to_string(),
+        target: parts.uri.to_string(),
+        version: parts.version,
+        headers: parts.headers,
+        body,
+    });
+    shared.changed.notify_waiters();
+    let script = shared.scripts.lock().unwrap().pop_front();
+    let script = script.unwrap_or_else(|| match &shared.default {
+        Fallback::Echo(text) if streaming => Script::sse(&responses_stream(text, 4), Duration::ZERO),
+        Fallback::Echo(text) => Script::json(200, &responses_json(text)),
+    });
+    run_script(script, kill).await
+}
+
+fn run_script(script: Script, kill: Arc<Notify>) -> Pin<Box<dyn std::future::Future<Output = Response<MockBody>> + Send>> {
+    Box::pin(async move {
+        match script {
+            Script::Respond { status, headers, chunks } => respond(status, headers, timed(chunks, false)),
+            Script::CutAfter { status, headers, chunks } => respond(status, headers, timed(chunks, true)),
+            Script::Gated { status, headers, chunks } => respond(status, headers, ChannelBody { rx: chunks }.boxed()),
+            Script::HangBeforeHeaders => std::future::pending().await,
+            Script::DelayHeaders(delay, inner) => {
+                tokio::time::sleep(delay).await;
+                run_script(*inner, kill).await
+            }
+            Script::Reset => {
+                kill.notify_one();
+                std::future::pending().await
+            }
+        }
+    })
+}
+
+fn respond(status: u16, headers: Vec<(&'static str, String)>, body: MockBody) -> Response<MockBody> {
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::from_u16(status).unwrap();
+    for (name, value) in headers {
+        response.headers_mut().append(name, value.parse().unwrap());
+    }
+    response
+}
+
+/// Chunks after delays; optionally an error at the end (a cut connection).
+fn timed(chunks: Vec<(Duration, Bytes)>, cut: bool) -> MockBody {
+    let (tx, rx) = mpsc::unbounded_channel::<Result<Bytes, std::io::Error>>();
+    tokio::spawn(async move {
+        for (delay, chunk) in chunks {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if tx.send(Ok(chunk)).is_err() {
+                return;
+            }
+        }
+        if cut {
+            let _ = tx.send(Err(std::io::Error::other("cut by the mock")));
+        }
+    });
+    ResultChannelBody { rx }.boxed()
+}
+
+struct ChannelBody {
+    rx: mpsc::UnboundedReceiver<Bytes>,
+}
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.rx.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+struct ResultChannelBody {
+    rx: mpsc::UnboundedReceiver<Result<Bytes, std::io::Error>>,
+}
+
+impl Body for ResultChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.rx.poll_recv(cx).map(|c| c.map(|r| r.map(Frame::data)))
+    }
+}

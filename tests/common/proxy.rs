@@ -1,0 +1,87 @@
+//! Starts codex-proxy in-process on 127.0.0.1:0 against a given upstream, the way `main`
+//! does after hardening (which tests cannot apply to the test process).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use clap::Parser;
+use codex_proxy::cli::Args;
+use codex_proxy::config::Config;
+use codex_proxy::pool::Pool;
+use codex_proxy::secret::IntakeBuffer;
+use codex_proxy::server::token::ClientToken;
+use codex_proxy::server::State;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A canary key: obviously fake, unique enough to grep for.
+pub const CANARY_KEY: &str = "sk-test-CANARYk3yQ7zX9pL2mN5vB8cR4tY6wA1sD0fG";
+
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub state: Arc<State>,
+    /// The client token, with `--client-token`.
+    pub token: Option<String>,
+    stop: Option<oneshot::Sender<()>>,
+    pub task: JoinHandle<()>,
+}
+
+impl TestProxy {
+    /// Starts the proxy with `key` on stdin and these extra flags.
+    pub async fn start(upstream_url: &str, extra: &[&str]) -> TestProxy {
+        Self::start_with_key(upstream_url, extra, CANARY_KEY).await
+    }
+
+    pub async fn start_with_key(upstream_url: &str, extra: &[&str], key: &str) -> TestProxy {
+        let mut argv = vec!["codex-proxy", "--upstream-url", upstream_url];
+        argv.extend_from_slice(extra);
+        let wants_token = argv.contains(&"--client-token");
+        if wants_token && !argv.contains(&"--server-info") {
+            argv.extend_from_slice(&["--server-info", "/nonexistent/unused.json"]);
+        }
+        let config = Config::from_args(Args::try_parse_from(argv).unwrap(), None).unwrap();
+        let mut intake = IntakeBuffer::new(config.limits.max_stdin_bytes).unwrap();
+        let mut input = format!("{key}\n").into_bytes();
+        let mut offset = 0;
+        intake
+            .read_to_end(|buf: &mut [u8]| {
+                let n = buf.len().min(input.len() - offset);
+                buf[..n].copy_from_slice(&input[offset..offset + n]);
+                offset += n;
+                Ok(n)
+            })
+            .unwrap();
+        input.fill(0);
+        let pool = Pool::new(intake.into_credentials().unwrap()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let token = wants_token.then(|| ClientToken::generate().unwrap());
+        let token_text = token.as_ref().map(|t| t.expose().to_string());
+        let state = codex_proxy::build_state(&config, pool, addr.port(), token).unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(codex_proxy::run(listener, Arc::clone(&state), async {
+            let _ = stopped.await;
+        }));
+        TestProxy {
+            addr,
+            state,
+            token: token_text,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Asks the proxy to shut down (like SIGTERM) and waits for `run` to return.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = self.task.await;
+    }
+}
