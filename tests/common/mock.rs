@@ -133,8 +133,9 @@ pub fn responses_json(text: &str) -> String {
 /// What the mock answers when its queue is empty.
 #[derive(Clone)]
 pub enum Fallback {
-    /// Stream or JSON (by the request's `stream` field) saying this text.
-    Echo(String),
+    /// Stream or JSON (by the request's `stream` field) saying this text, in this many
+    /// deltas, this far apart.
+    Echo(String, usize, Duration),
 }
 
 struct Shared {
@@ -205,13 +206,22 @@ impl MockUpstream {
 
     /// A mock on TLS when `tls` is given.
     pub async fn start_with(text: &str, tls: Option<Arc<rustls::ServerConfig>>) -> MockUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_full(0, Fallback::Echo(text.to_string(), 4, Duration::ZERO), tls).await
+    }
+
+    /// A plain mock on `port` (0: ephemeral) whose default stream has `deltas` deltas `gap` apart.
+    pub async fn start_on(port: u16, text: &str, deltas: usize, gap: Duration) -> MockUpstream {
+        Self::start_full(port, Fallback::Echo(text.to_string(), deltas, gap), None).await
+    }
+
+    async fn start_full(port: u16, default: Fallback, tls: Option<Arc<rustls::ServerConfig>>) -> MockUpstream {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let scheme = if tls.is_some() { "https" } else { "http" };
         let shared = Arc::new(Shared {
             recorded: Mutex::new(Vec::new()),
             scripts: Mutex::new(VecDeque::new()),
-            default: Fallback::Echo(text.to_string()),
+            default,
             open_connections: AtomicUsize::new(0),
             closed_connections: AtomicUsize::new(0),
             changed: Notify::new(),
@@ -338,8 +348,8 @@ async fn answer(request: Request<Incoming>, shared: Arc<Shared>, kill: Arc<Notif
     shared.changed.notify_waiters();
     let script = shared.scripts.lock().unwrap().pop_front();
     let script = script.unwrap_or_else(|| match &shared.default {
-        Fallback::Echo(text) if streaming => Script::sse(&responses_stream(text, 4), Duration::ZERO),
-        Fallback::Echo(text) => Script::json(200, &responses_json(text)),
+        Fallback::Echo(text, deltas, gap) if streaming => Script::sse(&responses_stream(text, *deltas), *gap),
+        Fallback::Echo(text, _, _) => Script::json(200, &responses_json(text)),
     });
     run_script(script, kill).await
 }
