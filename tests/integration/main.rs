@@ -1,12 +1,26 @@
 //! In-process integration tests: codex-proxy on 127.0.0.1:0 against a mock upstream on
 //! 127.0.0.1:0, driven over real sockets.
 //!
-//! - `streaming`: passthrough of bodies, headers and events, flushed as they arrive.
+//! - `streaming`: events flushed to the client as they arrive; the bootstrap hold-back.
+//! - `surface`: the route gate — every refusal, and that the upstream saw nothing.
+//! - `passthrough`: bodies and headers byte for byte, the header policy, redaction.
+//! - `limits`: body size, buffered bytes, connection count, slow senders, idle connections.
+//! - `resilience`: pre-header retries, timeouts, cut streams, client disconnects.
+//! - `lifecycle`: client token, /health, /shutdown and draining.
+//! - `tls`: an https upstream with a test CA over h2 and HTTP/1.1.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../common/mock.rs"]
 mod mock;
 #[path = "../common/proxy.rs"]
 mod proxy;
+#[path = "../common/raw.rs"]
+mod raw;
 
+mod lifecycle;
+mod limits;
+mod passthrough;
+mod resilience;
 mod streaming;
+mod surface;
+mod tls;
