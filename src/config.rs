@@ -55,14 +55,22 @@ impl UpstreamBase {
     pub fn parse(url: &str) -> Result<Self, ConfigError> {
         let bad = |why: &str| ConfigError::UpstreamUrl(why.to_string());
         let uri: Uri = url.parse().map_err(|_| bad("not a valid URL"))?;
-        let scheme = uri.scheme().cloned().ok_or_else(|| bad("needs http:// or https://"))?;
-        let authority = uri.authority().cloned().ok_or_else(|| bad("needs a host"))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| bad("needs http:// or https://"))?;
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| bad("needs a host"))?;
         if authority.as_str().contains('@') {
             return Err(bad("credentials in the URL are not allowed"));
         }
         if scheme == Scheme::HTTP {
             if !is_loopback_host(authority.host()) {
-                return Err(bad("plain http:// is allowed only for loopback hosts; use https://"));
+                return Err(bad(
+                    "plain http:// is allowed only for loopback hosts; use https://",
+                ));
             }
         } else if scheme != Scheme::HTTPS {
             return Err(bad("needs http:// or https://"));
@@ -81,20 +89,27 @@ impl UpstreamBase {
 
     /// The full upstream URI for an endpoint such as `/responses`.
     pub fn uri(&self, endpoint: &str) -> Uri {
-        let mut s = format!("{}://{}{}{}", self.scheme, self.authority, self.base_path, endpoint);
+        let mut s = format!(
+            "{}://{}{}{}",
+            self.scheme, self.authority, self.base_path, endpoint
+        );
         if let Some(q) = &self.query {
             s.push('?');
             s.push_str(q);
         }
         // Every part was validated by `parse`, and endpoints are fixed strings.
-        s.parse().unwrap_or_else(|_| Uri::from_static("http://127.0.0.1:9/invalid"))
+        s.parse()
+            .unwrap_or_else(|_| Uri::from_static("http://127.0.0.1:9/invalid"))
     }
 }
 
 fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
-        || host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+        || host
+            .parse::<IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
 }
 
 /// How to reach the upstream through a proxy.
@@ -114,12 +129,20 @@ impl UpstreamProxy {
             return Err(bad("needs a host and port"));
         }
         if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-            return Err(bad("credentials in the URL are not supported (they would be visible in argv)"));
+            return Err(bad(
+                "credentials in the URL are not supported (they would be visible in argv)",
+            ));
         }
         match uri.scheme_str() {
             Some("http") => Ok(UpstreamProxy::Connect(uri)),
-            Some("socks5") => Ok(UpstreamProxy::Socks5 { uri, remote_dns: false }),
-            Some("socks5h") => Ok(UpstreamProxy::Socks5 { uri, remote_dns: true }),
+            Some("socks5") => Ok(UpstreamProxy::Socks5 {
+                uri,
+                remote_dns: false,
+            }),
+            Some("socks5h") => Ok(UpstreamProxy::Socks5 {
+                uri,
+                remote_dns: true,
+            }),
             _ => Err(bad("needs http://, socks5:// or socks5h://")),
         }
     }
@@ -177,7 +200,11 @@ impl Config {
             Some(path) => load_ca(path)?,
             None => Vec::new(),
         };
-        let upstream_proxy = args.upstream_proxy.as_deref().map(UpstreamProxy::parse).transpose()?;
+        let upstream_proxy = args
+            .upstream_proxy
+            .as_deref()
+            .map(UpstreamProxy::parse)
+            .transpose()?;
         let header = |flag: &'static str, v: &Option<String>| {
             v.as_deref()
                 .map(|s| HeaderValue::from_str(s).map_err(|_| ConfigError::HeaderValue { flag }))
@@ -190,8 +217,12 @@ impl Config {
             return Err(ConfigError::TokenWithoutServerInfo);
         }
         let info_owner = match (&args.info_owner, sudo_uid) {
-            (Some(owner), _) => resolve_uid(owner).ok_or_else(|| ConfigError::UnknownInfoOwner(owner.clone()))?,
-            (None, Some(sudo)) => Uid::from_raw(sudo.trim().parse().map_err(|_| ConfigError::BadSudoUid)?),
+            (Some(owner), _) => {
+                resolve_uid(owner).ok_or_else(|| ConfigError::UnknownInfoOwner(owner.clone()))?
+            }
+            (None, Some(sudo)) => {
+                Uid::from_raw(sudo.trim().parse().map_err(|_| ConfigError::BadSudoUid)?)
+            }
             (None, None) => crate::hardening::current_uid(),
         };
         for (flag, value) in [
@@ -205,7 +236,9 @@ impl Config {
             }
         }
         if args.max_stdin_bytes > 1 << 30 {
-            return Err(ConfigError::TooLarge { flag: "max-stdin-bytes" });
+            return Err(ConfigError::TooLarge {
+                flag: "max-stdin-bytes",
+            });
         }
         let secs = Duration::from_secs_f64;
         Ok(Config {
@@ -241,7 +274,10 @@ impl Config {
 }
 
 fn load_ca(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
-    let err = |reason: String| ConfigError::UpstreamCa { path: path.clone(), reason };
+    let err = |reason: String| ConfigError::UpstreamCa {
+        path: path.clone(),
+        reason,
+    };
     let pem = std::fs::read(path).map_err(|e| err(e.kind().to_string()))?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
@@ -297,7 +333,10 @@ mod tests {
             "https://x.openai.azure.com/openai/deployments/d/responses/compact?api-version=2025-04-01-preview"
         );
         let base = UpstreamBase::parse("https://api.openai.com/v1/").unwrap();
-        assert_eq!(base.uri("/responses").to_string(), "https://api.openai.com/v1/responses");
+        assert_eq!(
+            base.uri("/responses").to_string(),
+            "https://api.openai.com/v1/responses"
+        );
     }
 
     #[test]
@@ -314,13 +353,19 @@ mod tests {
 
     #[test]
     fn client_token_needs_server_info() {
-        assert!(matches!(config(&["--client-token"]), Err(ConfigError::TokenWithoutServerInfo)));
+        assert!(matches!(
+            config(&["--client-token"]),
+            Err(ConfigError::TokenWithoutServerInfo)
+        ));
         assert!(config(&["--client-token", "--server-info", "/tmp/x.json"]).is_ok());
     }
 
     #[test]
     fn unknown_user_and_unreadable_ca_are_config_errors() {
-        assert!(matches!(config(&["--user", "no-such-user-xyz"]), Err(ConfigError::UnknownUser(_))));
+        assert!(matches!(
+            config(&["--user", "no-such-user-xyz"]),
+            Err(ConfigError::UnknownUser(_))
+        ));
         assert!(matches!(
             config(&["--upstream-ca", "/nonexistent/ca.pem"]),
             Err(ConfigError::UpstreamCa { .. })
@@ -329,10 +374,20 @@ mod tests {
 
     #[test]
     fn proxy_urls_are_parsed_by_scheme() {
-        assert!(matches!(config(&["--upstream-proxy", "http://127.0.0.1:3128"]).unwrap().upstream_proxy, Some(UpstreamProxy::Connect(_))));
         assert!(matches!(
-            config(&["--upstream-proxy", "socks5h://127.0.0.1:1080"]).unwrap().upstream_proxy,
-            Some(UpstreamProxy::Socks5 { remote_dns: true, .. })
+            config(&["--upstream-proxy", "http://127.0.0.1:3128"])
+                .unwrap()
+                .upstream_proxy,
+            Some(UpstreamProxy::Connect(_))
+        ));
+        assert!(matches!(
+            config(&["--upstream-proxy", "socks5h://127.0.0.1:1080"])
+                .unwrap()
+                .upstream_proxy,
+            Some(UpstreamProxy::Socks5 {
+                remote_dns: true,
+                ..
+            })
         ));
         assert!(config(&["--upstream-proxy", "https://p:1"]).is_err());
     }

@@ -91,11 +91,15 @@ pub fn drop_privileges(target: &DropTarget) -> Result<(), HardeningError> {
 
     let uids = nix::unistd::getresuid().map_err(HardeningError::SetUid)?;
     if uids.real != target.uid || uids.effective != target.uid || uids.saved != target.uid {
-        return Err(HardeningError::NotDropped("user ids differ from the target"));
+        return Err(HardeningError::NotDropped(
+            "user ids differ from the target",
+        ));
     }
     let gids = nix::unistd::getresgid().map_err(HardeningError::SetGid)?;
     if gids.real != target.gid || gids.effective != target.gid || gids.saved != target.gid {
-        return Err(HardeningError::NotDropped("group ids differ from the target"));
+        return Err(HardeningError::NotDropped(
+            "group ids differ from the target",
+        ));
     }
     if !target.uid.is_root() && nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
         return Err(HardeningError::NotDropped("setuid(0) still succeeds"));

@@ -38,7 +38,12 @@ use upstream::Upstream;
 pub use server::run;
 
 /// Builds the shared server state for a listener bound on `port`. Needs a tokio runtime.
-pub fn build_state(config: &Config, pool: Pool, port: u16, token: Option<ClientToken>) -> Result<Arc<State>, ClientError> {
+pub fn build_state(
+    config: &Config,
+    pool: Pool,
+    port: u16,
+    token: Option<ClientToken>,
+) -> Result<Arc<State>, ClientError> {
     let client = upstream::client::build(config)?;
     Ok(Arc::new(State {
         gate: Gate::new(port, config.http_shutdown),

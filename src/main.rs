@@ -42,7 +42,9 @@ fn main() -> ExitCode {
     };
     codex_proxy::init_logging(config.log_level, config.log_format);
 
-    let credentials = match secret::intake::read_stdin(config.limits.max_stdin_bytes).and_then(|i| i.into_credentials()) {
+    let credentials = match secret::intake::read_stdin(config.limits.max_stdin_bytes)
+        .and_then(|i| i.into_credentials())
+    {
         Ok(credentials) => credentials,
         Err(e) if e.is_hardening_failure() => return fail(5, e),
         Err(e) => return fail(3, e),
@@ -60,7 +62,10 @@ fn main() -> ExitCode {
         Ok(listener) => listener,
         Err(e) => return fail(4, format!("cannot bind 127.0.0.1:{}: {e}", config.port)),
     };
-    let port = match listener.local_addr().and_then(|a| listener.set_nonblocking(true).map(|_| a.port())) {
+    let port = match listener
+        .local_addr()
+        .and_then(|a| listener.set_nonblocking(true).map(|_| a.port()))
+    {
         Ok(port) => port,
         Err(e) => return fail(4, format!("cannot configure the listener: {e}")),
     };
@@ -87,7 +92,10 @@ fn main() -> ExitCode {
         tracing::info!(user = %target.name, "dropped privileges");
     }
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => return fail(1, format!("cannot start the runtime: {e}")),
     };
@@ -113,7 +121,10 @@ fn main() -> ExitCode {
 /// Resolves on SIGTERM or SIGINT.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::warn!("cannot install signal handlers; use /shutdown or SIGKILL");
         return std::future::pending().await;
     };

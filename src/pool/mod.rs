@@ -124,7 +124,11 @@ impl Pool {
                 }
             })
             .collect();
-        let status = if accounts.is_empty() { "unavailable" } else { "ok" };
+        let status = if accounts.is_empty() {
+            "unavailable"
+        } else {
+            "ok"
+        };
         Health { status, accounts }
     }
 }
@@ -158,7 +162,10 @@ mod tests {
         assert!(auth.is_sensitive());
         assert_eq!(auth.as_bytes(), b"Bearer sk-canary-123");
         assert_eq!(format!("{auth:?}"), "Sensitive");
-        assert_eq!(pool.secrets().collect::<Vec<_>>(), vec![&b"sk-canary-123"[..]]);
+        assert_eq!(
+            pool.secrets().collect::<Vec<_>>(),
+            vec![&b"sk-canary-123"[..]]
+        );
     }
 
     #[test]

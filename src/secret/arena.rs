@@ -131,7 +131,10 @@ impl LockedBuf {
     pub fn spare_mut(&mut self) -> &mut [u8] {
         // SAFETY: `len..capacity` lies inside the mapping and `&mut self` makes it exclusive.
         unsafe {
-            std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(self.len), self.capacity - self.len)
+            std::slice::from_raw_parts_mut(
+                self.ptr.as_ptr().add(self.len),
+                self.capacity - self.len,
+            )
         }
     }
 
@@ -236,7 +239,10 @@ impl SecretArena {
 
     /// The bytes of one secret.
     pub fn get(&self, range: SecretRange) -> &[u8] {
-        self.buf.as_slice().get(range.start..range.end).unwrap_or(&[])
+        self.buf
+            .as_slice()
+            .get(range.start..range.end)
+            .unwrap_or(&[])
     }
 
     /// Bytes in use.

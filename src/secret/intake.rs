@@ -157,7 +157,8 @@ impl LockedBuf {
 pub fn read_stdin(limit: usize) -> Result<IntakeBuffer, IntakeError> {
     let mut intake = IntakeBuffer::new(limit)?;
     intake.read_to_end(|buf| {
-        nix::unistd::read(std::io::stdin(), buf).map_err(|errno| io::Error::from_raw_os_error(errno as i32))
+        nix::unistd::read(std::io::stdin(), buf)
+            .map_err(|errno| io::Error::from_raw_os_error(errno as i32))
     })?;
     crate::hardening::detach_stdin();
     Ok(intake)
@@ -207,7 +208,9 @@ fn parse(input: &[u8]) -> Result<Credentials, IntakeError> {
     for key in keys {
         let bearer = arena
             .push_concat(&[BEARER_PREFIX, key])
-            .ok_or(IntakeError::Memory(ArenaError::Map(io::Error::other("secret arena too small"))))?;
+            .ok_or(IntakeError::Memory(ArenaError::Map(io::Error::other(
+                "secret arena too small",
+            ))))?;
         accounts.push(Credential::ApiKey { bearer });
     }
     Ok(Credentials {
@@ -270,7 +273,10 @@ mod tests {
     #[test]
     fn accepts_a_key_without_final_newline_and_surrounding_blank_lines() {
         assert_eq!(bearer_of(&load(b"abc", 100).unwrap()), b"Bearer abc");
-        assert_eq!(bearer_of(&load(b"\n\nabc\n\n", 100).unwrap()), b"Bearer abc");
+        assert_eq!(
+            bearer_of(&load(b"\n\nabc\n\n", 100).unwrap()),
+            b"Bearer abc"
+        );
     }
 
     #[test]
@@ -281,23 +287,40 @@ mod tests {
 
     #[test]
     fn invalid_bytes_are_named_by_position_never_echoed() {
-        for input in [&b"sk-ab cd\n"[..], b"sk-\xffab\n", b"sk-a\0b", b"sk=secretvalue"] {
+        for input in [
+            &b"sk-ab cd\n"[..],
+            b"sk-\xffab\n",
+            b"sk-a\0b",
+            b"sk=secretvalue",
+        ] {
             let input: &'static [u8] = Box::leak(input.to_vec().into_boxed_slice());
             let err = load(input, 3).err().unwrap();
-            assert!(matches!(err, IntakeError::InvalidCharacter { line: 1, .. }), "{err}");
+            assert!(
+                matches!(err, IntakeError::InvalidCharacter { line: 1, .. }),
+                "{err}"
+            );
             let message = err.to_string();
-            assert!(!message.contains("secretvalue") && !message.contains("sk-"), "{message}");
+            assert!(
+                !message.contains("secretvalue") && !message.contains("sk-"),
+                "{message}"
+            );
         }
     }
 
     #[test]
     fn a_second_key_line_is_refused_for_now() {
-        assert!(matches!(load(b"key1\nkey2\n", 5), Err(IntakeError::TooManyKeys { count: 2 })));
+        assert!(matches!(
+            load(b"key1\nkey2\n", 5),
+            Err(IntakeError::TooManyKeys { count: 2 })
+        ));
     }
 
     #[test]
     fn json_input_is_recognised_and_refused_clearly() {
-        assert!(matches!(load(b"  {\"OPENAI_API_KEY\":\"x\"}", 5), Err(IntakeError::UnsupportedJson)));
+        assert!(matches!(
+            load(b"  {\"OPENAI_API_KEY\":\"x\"}", 5),
+            Err(IntakeError::UnsupportedJson)
+        ));
     }
 
     #[test]
@@ -305,18 +328,25 @@ mod tests {
         let ok: &'static [u8] = Box::leak(vec![b'k'; MAX_KEY_LINE_BYTES].into_boxed_slice());
         assert!(load(ok, 100).is_ok());
         let long: &'static [u8] = Box::leak(vec![b'k'; MAX_KEY_LINE_BYTES + 1].into_boxed_slice());
-        assert!(matches!(load(long, 100), Err(IntakeError::KeyTooLong { line: 1 })));
+        assert!(matches!(
+            load(long, 100),
+            Err(IntakeError::KeyTooLong { line: 1 })
+        ));
     }
 
     #[test]
     fn oversize_input_is_refused_and_wiped() {
         let mut intake = IntakeBuffer::new(10).unwrap();
-        let err = intake.read_to_end(chunked_reader(b"0123456789A", 4, None)).unwrap_err();
+        let err = intake
+            .read_to_end(chunked_reader(b"0123456789A", 4, None))
+            .unwrap_err();
         assert!(matches!(err, IntakeError::TooLarge { limit: 10 }));
         assert!(intake.is_wiped());
         // Exactly at the limit is fine.
         let mut intake = IntakeBuffer::new(10).unwrap();
-        intake.read_to_end(chunked_reader(b"0123456789", 4, None)).unwrap();
+        intake
+            .read_to_end(chunked_reader(b"0123456789", 4, None))
+            .unwrap();
     }
 
     #[test]
@@ -325,7 +355,9 @@ mod tests {
         line.push(b'\n');
         let input: &'static [u8] = Box::leak(line.repeat(9).into_boxed_slice());
         let mut intake = IntakeBuffer::new(1 << 20).unwrap();
-        intake.read_to_end(chunked_reader(input, 333, None)).unwrap();
+        intake
+            .read_to_end(chunked_reader(input, 333, None))
+            .unwrap();
         assert_eq!(intake.buf.as_slice(), input);
     }
 
@@ -333,7 +365,11 @@ mod tests {
     fn read_error_is_reported_and_wipes_the_buffer() {
         let mut intake = IntakeBuffer::new(1024).unwrap();
         let err = intake
-            .read_to_end(chunked_reader(b"sk-partial", 3, Some(io::ErrorKind::BrokenPipe)))
+            .read_to_end(chunked_reader(
+                b"sk-partial",
+                3,
+                Some(io::ErrorKind::BrokenPipe),
+            ))
             .unwrap_err();
         assert!(matches!(err, IntakeError::Read(io::ErrorKind::BrokenPipe)));
         assert!(intake.is_wiped());
@@ -342,7 +378,9 @@ mod tests {
     #[test]
     fn parse_errors_wipe_the_buffer_too() {
         let mut intake = IntakeBuffer::new(1024).unwrap();
-        intake.read_to_end(chunked_reader(b"bad key\n", 3, None)).unwrap();
+        intake
+            .read_to_end(chunked_reader(b"bad key\n", 3, None))
+            .unwrap();
         // into_credentials consumes the buffer; check the wipe through the same path it uses.
         let result = parse(intake.buf.as_slice());
         assert!(result.is_err());

@@ -29,7 +29,10 @@ pub struct RequestLog {
 impl Drop for RequestLog {
     fn drop(&mut self) {
         let (bytes_out, failure) = match &self.stats {
-            Some(stats) => (stats.bytes_out.load(Ordering::Relaxed), stats.failure().map(|f| format!("{f:?}"))),
+            Some(stats) => (
+                stats.bytes_out.load(Ordering::Relaxed),
+                stats.failure().map(|f| format!("{f:?}")),
+            ),
             None => (self.full_bytes as u64, None),
         };
         tracing::info!(
@@ -86,9 +89,17 @@ impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.inner {
-            Inner::Full(bytes) => Poll::Ready(bytes.take().filter(|b| !b.is_empty()).map(|b| Ok(Frame::data(b)))),
+            Inner::Full(bytes) => Poll::Ready(
+                bytes
+                    .take()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| Ok(Frame::data(b))),
+            ),
             Inner::Relay(relay) => Pin::new(relay.as_mut()).poll_frame(cx),
         }
     }
@@ -102,7 +113,9 @@ impl Body for ProxyBody {
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            Inner::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Inner::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
             Inner::Relay(relay) => relay.size_hint(),
         }
     }

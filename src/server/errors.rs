@@ -36,9 +36,10 @@ pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<P
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut response = Response::new(ProxyBody::full(Bytes::from(bytes)));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -47,11 +48,18 @@ pub fn refusal(refusal: Refusal) -> Response<ProxyBody> {
     match refusal {
         Refusal::NotFound => openai_error(StatusCode::NOT_FOUND, "not_found", "Unknown route."),
         Refusal::MethodNotAllowed { allow } => {
-            let mut response =
-                openai_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed on this route.");
-            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+            let mut response = openai_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed on this route.",
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
             response
         }
-        Refusal::Forbidden(kind) => openai_error(StatusCode::FORBIDDEN, "forbidden", kind.message()),
+        Refusal::Forbidden(kind) => {
+            openai_error(StatusCode::FORBIDDEN, "forbidden", kind.message())
+        }
     }
 }

@@ -22,7 +22,10 @@ use crate::upstream::{Outbound, ReplyBody};
 pub const BODY_CHUNK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Handles one request. Never fails: every problem is a response in the OpenAI dialect.
-pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+pub async fn handle(
+    state: Arc<State>,
+    request: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
     let mut log = RequestLog {
         route: "refused",
@@ -34,11 +37,18 @@ pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Res
         stats: None,
         full_bytes: 0,
     };
-    let response = match state.gate.classify(request.method(), request.uri(), request.headers()) {
+    let response = match state
+        .gate
+        .classify(request.method(), request.uri(), request.headers())
+    {
         Err(refused) => refusal(refused),
         Ok(route) => {
             log.route = route.name();
-            if state.token.as_ref().is_some_and(|t| !t.authorizes(request.headers())) {
+            if state
+                .token
+                .as_ref()
+                .is_some_and(|t| !t.authorizes(request.headers()))
+            {
                 openai_error(
                     StatusCode::UNAUTHORIZED,
                     "invalid_client_token",
@@ -54,7 +64,12 @@ pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Res
     Ok(Response::from_parts(parts, body.with_log(log)))
 }
 
-async fn serve(state: &State, route: Route, request: Request<Incoming>, log: &mut RequestLog) -> Response<ProxyBody> {
+async fn serve(
+    state: &State,
+    route: Route,
+    request: Request<Incoming>,
+    log: &mut RequestLog,
+) -> Response<ProxyBody> {
     match route {
         Route::Health => json_response(
             StatusCode::OK,
@@ -63,7 +78,10 @@ async fn serve(state: &State, route: Route, request: Request<Incoming>, log: &mu
         Route::Shutdown => {
             tracing::info!("shutdown requested over HTTP");
             state.shutdown_requested.cancel();
-            json_response(StatusCode::OK, &serde_json::json!({"status": "shutting_down"}))
+            json_response(
+                StatusCode::OK,
+                &serde_json::json!({"status": "shutting_down"}),
+            )
         }
         Route::Responses | Route::ResponsesCompact => forward(state, route, request, log).await,
     }
@@ -95,17 +113,29 @@ impl BodyError {
                 "request_body_timeout",
                 "The request body arrived too slowly.",
             ),
-            BodyError::Broken => openai_error(StatusCode::BAD_REQUEST, "invalid_body", "The request body could not be read."),
+            BodyError::Broken => openai_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                "The request body could not be read.",
+            ),
         }
     }
 }
 
 /// Reads the whole body within the size limit, the global budget and the slow-sender bound.
-async fn read_body(state: &State, request: Request<Incoming>) -> Result<(http::request::Parts, Bytes, Reservation), BodyError> {
+async fn read_body(
+    state: &State,
+    request: Request<Incoming>,
+) -> Result<(http::request::Parts, Bytes, Reservation), BodyError> {
     let max = state.limits.max_body_bytes;
     let (parts, mut body) = request.into_parts();
     let declared = match parts.headers.get(header::CONTENT_LENGTH) {
-        Some(v) => Some(v.to_str().ok().and_then(|s| s.parse::<usize>().ok()).ok_or(BodyError::Broken)?),
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.parse::<usize>().ok())
+                .ok_or(BodyError::Broken)?,
+        ),
         None => None,
     };
     if declared.is_some_and(|n| n > max) {
@@ -125,7 +155,9 @@ async fn read_body(state: &State, request: Request<Incoming>) -> Result<(http::r
             Ok(Some(Err(_))) => return Err(BodyError::Broken),
             Ok(Some(Ok(frame))) => frame,
         };
-        let Ok(data) = frame.into_data() else { continue };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         if buf.len() + data.len() > max {
             return Err(BodyError::TooLarge);
         }
@@ -162,7 +194,12 @@ fn wants_stream(route: Route, headers: &http::HeaderMap, body: &[u8]) -> Option<
     Some(route == Route::Responses && flag.stream.unwrap_or(false))
 }
 
-async fn forward(state: &State, route: Route, request: Request<Incoming>, log: &mut RequestLog) -> Response<ProxyBody> {
+async fn forward(
+    state: &State,
+    route: Route,
+    request: Request<Incoming>,
+    log: &mut RequestLog,
+) -> Response<ProxyBody> {
     let (parts, body, reservation) = match read_body(state, request).await {
         Ok(read) => read,
         Err(e) => return e.response(state.limits.max_body_bytes),
@@ -225,10 +262,22 @@ mod tests {
     #[test]
     fn stream_flag_comes_from_the_body() {
         let h = http::HeaderMap::new();
-        assert_eq!(wants_stream(Route::Responses, &h, br#"{"model":"m","stream":true}"#), Some(true));
-        assert_eq!(wants_stream(Route::Responses, &h, br#"{"model":"m","stream":false}"#), Some(false));
-        assert_eq!(wants_stream(Route::Responses, &h, br#"{"model":"m"}"#), Some(false));
-        assert_eq!(wants_stream(Route::ResponsesCompact, &h, br#"{"stream":true}"#), Some(false));
+        assert_eq!(
+            wants_stream(Route::Responses, &h, br#"{"model":"m","stream":true}"#),
+            Some(true)
+        );
+        assert_eq!(
+            wants_stream(Route::Responses, &h, br#"{"model":"m","stream":false}"#),
+            Some(false)
+        );
+        assert_eq!(
+            wants_stream(Route::Responses, &h, br#"{"model":"m"}"#),
+            Some(false)
+        );
+        assert_eq!(
+            wants_stream(Route::ResponsesCompact, &h, br#"{"stream":true}"#),
+            Some(false)
+        );
         assert_eq!(wants_stream(Route::Responses, &h, b"not json"), None);
         assert_eq!(wants_stream(Route::Responses, &h, b"[1]"), None);
     }
@@ -237,8 +286,17 @@ mod tests {
     fn compressed_bodies_follow_the_accept_header() {
         let mut h = http::HeaderMap::new();
         h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("zstd"));
-        assert_eq!(wants_stream(Route::Responses, &h, b"\x28\xb5\x2f\xfd"), Some(false));
-        h.insert(header::ACCEPT, HeaderValue::from_static("text/event-stream"));
-        assert_eq!(wants_stream(Route::Responses, &h, b"\x28\xb5\x2f\xfd"), Some(true));
+        assert_eq!(
+            wants_stream(Route::Responses, &h, b"\x28\xb5\x2f\xfd"),
+            Some(false)
+        );
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        assert_eq!(
+            wants_stream(Route::Responses, &h, b"\x28\xb5\x2f\xfd"),
+            Some(true)
+        );
     }
 }

@@ -75,7 +75,8 @@ pub fn write(path: &Path, info: &ServerInfo<'_>, owner: Uid) -> Result<WrittenIn
         .map_err(|e| fail(format!("create {}: {e}", temp.display())))?;
     let result = (|| {
         if holds_token {
-            std::os::unix::fs::fchown(&file, Some(owner.as_raw()), None).map_err(|e| format!("chown: {e}"))?;
+            std::os::unix::fs::fchown(&file, Some(owner.as_raw()), None)
+                .map_err(|e| format!("chown: {e}"))?;
         }
         // The umask may have narrowed the mode; set it exactly.
         use std::os::unix::fs::PermissionsExt;
@@ -144,10 +145,17 @@ mod tests {
         let written = write(&path, &info(None), nix::unistd::getuid()).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, "{\"port\":1234,\"pid\":42,\"version\":\"0.1.0\",\"base_url\":\"http://127.0.0.1:1234/v1\"}\n");
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
         written.remove();
         assert!(!path.exists());
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "no temp file left behind");
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "no temp file left behind"
+        );
     }
 
     #[test]
@@ -155,8 +163,13 @@ mod tests {
         let dir = tempdir();
         let path = dir.join("info.json");
         write(&path, &info(Some("abc")), nix::unistd::getuid()).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        assert!(std::fs::read_to_string(&path).unwrap().contains("\"token\":\"abc\""));
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("\"token\":\"abc\""));
     }
 
     #[test]
@@ -168,7 +181,10 @@ mod tests {
         std::os::unix::fs::symlink(&target, &path).unwrap();
         write(&path, &info(None), nix::unistd::getuid()).unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"precious");
-        assert!(!std::fs::symlink_metadata(&path).unwrap().file_type().is_symlink());
+        assert!(!std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
     }
 
     #[test]
@@ -177,7 +193,9 @@ mod tests {
         let path = dir.join("info.json");
         std::fs::write(&path, b"stale").unwrap();
         let written = write(&path, &info(None), nix::unistd::getuid()).unwrap();
-        assert!(std::fs::read_to_string(&path).unwrap().starts_with("{\"port\":1234"));
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .starts_with("{\"port\":1234"));
         std::fs::remove_file(&path).unwrap();
         std::fs::write(&path, b"someone else's").unwrap();
         written.remove();

@@ -87,7 +87,12 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
         };
         match Arc::clone(&connections).try_acquire_owned() {
             Ok(permit) => {
-                tracker.spawn(serve_connection(Arc::clone(&state), stream, permit, draining.clone()));
+                tracker.spawn(serve_connection(
+                    Arc::clone(&state),
+                    stream,
+                    permit,
+                    draining.clone(),
+                ));
             }
             Err(_) => {
                 tracker.spawn(refuse_connection(stream));
@@ -95,19 +100,39 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
         }
     }
     drop(listener);
-    tracing::info!(in_flight = state.open_connections(), "shutting down: draining connections");
+    tracing::info!(
+        in_flight = state.open_connections(),
+        "shutting down: draining connections"
+    );
     draining.cancel();
     tracker.close();
-    if tokio::time::timeout(state.timeouts.drain, tracker.wait()).await.is_err() {
-        tracing::warn!(open = state.open_connections(), "drain timeout: ending in-flight requests with an error");
+    if tokio::time::timeout(state.timeouts.drain, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = state.open_connections(),
+            "drain timeout: ending in-flight requests with an error"
+        );
         state.abort.cancel();
-        if tokio::time::timeout(ABORT_GRACE, tracker.wait()).await.is_err() {
-            tracing::warn!(open = state.open_connections(), "connections still open after the abort grace; closing");
+        if tokio::time::timeout(ABORT_GRACE, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = state.open_connections(),
+                "connections still open after the abort grace; closing"
+            );
         }
     }
 }
 
-async fn serve_connection(state: Arc<State>, stream: TcpStream, _permit: OwnedSemaphorePermit, draining: CancellationToken) {
+async fn serve_connection(
+    state: Arc<State>,
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+    draining: CancellationToken,
+) {
     state.open_connections.fetch_add(1, Ordering::Relaxed);
     let _ = stream.set_nodelay(true);
     let service_state = Arc::clone(&state);

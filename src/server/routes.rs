@@ -75,8 +75,12 @@ impl Forbidden {
             Forbidden::RequestTarget => "Only origin-form request targets are accepted.",
             Forbidden::QueryString => "Query strings are not accepted on this route.",
             Forbidden::Host => "The Host header must name this loopback listener.",
-            Forbidden::BrowserRequest => "Requests from web pages (Origin or Sec-Fetch-* headers) are refused.",
-            Forbidden::Upgrade => "Protocol upgrades (WebSocket, h2c) are not supported; use plain HTTP/1.1.",
+            Forbidden::BrowserRequest => {
+                "Requests from web pages (Origin or Sec-Fetch-* headers) are refused."
+            }
+            Forbidden::Upgrade => {
+                "Protocol upgrades (WebSocket, h2c) are not supported; use plain HTTP/1.1."
+            }
             Forbidden::PathVariant => "Paths must match a route exactly.",
         }
     }
@@ -91,10 +95,34 @@ struct Entry {
 }
 
 const TABLE: &[Entry] = &[
-    Entry { path: "/v1/responses", methods: &[Method::POST], allow: "POST", route: Route::Responses, enabled: |_| true },
-    Entry { path: "/v1/responses/compact", methods: &[Method::POST], allow: "POST", route: Route::ResponsesCompact, enabled: |_| true },
-    Entry { path: "/health", methods: &[Method::GET], allow: "GET", route: Route::Health, enabled: |_| true },
-    Entry { path: "/shutdown", methods: &[Method::GET, Method::POST], allow: "GET, POST", route: Route::Shutdown, enabled: |g| g.http_shutdown },
+    Entry {
+        path: "/v1/responses",
+        methods: &[Method::POST],
+        allow: "POST",
+        route: Route::Responses,
+        enabled: |_| true,
+    },
+    Entry {
+        path: "/v1/responses/compact",
+        methods: &[Method::POST],
+        allow: "POST",
+        route: Route::ResponsesCompact,
+        enabled: |_| true,
+    },
+    Entry {
+        path: "/health",
+        methods: &[Method::GET],
+        allow: "GET",
+        route: Route::Health,
+        enabled: |_| true,
+    },
+    Entry {
+        path: "/shutdown",
+        methods: &[Method::GET, Method::POST],
+        allow: "GET, POST",
+        route: Route::Shutdown,
+        enabled: |g| g.http_shutdown,
+    },
 ];
 
 /// What the gate needs to know about this listener.
@@ -122,16 +150,27 @@ impl Gate {
     }
 
     /// Accepts or refuses a request head. Checks run from the most to the least suspicious.
-    pub fn classify(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<Route, Refusal> {
+    pub fn classify(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Result<Route, Refusal> {
         use Forbidden::*;
         let forbid = |f| Err(Refusal::Forbidden(f));
-        if method == Method::CONNECT || uri.scheme().is_some() || uri.authority().is_some() || !uri.path().starts_with('/') {
+        if method == Method::CONNECT
+            || uri.scheme().is_some()
+            || uri.authority().is_some()
+            || !uri.path().starts_with('/')
+        {
             return forbid(RequestTarget);
         }
         if headers.contains_key(header::UPGRADE) || headers.contains_key("http2-settings") {
             return forbid(Upgrade);
         }
-        if headers.contains_key(header::ORIGIN) || headers.keys().any(|k| k.as_str().starts_with("sec-fetch-")) {
+        if headers.contains_key(header::ORIGIN)
+            || headers.keys().any(|k| k.as_str().starts_with("sec-fetch-"))
+        {
             return forbid(BrowserRequest);
         }
         if !self.host_is_loopback_listener(headers) {
@@ -163,7 +202,9 @@ impl Gate {
     /// True when `path` normalises (case, `%` escapes, dot segments, slashes) to a route path.
     fn is_variant_of_known_path(&self, path: &str) -> bool {
         let normalised = normalise_path(path);
-        TABLE.iter().any(|e| (e.enabled)(self) && e.path == normalised && e.path != path)
+        TABLE
+            .iter()
+            .any(|e| (e.enabled)(self) && e.path == normalised && e.path != path)
     }
 }
 
@@ -229,14 +270,24 @@ mod tests {
         h
     }
 
-    fn check(method: Method, target: &str, extra: &[(&'static str, &'static str)]) -> Result<Route, Refusal> {
+    fn check(
+        method: Method,
+        target: &str,
+        extra: &[(&'static str, &'static str)],
+    ) -> Result<Route, Refusal> {
         gate().classify(&method, &target.parse().unwrap(), &headers(extra))
     }
 
     #[test]
     fn serves_exactly_the_route_table() {
-        assert_eq!(check(Method::POST, "/v1/responses", &[]), Ok(Route::Responses));
-        assert_eq!(check(Method::POST, "/v1/responses/compact", &[]), Ok(Route::ResponsesCompact));
+        assert_eq!(
+            check(Method::POST, "/v1/responses", &[]),
+            Ok(Route::Responses)
+        );
+        assert_eq!(
+            check(Method::POST, "/v1/responses/compact", &[]),
+            Ok(Route::ResponsesCompact)
+        );
         assert_eq!(check(Method::GET, "/health", &[]), Ok(Route::Health));
         assert_eq!(check(Method::GET, "/shutdown", &[]), Ok(Route::Shutdown));
         assert_eq!(check(Method::POST, "/shutdown", &[]), Ok(Route::Shutdown));
@@ -253,16 +304,37 @@ mod tests {
 
     #[test]
     fn other_methods_on_known_paths_are_405() {
-        for m in [Method::GET, Method::PUT, Method::HEAD, Method::OPTIONS, Method::DELETE] {
-            assert_eq!(check(m, "/v1/responses", &[]), Err(Refusal::MethodNotAllowed { allow: "POST" }));
+        for m in [
+            Method::GET,
+            Method::PUT,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::DELETE,
+        ] {
+            assert_eq!(
+                check(m, "/v1/responses", &[]),
+                Err(Refusal::MethodNotAllowed { allow: "POST" })
+            );
         }
-        assert_eq!(check(Method::POST, "/health", &[]), Err(Refusal::MethodNotAllowed { allow: "GET" }));
-        assert_eq!(check(Method::DELETE, "/shutdown", &[]), Err(Refusal::MethodNotAllowed { allow: "GET, POST" }));
+        assert_eq!(
+            check(Method::POST, "/health", &[]),
+            Err(Refusal::MethodNotAllowed { allow: "GET" })
+        );
+        assert_eq!(
+            check(Method::DELETE, "/shutdown", &[]),
+            Err(Refusal::MethodNotAllowed { allow: "GET, POST" })
+        );
     }
 
     #[test]
     fn unknown_paths_are_404() {
-        for p in ["/", "/v1/models", "/v1/chat/completions", "/v2/responses", "/healthz"] {
+        for p in [
+            "/",
+            "/v1/models",
+            "/v1/chat/completions",
+            "/v2/responses",
+            "/healthz",
+        ] {
             assert_eq!(check(Method::POST, p, &[]), Err(Refusal::NotFound), "{p}");
         }
     }
@@ -283,22 +355,36 @@ mod tests {
             "/health/",
             "/%2568ealth",
         ] {
-            assert_eq!(check(Method::POST, p, &[]), Err(Refusal::Forbidden(Forbidden::PathVariant)), "{p}");
+            assert_eq!(
+                check(Method::POST, p, &[]),
+                Err(Refusal::Forbidden(Forbidden::PathVariant)),
+                "{p}"
+            );
         }
     }
 
     #[test]
     fn any_query_string_is_403() {
         for t in ["/v1/responses?x=1", "/v1/responses?", "/health?verbose"] {
-            assert_eq!(check(Method::POST, t, &[]), Err(Refusal::Forbidden(Forbidden::QueryString)), "{t}");
+            assert_eq!(
+                check(Method::POST, t, &[]),
+                Err(Refusal::Forbidden(Forbidden::QueryString)),
+                "{t}"
+            );
         }
     }
 
     #[test]
     fn absolute_form_authority_form_asterisk_and_connect_are_403() {
         let f = Err(Refusal::Forbidden(Forbidden::RequestTarget));
-        assert_eq!(check(Method::POST, "http://evil.example/v1/responses", &[]), f);
-        assert_eq!(check(Method::POST, "http://127.0.0.1:4000/v1/responses", &[]), f);
+        assert_eq!(
+            check(Method::POST, "http://evil.example/v1/responses", &[]),
+            f
+        );
+        assert_eq!(
+            check(Method::POST, "http://127.0.0.1:4000/v1/responses", &[]),
+            f
+        );
         assert_eq!(check(Method::CONNECT, "evil.example:443", &[]), f);
         assert_eq!(check(Method::OPTIONS, "*", &[]), f);
     }
@@ -307,36 +393,96 @@ mod tests {
     fn host_must_name_this_loopback_listener() {
         let g = gate();
         let uri: Uri = "/health".parse().unwrap();
-        for ok in ["127.0.0.1:4000", "localhost:4000", "LOCALHOST:4000", "[::1]:4000"] {
+        for ok in [
+            "127.0.0.1:4000",
+            "localhost:4000",
+            "LOCALHOST:4000",
+            "[::1]:4000",
+        ] {
             let mut h = HeaderMap::new();
             h.insert(header::HOST, HeaderValue::from_static(ok));
-            assert_eq!(g.classify(&Method::GET, &uri, &h), Ok(Route::Health), "{ok}");
+            assert_eq!(
+                g.classify(&Method::GET, &uri, &h),
+                Ok(Route::Health),
+                "{ok}"
+            );
         }
-        for bad in ["evil.example", "127.0.0.1", "127.0.0.1:4001", "localhost", "evil.example:4000", "127.0.0.1:4000.evil"] {
+        for bad in [
+            "evil.example",
+            "127.0.0.1",
+            "127.0.0.1:4001",
+            "localhost",
+            "evil.example:4000",
+            "127.0.0.1:4000.evil",
+        ] {
             let mut h = HeaderMap::new();
             h.insert(header::HOST, HeaderValue::from_static(bad));
-            assert_eq!(g.classify(&Method::GET, &uri, &h), Err(Refusal::Forbidden(Forbidden::Host)), "{bad}");
+            assert_eq!(
+                g.classify(&Method::GET, &uri, &h),
+                Err(Refusal::Forbidden(Forbidden::Host)),
+                "{bad}"
+            );
         }
-        assert_eq!(g.classify(&Method::GET, &uri, &HeaderMap::new()), Err(Refusal::Forbidden(Forbidden::Host)));
+        assert_eq!(
+            g.classify(&Method::GET, &uri, &HeaderMap::new()),
+            Err(Refusal::Forbidden(Forbidden::Host))
+        );
         let mut two = headers(&[]);
         two.append(header::HOST, HeaderValue::from_static("127.0.0.1:4000"));
-        assert_eq!(g.classify(&Method::GET, &uri, &two), Err(Refusal::Forbidden(Forbidden::Host)));
+        assert_eq!(
+            g.classify(&Method::GET, &uri, &two),
+            Err(Refusal::Forbidden(Forbidden::Host))
+        );
     }
 
     #[test]
     fn browser_requests_are_403_even_for_shutdown() {
         let f = Err(Refusal::Forbidden(Forbidden::BrowserRequest));
-        assert_eq!(check(Method::GET, "/shutdown", &[("origin", "http://evil.example")]), f);
+        assert_eq!(
+            check(
+                Method::GET,
+                "/shutdown",
+                &[("origin", "http://evil.example")]
+            ),
+            f
+        );
         assert_eq!(check(Method::GET, "/shutdown", &[("origin", "null")]), f);
-        assert_eq!(check(Method::GET, "/shutdown", &[("sec-fetch-mode", "no-cors")]), f);
-        assert_eq!(check(Method::POST, "/v1/responses", &[("sec-fetch-site", "cross-site")]), f);
+        assert_eq!(
+            check(Method::GET, "/shutdown", &[("sec-fetch-mode", "no-cors")]),
+            f
+        );
+        assert_eq!(
+            check(
+                Method::POST,
+                "/v1/responses",
+                &[("sec-fetch-site", "cross-site")]
+            ),
+            f
+        );
     }
 
     #[test]
     fn upgrades_are_403() {
         let f = Err(Refusal::Forbidden(Forbidden::Upgrade));
-        assert_eq!(check(Method::GET, "/v1/responses", &[("upgrade", "websocket"), ("connection", "upgrade")]), f);
-        assert_eq!(check(Method::POST, "/v1/responses", &[("upgrade", "h2c"), ("http2-settings", "AAA")]), f);
-        assert_eq!(check(Method::POST, "/v1/responses", &[("http2-settings", "AAA")]), f);
+        assert_eq!(
+            check(
+                Method::GET,
+                "/v1/responses",
+                &[("upgrade", "websocket"), ("connection", "upgrade")]
+            ),
+            f
+        );
+        assert_eq!(
+            check(
+                Method::POST,
+                "/v1/responses",
+                &[("upgrade", "h2c"), ("http2-settings", "AAA")]
+            ),
+            f
+        );
+        assert_eq!(
+            check(Method::POST, "/v1/responses", &[("http2-settings", "AAA")]),
+            f
+        );
     }
 }

@@ -35,7 +35,11 @@ impl ClientToken {
         if presented.len() != expected.len() {
             return false;
         }
-        presented.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        presented
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
     }
 
     /// True when the request carries the token and no other credential.
@@ -43,7 +47,10 @@ impl ClientToken {
         let mut seen = 0;
         for value in headers.get_all(header::AUTHORIZATION) {
             let bytes = value.as_bytes();
-            let Some(token) = bytes.strip_prefix(b"Bearer ").or_else(|| bytes.strip_prefix(b"bearer ")) else {
+            let Some(token) = bytes
+                .strip_prefix(b"Bearer ")
+                .or_else(|| bytes.strip_prefix(b"bearer "))
+            else {
                 return false;
             };
             if !self.matches(token) {
@@ -89,11 +96,17 @@ mod tests {
         let tok = t.expose().to_string();
         assert!(t.authorizes(&headers(&[("authorization", format!("Bearer {tok}"))])));
         assert!(t.authorizes(&headers(&[("x-api-key", tok.clone())])));
-        assert!(t.authorizes(&headers(&[("authorization", format!("Bearer {tok}")), ("x-api-key", tok.clone())])));
+        assert!(t.authorizes(&headers(&[
+            ("authorization", format!("Bearer {tok}")),
+            ("x-api-key", tok.clone())
+        ])));
         assert!(!t.authorizes(&headers(&[])));
         assert!(!t.authorizes(&headers(&[("authorization", tok.clone())])));
         assert!(!t.authorizes(&headers(&[("authorization", "Bearer wrong".into())])));
-        assert!(!t.authorizes(&headers(&[("authorization", format!("Bearer {tok}")), ("x-api-key", "wrong".into())])));
+        assert!(!t.authorizes(&headers(&[
+            ("authorization", format!("Bearer {tok}")),
+            ("x-api-key", "wrong".into())
+        ])));
         assert!(!t.authorizes(&headers(&[("authorization", format!("Basic {tok}"))])));
         assert!(!t.authorizes(&headers(&[("x-api-key", format!("{tok}x"))])));
     }

@@ -33,7 +33,9 @@ impl EventClass {
         match event_type {
             "response.created" | "response.in_progress" => EventClass::Bootstrap,
             t if t.starts_with("codex.") => EventClass::Bootstrap,
-            "response.completed" | "response.failed" | "response.incomplete" | "error" => EventClass::Terminal,
+            "response.completed" | "response.failed" | "response.incomplete" | "error" => {
+                EventClass::Terminal
+            }
             _ => EventClass::Content,
         }
     }
@@ -195,7 +197,10 @@ data: \"response\":{\"id\":\"r1\"}}\n\n";
     #[test]
     fn classifies_every_event_in_one_chunk() {
         use EventClass::*;
-        assert_eq!(classes(&[]), vec![Bootstrap, Bootstrap, Content, Bootstrap, Terminal]);
+        assert_eq!(
+            classes(&[]),
+            vec![Bootstrap, Bootstrap, Content, Bootstrap, Terminal]
+        );
     }
 
     #[test]
@@ -218,7 +223,10 @@ data: \"response\":{\"id\":\"r1\"}}\n\n";
     fn error_event_and_done_sentinel_are_terminal() {
         let mut scanner = SseScanner::new();
         let mut out = Vec::new();
-        scanner.feed(b"event: error\ndata: {\"type\":\"error\"}\n\ndata: [DONE]\n\n", |c| out.push(c));
+        scanner.feed(
+            b"event: error\ndata: {\"type\":\"error\"}\n\ndata: [DONE]\n\n",
+            |c| out.push(c),
+        );
         assert_eq!(out, vec![EventClass::Terminal, EventClass::Terminal]);
     }
 

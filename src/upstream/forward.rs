@@ -97,7 +97,10 @@ enum AttemptError {
 
 impl AttemptError {
     fn retryable(&self) -> bool {
-        matches!(self, AttemptError::Connect | AttemptError::ConnectTimeout | AttemptError::HeaderTimeout)
+        matches!(
+            self,
+            AttemptError::Connect | AttemptError::ConnectTimeout | AttemptError::HeaderTimeout
+        )
     }
 
     fn give_up(&self, attempts: u32) -> GiveUp {
@@ -160,7 +163,10 @@ impl Upstream {
         let account = self.pool.pick()?;
         let mut headers = request_headers_for_upstream(out.headers);
         headers.insert(header::AUTHORIZATION, account.authorization());
-        headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
         if let Some(org) = &self.openai_organization {
             headers.insert("openai-organization", org.clone());
         }
@@ -197,7 +203,11 @@ impl Upstream {
                 return Err(error.give_up(attempts));
             }
             let pause = backoff(attempts);
-            tracing::debug!(attempt = attempts, backoff_ms = pause.as_millis() as u64, "retrying upstream request");
+            tracing::debug!(
+                attempt = attempts,
+                backoff_ms = pause.as_millis() as u64,
+                "retrying upstream request"
+            );
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = out.abort.cancelled() => return Err(AttemptError::Shutdown.give_up(attempts)),
@@ -250,7 +260,10 @@ impl Upstream {
         let stats = Arc::new(RelayStats::default());
 
         if !parts.status.is_success() && !parts.status.is_redirection() {
-            let bytes = self.read_error_body(&mut body, deadline).await.map_err(|e| e.give_up(attempts))?;
+            let bytes = self
+                .read_error_body(&mut body, deadline)
+                .await
+                .map_err(|e| e.give_up(attempts))?;
             let bytes = match redact(&bytes, self.pool.secrets()) {
                 Some(clean) => Bytes::from(clean),
                 None => bytes,
@@ -269,7 +282,11 @@ impl Upstream {
             .headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("text/event-stream")
+            });
         let mut relay = RelayParts {
             held: Vec::new(),
             upstream: Some(body),
@@ -330,7 +347,11 @@ impl Upstream {
         }
     }
 
-    async fn read_error_body(&self, body: &mut Incoming, deadline: Option<Instant>) -> Result<Bytes, AttemptError> {
+    async fn read_error_body(
+        &self,
+        body: &mut Incoming,
+        deadline: Option<Instant>,
+    ) -> Result<Bytes, AttemptError> {
         let limit = deadline.unwrap_or_else(|| Instant::now() + self.timeouts.idle);
         let mut collected = Vec::new();
         loop {
@@ -361,7 +382,9 @@ mod tests {
     #[test]
     fn backoff_is_full_jitter_under_a_doubling_capped_ceiling() {
         for retry in 1..20 {
-            let ceiling = BACKOFF_BASE.saturating_mul(1 << (retry - 1).min(16)).min(BACKOFF_CAP);
+            let ceiling = BACKOFF_BASE
+                .saturating_mul(1 << (retry - 1).min(16))
+                .min(BACKOFF_CAP);
             for _ in 0..50 {
                 assert!(backoff(retry) <= ceiling);
             }

@@ -44,7 +44,10 @@ const REQUEST_DROPPED_NAMES: &[&str] = &[
 fn named_in_connection(headers: &HeaderMap, name: &HeaderName) -> bool {
     headers.get_all(header::CONNECTION).iter().any(|v| {
         v.to_str()
-            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(name.as_str())))
+            .map(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()))
+            })
             .unwrap_or(false)
     })
 }
@@ -170,7 +173,13 @@ mod tests {
         let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
         assert_eq!(
             names,
-            vec!["content-type", "x-request-id", "x-codex-primary-used-percent", "x-ratelimit-remaining-requests", "openai-model"]
+            vec![
+                "content-type",
+                "x-request-id",
+                "x-codex-primary-used-percent",
+                "x-ratelimit-remaining-requests",
+                "openai-model"
+            ]
         );
     }
 }

@@ -30,7 +30,8 @@ fn is_echo(token: &[u8], secret: &[u8]) -> bool {
     if token.contains(&b'*') {
         let prefix = MASK_PREFIX.min(secret.len());
         let suffix = MASK_SUFFIX.min(secret.len());
-        return token.starts_with(&secret[..prefix]) || token.ends_with(&secret[secret.len() - suffix..]);
+        return token.starts_with(&secret[..prefix])
+            || token.ends_with(&secret[secret.len() - suffix..]);
     }
     false
 }
@@ -77,18 +78,30 @@ mod tests {
 
     #[test]
     fn full_key_masked_forms_and_fragments_are_redacted() {
-        let full = format!("Incorrect API key provided: {}.", std::str::from_utf8(KEY).unwrap());
+        let full = format!(
+            "Incorrect API key provided: {}.",
+            std::str::from_utf8(KEY).unwrap()
+        );
         assert_eq!(run(&full), "Incorrect API key provided: [REDACTED].");
-        assert_eq!(run("key sk-proj-************************0123 bad"), "key [REDACTED] bad");
+        assert_eq!(
+            run("key sk-proj-************************0123 bad"),
+            "key [REDACTED] bad"
+        );
         assert_eq!(run("key sk-p****0123"), "key [REDACTED]");
         assert_eq!(run("\"CANARYabcdefgh\""), "\"[REDACTED]\"");
-        assert_eq!(run("{\"k\":\"Bearer sk-proj-CANARYabcdefghijklmnopqrstuvwxyz0123\"}"), "{\"k\":\"Bearer [REDACTED]\"}");
+        assert_eq!(
+            run("{\"k\":\"Bearer sk-proj-CANARYabcdefghijklmnopqrstuvwxyz0123\"}"),
+            "{\"k\":\"Bearer [REDACTED]\"}"
+        );
     }
 
     #[test]
     fn unrelated_text_is_untouched() {
         let body = r#"{"error":{"message":"Rate limit reached for gpt-5 in organization org-abc","type":"requests","code":"rate_limit_exceeded"}}"#;
         assert_eq!(redact(body.as_bytes(), std::iter::once(KEY)), None);
-        assert_eq!(run("**** masked other-key wxyz"), "**** masked other-key wxyz");
+        assert_eq!(
+            run("**** masked other-key wxyz"),
+            "**** masked other-key wxyz"
+        );
     }
 }

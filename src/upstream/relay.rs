@@ -96,10 +96,18 @@ impl RelayStats {
     }
 }
 
+/// How long a failing body waits, after its last bytes, before aborting the transfer.
+///
+/// hyper drops whatever is still in its write buffer when a body fails, so the failure is
+/// announced with `Pending` first: hyper flushes the error event, then the timer ends the body
+/// with an error (no final chunk). Only a client that has stopped reading loses the event.
+pub const FLUSH_GRACE: Duration = Duration::from_millis(100);
+
 enum State {
     Streaming,
-    /// The error event has been sent; the next poll ends the body with an error.
-    FailNext(RelayFailure),
+    /// The last bytes (an error event, on event streams) are out; after the flush grace the
+    /// body ends with this error.
+    Failing(RelayFailure, Option<Pin<Box<Sleep>>>),
     Done,
 }
 
@@ -189,7 +197,9 @@ impl RelayBody {
             sse: parts.sse,
             idle: parts.idle,
             idle_timer: Box::pin(tokio::time::sleep(parts.idle)),
-            deadline: parts.deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+            deadline: parts
+                .deadline
+                .map(|d| Box::pin(tokio::time::sleep_until(d))),
             abort: Box::pin(parts.abort.cancelled_owned()),
             state: State::Streaming,
             stats,
@@ -197,34 +207,54 @@ impl RelayBody {
     }
 
     fn emit(&self, data: Bytes) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.stats.bytes_out.fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.stats
+            .bytes_out
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
         Poll::Ready(Some(Ok(Frame::data(data))))
     }
 
-    /// Ends the body with `failure`: an error event first on event streams, then an error.
-    fn fail(&mut self, failure: RelayFailure) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    /// Starts ending the body with `failure`: on event streams an error event goes out first;
+    /// then, after the flush grace, the body fails (see [`FLUSH_GRACE`]).
+    fn fail(
+        &mut self,
+        failure: RelayFailure,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.upstream = None;
         let _ = self.stats.failure.set(failure);
+        self.state = State::Failing(failure, None);
         match &self.sse {
             Some(watch) => {
-                self.state = State::FailNext(failure);
                 let event = failure.sse_event(watch.scanner.mid_event());
                 self.emit(event)
             }
-            None => {
-                self.state = State::Done;
-                Poll::Ready(Some(Err(Box::new(failure))))
-            }
+            None => self.poll_failing(cx),
         }
     }
 
+    fn poll_failing(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let State::Failing(failure, timer) = &mut self.state else {
+            return Poll::Ready(None);
+        };
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(FLUSH_GRACE)));
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let failure = *failure;
+        self.state = State::Done;
+        Poll::Ready(Some(Err(Box::new(failure))))
+    }
+
     /// The upstream body has ended: cleanly only if an event stream saw its terminal event.
-    fn finish(&mut self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn finish(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if let Some(failure) = self.pending_failure.take() {
-            return self.fail(failure);
+            return self.fail(failure, cx);
         }
         match &self.sse {
-            Some(watch) if !watch.terminal_seen() => self.fail(RelayFailure::Truncated),
+            Some(watch) if !watch.terminal_seen() => self.fail(RelayFailure::Truncated, cx),
             _ => {
                 self.state = State::Done;
                 Poll::Ready(None)
@@ -237,30 +267,30 @@ impl Body for RelayBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
             match this.state {
                 State::Done => return Poll::Ready(None),
-                State::FailNext(failure) => {
-                    this.state = State::Done;
-                    return Poll::Ready(Some(Err(Box::new(failure))));
-                }
+                State::Failing(..) => return this.poll_failing(cx),
                 State::Streaming => {}
             }
             if let Some(chunk) = this.held.pop_front() {
                 return this.emit(chunk);
             }
             if this.abort.as_mut().poll(cx).is_ready() {
-                return this.fail(RelayFailure::Shutdown);
+                return this.fail(RelayFailure::Shutdown, cx);
             }
             if let Some(deadline) = &mut this.deadline {
                 if deadline.as_mut().poll(cx).is_ready() {
-                    return this.fail(RelayFailure::Deadline);
+                    return this.fail(RelayFailure::Deadline, cx);
                 }
             }
             let Some(upstream) = &mut this.upstream else {
-                return this.finish();
+                return this.finish(cx);
             };
             match Pin::new(upstream).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
@@ -277,14 +307,14 @@ impl Body for RelayBody {
                     this.idle_timer.as_mut().reset(next_idle);
                     return this.emit(data);
                 }
-                Poll::Ready(Some(Err(_))) => return this.fail(RelayFailure::UpstreamError),
+                Poll::Ready(Some(Err(_))) => return this.fail(RelayFailure::UpstreamError, cx),
                 Poll::Ready(None) => {
                     this.upstream = None;
-                    return this.finish();
+                    return this.finish(cx);
                 }
                 Poll::Pending => {
                     if this.idle_timer.as_mut().poll(cx).is_ready() {
-                        return this.fail(RelayFailure::Idle);
+                        return this.fail(RelayFailure::Idle, cx);
                     }
                     return Poll::Pending;
                 }
@@ -297,7 +327,12 @@ impl Body for RelayBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        match (&self.upstream, self.held.is_empty(), &self.sse, self.pending_failure) {
+        match (
+            &self.upstream,
+            self.held.is_empty(),
+            &self.sse,
+            self.pending_failure,
+        ) {
             // A plain body with nothing held keeps the upstream's exact length.
             (Some(upstream), true, None, None) => upstream.size_hint(),
             _ => SizeHint::default(),

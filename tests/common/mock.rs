@@ -78,7 +78,10 @@ impl Script {
         Script::Respond {
             status: 200,
             headers: vec![("content-type", "text/event-stream".into())],
-            chunks: events.iter().map(|e| (gap, Bytes::from(e.clone()))).collect(),
+            chunks: events
+                .iter()
+                .map(|e| (gap, Bytes::from(e.clone())))
+                .collect(),
         }
     }
 
@@ -107,20 +110,41 @@ pub fn sse_event(kind: &str, data: serde_json::Value) -> String {
 pub fn responses_stream(text: &str, deltas: usize) -> Vec<String> {
     let id = "resp_mock_1";
     let mut events = vec![
-        sse_event("response.created", serde_json::json!({"response":{"id":id,"object":"response","status":"in_progress","model":"mock-model","output":[]}})),
-        sse_event("response.in_progress", serde_json::json!({"response":{"id":id,"object":"response","status":"in_progress","model":"mock-model","output":[]}})),
-        sse_event("response.output_item.added", serde_json::json!({"output_index":0,"item":{"id":"msg_1","type":"message","role":"assistant","status":"in_progress","content":[]}})),
-        sse_event("response.content_part.added", serde_json::json!({"item_id":"msg_1","output_index":0,"content_index":0,"part":{"type":"output_text","text":"","annotations":[]}})),
+        sse_event(
+            "response.created",
+            serde_json::json!({"response":{"id":id,"object":"response","status":"in_progress","model":"mock-model","output":[]}}),
+        ),
+        sse_event(
+            "response.in_progress",
+            serde_json::json!({"response":{"id":id,"object":"response","status":"in_progress","model":"mock-model","output":[]}}),
+        ),
+        sse_event(
+            "response.output_item.added",
+            serde_json::json!({"output_index":0,"item":{"id":"msg_1","type":"message","role":"assistant","status":"in_progress","content":[]}}),
+        ),
+        sse_event(
+            "response.content_part.added",
+            serde_json::json!({"item_id":"msg_1","output_index":0,"content_index":0,"part":{"type":"output_text","text":"","annotations":[]}}),
+        ),
     ];
     let chars: Vec<char> = text.chars().collect();
     let per = chars.len().div_ceil(deltas.max(1)).max(1);
     for piece in chars.chunks(per) {
         let delta: String = piece.iter().collect();
-        events.push(sse_event("response.output_text.delta", serde_json::json!({"item_id":"msg_1","output_index":0,"content_index":0,"delta":delta})));
+        events.push(sse_event(
+            "response.output_text.delta",
+            serde_json::json!({"item_id":"msg_1","output_index":0,"content_index":0,"delta":delta}),
+        ));
     }
     let message = serde_json::json!({"id":"msg_1","type":"message","role":"assistant","status":"completed","content":[{"type":"output_text","text":text,"annotations":[]}]});
-    events.push(sse_event("response.output_text.done", serde_json::json!({"item_id":"msg_1","output_index":0,"content_index":0,"text":text})));
-    events.push(sse_event("response.output_item.done", serde_json::json!({"output_index":0,"item":message})));
+    events.push(sse_event(
+        "response.output_text.done",
+        serde_json::json!({"item_id":"msg_1","output_index":0,"content_index":0,"text":text}),
+    ));
+    events.push(sse_event(
+        "response.output_item.done",
+        serde_json::json!({"output_index":0,"item":message}),
+    ));
     events.push(sse_event("response.completed", serde_json::json!({"response":{"id":id,"object":"response","status":"completed","model":"mock-model","output":[message],"usage":{"input_tokens":10,"input_tokens_details":{"cached_tokens":0},"output_tokens":5,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":15}}})));
     events
 }
@@ -167,7 +191,9 @@ impl TestCa {
         use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.distinguished_name.push(DnType::CommonName, "codex-proxy test CA");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "codex-proxy test CA");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let ca_cert = ca_params.self_signed(&ca_key).unwrap();
         let leaf_key = KeyPair::generate().unwrap();
@@ -177,12 +203,14 @@ impl TestCa {
             .push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
         let leaf = leaf_params.signed_by(&leaf_key, &ca_cert, &ca_key).unwrap();
         let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
-        let mut server_config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![leaf.der().clone(), ca_cert.der().clone()], key)
-            .unwrap();
+        let mut server_config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone(), ca_cert.der().clone()], key)
+        .unwrap();
         server_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         TestCa {
             ca_pem: ca_cert.pem(),
@@ -214,7 +242,11 @@ impl MockUpstream {
         Self::start_full(port, Fallback::Echo(text.to_string(), deltas, gap), None).await
     }
 
-    async fn start_full(port: u16, default: Fallback, tls: Option<Arc<rustls::ServerConfig>>) -> MockUpstream {
+    async fn start_full(
+        port: u16,
+        default: Fallback,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> MockUpstream {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -234,7 +266,9 @@ impl MockUpstream {
         let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let shared = Arc::clone(&shared);
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
@@ -331,9 +365,17 @@ where
     }
 }
 
-async fn answer(request: Request<Incoming>, shared: Arc<Shared>, kill: Arc<Notify>) -> Response<MockBody> {
+async fn answer(
+    request: Request<Incoming>,
+    shared: Arc<Shared>,
+    kill: Arc<Notify>,
+) -> Response<MockBody> {
     let (parts, body) = request.into_parts();
-    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     let streaming = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v.get("stream").and_then(|s| s.as_bool()))
@@ -348,18 +390,35 @@ async fn answer(request: Request<Incoming>, shared: Arc<Shared>, kill: Arc<Notif
     shared.changed.notify_waiters();
     let script = shared.scripts.lock().unwrap().pop_front();
     let script = script.unwrap_or_else(|| match &shared.default {
-        Fallback::Echo(text, deltas, gap) if streaming => Script::sse(&responses_stream(text, *deltas), *gap),
+        Fallback::Echo(text, deltas, gap) if streaming => {
+            Script::sse(&responses_stream(text, *deltas), *gap)
+        }
         Fallback::Echo(text, _, _) => Script::json(200, &responses_json(text)),
     });
     run_script(script, kill).await
 }
 
-fn run_script(script: Script, kill: Arc<Notify>) -> Pin<Box<dyn std::future::Future<Output = Response<MockBody>> + Send>> {
+fn run_script(
+    script: Script,
+    kill: Arc<Notify>,
+) -> Pin<Box<dyn std::future::Future<Output = Response<MockBody>> + Send>> {
     Box::pin(async move {
         match script {
-            Script::Respond { status, headers, chunks } => respond(status, headers, timed(chunks, false)),
-            Script::CutAfter { status, headers, chunks } => respond(status, headers, timed(chunks, true)),
-            Script::Gated { status, headers, chunks } => respond(status, headers, ChannelBody { rx: chunks }.boxed()),
+            Script::Respond {
+                status,
+                headers,
+                chunks,
+            } => respond(status, headers, timed(chunks, false)),
+            Script::CutAfter {
+                status,
+                headers,
+                chunks,
+            } => respond(status, headers, timed(chunks, true)),
+            Script::Gated {
+                status,
+                headers,
+                chunks,
+            } => respond(status, headers, ChannelBody { rx: chunks }.boxed()),
             Script::HangBeforeHeaders => std::future::pending().await,
             Script::DelayHeaders(delay, inner) => {
                 tokio::time::sleep(delay).await;
@@ -373,7 +432,11 @@ fn run_script(script: Script, kill: Arc<Notify>) -> Pin<Box<dyn std::future::Fut
     })
 }
 
-fn respond(status: u16, headers: Vec<(&'static str, String)>, body: MockBody) -> Response<MockBody> {
+fn respond(
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: MockBody,
+) -> Response<MockBody> {
     let mut response = Response::new(body);
     *response.status_mut() = StatusCode::from_u16(status).unwrap();
     for (name, value) in headers {
@@ -395,6 +458,8 @@ fn timed(chunks: Vec<(Duration, Bytes)>, cut: bool) -> MockBody {
             }
         }
         if cut {
+            // Let hyper flush the chunks first: a failing body drops unflushed bytes.
+            tokio::time::sleep(Duration::from_millis(50)).await;
             let _ = tx.send(Err(std::io::Error::other("cut by the mock")));
         }
     });
@@ -408,7 +473,10 @@ struct ChannelBody {
 impl Body for ChannelBody {
     type Data = Bytes;
     type Error = std::io::Error;
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         self.rx.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b))))
     }
 }
@@ -420,7 +488,10 @@ struct ResultChannelBody {
 impl Body for ResultChannelBody {
     type Data = Bytes;
     type Error = std::io::Error;
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         self.rx.poll_recv(cx).map(|c| c.map(|r| r.map(Frame::data)))
     }
 }

@@ -1,0 +1,100 @@
+//! Copies of the key in the running process's memory (root only; skipped otherwise).
+//!
+//! As root, every readable mapping is read through /proc/PID/mem and the canary counted.
+//! The locked arena holds the one intended copy (in a `lo dd` mapping: locked, not dumped).
+
+use std::os::unix::fs::FileExt;
+use std::time::Duration;
+
+use crate::mock::MockUpstream;
+use crate::raw::{exchange, post};
+use crate::spawn::{canary, is_root, start, temp_dir, Launch};
+
+/// Where each copy of `needle` lives: the mapping's address range and its smaps VmFlags.
+pub fn find_copies(pid: u32, needle: &[u8]) -> Vec<(String, String)> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let finder = memchr::memmem::Finder::new(needle);
+    let mut found = Vec::new();
+    for line in maps.lines() {
+        let mut parts = line.split_whitespace();
+        let range = parts.next().unwrap();
+        let perms = parts.next().unwrap();
+        if !perms.starts_with('r') || line.contains("[vvar") || line.contains("[vsyscall]") {
+            continue;
+        }
+        let (start, end) = range.split_once('-').unwrap();
+        let (start, end) = (
+            u64::from_str_radix(start, 16).unwrap(),
+            u64::from_str_radix(end, 16).unwrap(),
+        );
+        let mut buf = vec![0u8; (end - start) as usize];
+        let mut read = 0;
+        while read < buf.len() {
+            match mem.read_at(&mut buf[read..], start + read as u64) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
+        let flags = smaps
+            .split(&format!("{range} "))
+            .nth(1)
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmFlags:")))
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        for _ in finder.find_iter(&buf[..read]) {
+            found.push((range.to_string(), flags.clone()));
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_locked_copy_of_the_key_after_two_hundred_requests() {
+    if !is_root() {
+        eprintln!("skipped: needs root to read another process's memory");
+        return;
+    }
+    let key = canary();
+    let mock = MockUpstream::start("copies").await;
+    let dir = temp_dir("copies");
+    let proxy = start(
+        Launch {
+            args: vec!["--upstream-url".into(), mock.base_url.clone()],
+            stdin: format!("{key}\n").as_bytes(),
+            as_uid: None,
+        },
+        &dir,
+    );
+    let at_start = find_copies(proxy.pid, key.as_bytes());
+    assert_eq!(at_start.len(), 1, "after start-up: {at_start:?}");
+    assert!(
+        at_start[0].1.contains("lo") && at_start[0].1.contains("dd"),
+        "the copy is locked and not dumped: {at_start:?}"
+    );
+
+    for i in 0..200 {
+        let body = if i % 2 == 0 {
+            r#"{"model":"m","stream":true,"input":"x"}"#
+        } else {
+            r#"{"model":"m","input":"x"}"#
+        };
+        let r = exchange(
+            proxy.addr,
+            &post(proxy.addr, "/v1/responses", body, &[]),
+            Duration::from_secs(10),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    let after = find_copies(proxy.pid, key.as_bytes());
+    eprintln!(
+        "copies of the key after 200 requests: {} {after:?}",
+        after.len()
+    );
+    assert_eq!(after.len(), 1, "after 200 requests: {after:?}");
+    assert!(after[0].1.contains("lo"), "{after:?}");
+    drop(proxy);
+}

@@ -1,0 +1,21 @@
+//! Process-level tests: the real `codex-proxy` binary, spawned with a key on stdin, against a
+//! mock upstream running in this (separate) test process.
+//!
+//! - `secrets`: a canary key never appears in logs, responses or the server-info file.
+//! - `startup`: exit codes and messages for bad configuration, stdin, bind and server-info.
+//! - `hardening`: non-dumpable, core limit, locked memory, no_new_privs; the `--user` drop;
+//!   probes as another process of the same uid, each paired with a control that shows the
+//!   probe works (root only: skipped with a message otherwise).
+//! - `copies`: how many copies of the key the process memory holds after many requests.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../common/mock.rs"]
+mod mock;
+#[path = "../common/raw.rs"]
+mod raw;
+
+mod copies;
+mod hardening;
+mod secrets;
+mod spawn;
+mod startup;

@@ -1,0 +1,146 @@
+//! A canary key piped in never comes back out: not in logs (at trace level), responses,
+//! error bodies or the server-info file — while the upstream does receive it.
+
+use std::time::Duration;
+
+use crate::mock::{responses_stream, MockUpstream, Script};
+use crate::raw::{exchange, get, post, RawResponse};
+use crate::spawn::{canary, start, temp_dir, Launch};
+
+fn leaks<'a>(haystack: &str, key: &'a str) -> Option<&'a str> {
+    // The key itself, a long prefix and suffix of it (freed chunks keep partial tails), and a
+    // masked echo's visible ends.
+    let needles = [key, &key[..16], &key[key.len() - 12..]];
+    needles.into_iter().find(|n| haystack.contains(n))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_key_never_appears_in_logs_responses_or_server_info() {
+    let key = canary();
+    let mock = MockUpstream::start("canary test answer").await;
+    let masked = format!("{}****{}", &key[..8], &key[key.len() - 4..]);
+    mock.push(Script::sse(
+        &responses_stream("streamed", 3),
+        Duration::ZERO,
+    ));
+    mock.push(Script::json(200, &crate::mock::responses_json("plain")));
+    mock.push(Script::json(
+        401,
+        &format!(r#"{{"error":{{"message":"Incorrect API key provided: {key}. Also {masked}.","type":"invalid_request_error","code":"invalid_api_key"}}}}"#),
+    ));
+    mock.push(Script::CutAfter {
+        status: 200,
+        headers: vec![("content-type", "text/event-stream".into())],
+        chunks: vec![(
+            Duration::ZERO,
+            bytes::Bytes::from(responses_stream("cut", 2)[2].clone()),
+        )],
+    });
+    let dir = temp_dir("canary");
+    let proxy = start(
+        Launch {
+            args: vec![
+                "--upstream-url".into(),
+                mock.base_url.clone(),
+                "--log-level".into(),
+                "trace".into(),
+                "--http-shutdown".into(),
+                "--max-body-bytes".into(),
+                "1000".into(),
+            ],
+            stdin: format!("{key}\n").as_bytes(),
+            as_uid: None,
+        },
+        &dir,
+    );
+    let addr = proxy.addr;
+    let limit = Duration::from_secs(10);
+    let client_auth = [
+        ("authorization", "Bearer client-supplied-value"),
+        ("x-api-key", "client-key"),
+    ];
+    let requests: Vec<Vec<u8>> = vec![
+        post(
+            addr,
+            "/v1/responses",
+            r#"{"model":"m","stream":true,"input":"hi"}"#,
+            &client_auth,
+        ),
+        post(addr, "/v1/responses", r#"{"model":"m","input":"hi"}"#, &[]),
+        post(
+            addr,
+            "/v1/responses",
+            r#"{"model":"m","input":"bad key"}"#,
+            &[],
+        ),
+        post(
+            addr,
+            "/v1/responses",
+            r#"{"model":"m","stream":true,"input":"cut"}"#,
+            &[],
+        ),
+        post(addr, "/v1/responses", &"x".repeat(2000), &[]),
+        post(addr, "/v1/responses", "not json", &[]),
+        post(addr, "/v1/responses?x=1", "{}", &[]),
+        post(addr, "/v1/unknown", "{}", &[]),
+        get(addr, "/health", &[]),
+    ];
+    let mut responses: Vec<RawResponse> = Vec::new();
+    for request in &requests {
+        responses.push(exchange(addr, request, limit).await);
+    }
+    let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![200, 200, 401, 200, 413, 400, 403, 404, 200]);
+    assert!(
+        responses[2].text().contains("[REDACTED]"),
+        "{}",
+        responses[2].text()
+    );
+
+    // Control: the upstream did receive the key, once per forwarded request.
+    let auth: Vec<String> = mock
+        .requests()
+        .iter()
+        .map(|r| {
+            r.headers
+                .get("authorization")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(auth, vec![format!("Bearer {key}"); 4]);
+
+    let info = proxy.info_text.clone();
+    let info_path = proxy.info_path.clone();
+    let shutdown = exchange(addr, &get(addr, "/shutdown", &[]), limit).await;
+    assert_eq!(shutdown.status, 200);
+    let (status, logs) = proxy.terminate();
+    assert!(status.success(), "{status}: {logs}");
+    assert!(!info_path.exists(), "server-info removed on exit");
+    assert!(logs.contains("request"), "request lines are logged: {logs}");
+
+    for (what, text) in std::iter::once(("logs", logs.clone()))
+        .chain(std::iter::once(("server-info", info)))
+        .chain(
+            responses
+                .iter()
+                .map(|r| ("response", format!("{:?}{}", r.headers, r.text()))),
+        )
+    {
+        assert_eq!(leaks(&text, &key), None, "canary leaked in {what}: {text}");
+        assert!(!text.contains("Bearer sk-"), "bearer value in {what}");
+        assert!(
+            !text.contains("client-supplied-value"),
+            "client header value in {what}"
+        );
+    }
+}
+
+#[test]
+fn harness_check_a_planted_canary_is_found() {
+    let key = canary();
+    let planted = format!("some log line with {}…", &key[..20]);
+    assert!(leaks(&planted, &key).is_some());
+}

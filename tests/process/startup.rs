@@ -1,0 +1,110 @@
+//! Exit codes and messages for problems found at start-up (DESIGN.md §8).
+
+use crate::spawn::{run_to_exit, temp_dir, Launch};
+
+fn exit(args: &[&str], stdin: &[u8]) -> (i32, String) {
+    let (status, stderr) = run_to_exit(Launch {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        stdin,
+        as_uid: None,
+    });
+    (status.code().unwrap_or(-1), stderr)
+}
+
+#[test]
+fn help_and_version_exit_zero() {
+    let (status, _) = run_to_exit(Launch {
+        args: vec!["--version".into()],
+        stdin: b"",
+        as_uid: None,
+    });
+    assert_eq!(status.code(), Some(0));
+    let out = std::process::Command::new(crate::spawn::BIN)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--port",
+        "--server-info",
+        "--http-shutdown",
+        "--upstream-url",
+        "--upstream-ca",
+        "--upstream-proxy",
+        "--openai-organization",
+        "--openai-project",
+        "--user",
+        "--client-token",
+        "--info-owner",
+        "--connect-timeout",
+        "--header-timeout",
+        "--idle-timeout",
+        "--request-timeout",
+        "--max-attempts",
+        "--max-body-bytes",
+        "--max-buffered-bytes",
+        "--max-connections",
+        "--max-stdin-bytes",
+        "--drain-timeout",
+        "--log-level",
+        "--log-format",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+}
+
+#[test]
+fn configuration_errors_exit_2() {
+    for args in [
+        vec!["--no-such-flag"],
+        vec!["--upstream-url", "http://api.openai.com/v1"],
+        vec!["--upstream-url", "not a url"],
+        vec!["--client-token"],
+        vec!["--user", "no-such-user-for-codex-proxy"],
+        vec!["--upstream-ca", "/nonexistent/ca.pem"],
+        vec!["--max-attempts", "0"],
+        vec!["--header-timeout", "-1"],
+    ] {
+        let (code, stderr) = exit(&args, b"sk-valid\n");
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn bad_stdin_exits_3_and_never_echoes_the_bytes() {
+    let cases: [(&[u8], &str); 5] = [
+        (b"", "no credentials"),
+        (b"\n\n", "no credentials"),
+        (b"sk-secret value-SHOULDNOTECHO\n", "invalid character"),
+        (b"sk-one\nsk-two\n", "2 API key lines"),
+        (b"{\"OPENAI_API_KEY\":\"sk-SHOULDNOTECHO\"}", "JSON"),
+    ];
+    for (input, expected) in cases {
+        let (code, stderr) = exit(&[], input);
+        assert_eq!(code, 3, "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(
+            !stderr.contains("SHOULDNOTECHO") && !stderr.contains("sk-"),
+            "{stderr}"
+        );
+    }
+    let big = vec![b'a'; 5000];
+    let (code, stderr) = exit(&["--max-stdin-bytes", "4096"], &big);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("larger than --max-stdin-bytes"), "{stderr}");
+}
+
+#[test]
+fn unwritable_server_info_and_busy_port_exit_4() {
+    let (code, stderr) = exit(
+        &["--server-info", "/nonexistent-dir/info.json"],
+        b"sk-valid\n",
+    );
+    assert_eq!(code, 4, "{stderr}");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port().to_string();
+    let (code, stderr) = exit(&["--port", &port], b"sk-valid\n");
+    assert_eq!(code, 4, "{stderr}");
+    drop(temp_dir("unused"));
+}
