@@ -351,7 +351,7 @@ async fn two_hundred_idle_connections_do_not_delay_a_real_request() {
     let (response, took) = timed(exchange(&proxy, &request)).await;
     assert_ok(&response);
     assert!(
-        took < Duration::from_secs(1),
+        took < Duration::from_secs(2),
         "a real request took {took:?}"
     );
     // Some idle connections can still be used.
