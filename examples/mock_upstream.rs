@@ -19,7 +19,8 @@ use mock::MockUpstream;
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() {
     let mut port: u16 = 0;
-    let mut text = String::from("Hello from the offline mock upstream, streamed through codex-proxy.");
+    let mut text =
+        String::from("Hello from the offline mock upstream, streamed through codex-proxy.");
     let mut deltas = 8usize;
     let mut gap_ms = 0u64;
     let mut exit_on_eof = false;
@@ -28,13 +29,20 @@ async fn main() {
         match arg.as_str() {
             "--port" => port = args.next().and_then(|v| v.parse().ok()).expect("--port N"),
             "--text" => text = args.next().expect("--text TEXT"),
-            "--deltas" => deltas = args.next().and_then(|v| v.parse().ok()).expect("--deltas N"),
-            "--gap-ms" => gap_ms = args.next().and_then(|v| v.parse().ok()).expect("--gap-ms N"),
-            "--exit-on-stdin-eof" => exit_on_eof = true,
-            other => {
-                eprintln!("mock_upstream: unknown argument {other}");
-                std::process::exit(2);
+            "--deltas" => {
+                deltas = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--deltas N")
             }
+            "--gap-ms" => {
+                gap_ms = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--gap-ms N")
+            }
+            "--exit-on-stdin-eof" => exit_on_eof = true,
+            other => panic!("mock_upstream: unknown argument {other}"),
         }
     }
     let mock = MockUpstream::start_on(port, &text, deltas, Duration::from_millis(gap_ms)).await;

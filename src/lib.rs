@@ -24,6 +24,7 @@ pub mod upstream;
 
 use std::sync::Arc;
 
+use http::HeaderValue;
 use tokio_util::sync::CancellationToken;
 
 use config::Config;
@@ -33,6 +34,7 @@ use server::routes::Gate;
 use server::token::ClientToken;
 use server::State;
 use upstream::client::ClientError;
+use upstream::inject::KeyInjector;
 use upstream::Upstream;
 
 pub use server::run;
@@ -44,13 +46,26 @@ pub fn build_state(
     port: u16,
     token: Option<ClientToken>,
 ) -> Result<Arc<State>, ClientError> {
-    let client = upstream::client::build(config)?;
+    let (arena, ranges) = pool.secret_ranges();
+    let (injector, placeholders) =
+        KeyInjector::new(arena, &ranges).map_err(ClientError::Secrets)?;
+    let authorizations = placeholders
+        .into_iter()
+        .map(|value| {
+            let mut header =
+                HeaderValue::from_bytes(&value).map_err(|_| ClientError::Placeholder)?;
+            header.set_sensitive(true);
+            Ok(header)
+        })
+        .collect::<Result<Vec<_>, ClientError>>()?;
+    let client = upstream::client::build(config, Arc::new(injector))?;
     Ok(Arc::new(State {
         gate: Gate::new(port, config.http_shutdown),
         token,
         upstream: Upstream {
             client,
             base: config.upstream.clone(),
+            authorizations,
             pool: Arc::new(pool),
             openai_organization: config.openai_organization.clone(),
             openai_project: config.openai_project.clone(),

@@ -49,10 +49,7 @@ fn main() -> ExitCode {
         Err(e) if e.is_hardening_failure() => return fail(5, e),
         Err(e) => return fail(3, e),
     };
-    let pool = match Pool::new(credentials) {
-        Ok(pool) => pool,
-        Err(e) => return fail(3, e),
-    };
+    let pool = Pool::new(credentials);
     let token = match config.client_token.then(ClientToken::generate).transpose() {
         Ok(token) => token,
         Err(e) => return fail(1, format!("cannot generate the client token: {e}")),

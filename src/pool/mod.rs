@@ -1,14 +1,12 @@
 //! The accounts the proxy can send requests with, and their health.
 //!
 //! This release serves one API-key account; the type is shaped for the pool (several
-//! accounts, states, selection) without exposing any secret: an [`Account`] hands out only a
-//! sensitive `Authorization` value that borrows the locked arena, and the bare secret for
-//! redacting echoes of it.
+//! accounts, states, selection) without exposing any secret: the keys stay in the locked
+//! arena, and only the upstream's key injector and the redactor read them.
 
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 
-use http::HeaderValue;
 use serde::Serialize;
 
 use crate::secret::{Credential, Credentials, SecretArena, SecretRange};
@@ -25,18 +23,12 @@ pub struct Account {
     /// Position in intake order; the only name logs and `/health` use.
     pub index: usize,
     pub kind: AccountKind,
-    authorization: HeaderValue,
     secret: SecretRange,
     /// Status of the last upstream response on this account (0: none yet).
     last_status: AtomicU16,
 }
 
 impl Account {
-    /// `Authorization: Bearer …`, marked sensitive, sharing the locked bytes (no copy).
-    pub fn authorization(&self) -> HeaderValue {
-        self.authorization.clone()
-    }
-
     /// Remembers the status of an upstream response for `/health`.
     pub fn record_status(&self, status: u16) {
         self.last_status.store(status, Ordering::Relaxed);
@@ -66,35 +58,33 @@ pub struct AccountHealth {
     pub reason: Option<&'static str>,
 }
 
-/// The pool could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum PoolError {
-    #[error("a credential is not usable as an HTTP header value")]
-    InvalidHeader,
-}
-
 impl Pool {
     /// Builds accounts from parsed credentials.
-    pub fn new(credentials: Credentials) -> Result<Self, PoolError> {
+    pub fn new(credentials: Credentials) -> Self {
         let Credentials { arena, accounts } = credentials;
         let accounts = accounts
             .into_iter()
             .enumerate()
             .map(|(index, credential)| {
-                let Credential::ApiKey { bearer } = credential;
-                let mut authorization = HeaderValue::from_maybe_shared(arena.shared_bytes(bearer))
-                    .map_err(|_| PoolError::InvalidHeader)?;
-                authorization.set_sensitive(true);
-                Ok(Account {
+                let Credential::ApiKey { .. } = credential;
+                Account {
                     index,
                     kind: AccountKind::ApiKey,
-                    authorization,
                     secret: credential.secret_range(),
                     last_status: AtomicU16::new(0),
-                })
+                }
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Pool { arena, accounts })
+            .collect();
+        Pool { arena, accounts }
+    }
+
+    /// The locked arena holding every account's secret, and each account's range in it (in
+    /// account order), for the upstream's key injector.
+    pub fn secret_ranges(&self) -> (Arc<SecretArena>, Vec<SecretRange>) {
+        (
+            Arc::clone(&self.arena),
+            self.accounts.iter().map(|a| a.secret).collect(),
+        )
     }
 
     /// The account for the next request, if any is usable.
@@ -102,7 +92,8 @@ impl Pool {
         self.accounts.first()
     }
 
-    /// Every account's bare secret, for redacting echoes in upstream error bodies.
+    /// Every account's bare secret in account order: for the key injector and for redacting
+    /// echoes in upstream error bodies.
     pub fn secrets(&self) -> impl Iterator<Item = &[u8]> + Clone {
         self.accounts.iter().map(|a| self.arena.get(a.secret))
     }
@@ -151,17 +142,13 @@ mod tests {
                 Ok(key.len())
             })
             .unwrap();
-        Pool::new(intake.into_credentials().unwrap()).unwrap()
+        Pool::new(intake.into_credentials().unwrap())
     }
 
     #[test]
-    fn authorization_is_sensitive_and_secret_is_redactable() {
+    fn secrets_are_the_bare_keys_in_account_order() {
         let pool = pool(b"sk-canary-123\n");
-        let account = pool.pick().unwrap();
-        let auth = account.authorization();
-        assert!(auth.is_sensitive());
-        assert_eq!(auth.as_bytes(), b"Bearer sk-canary-123");
-        assert_eq!(format!("{auth:?}"), "Sensitive");
+        assert_eq!(pool.pick().unwrap().index, 0);
         assert_eq!(
             pool.secrets().collect::<Vec<_>>(),
             vec![&b"sk-canary-123"[..]]

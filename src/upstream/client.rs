@@ -20,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tower_service::Service;
 
+use super::inject::{Injecting, KeyInjector};
 use crate::config::{Config, UpstreamProxy};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -37,11 +38,15 @@ pub enum ClientError {
     BadCa(rustls::Error),
     #[error("TLS configuration: {0}")]
     Tls(rustls::Error),
+    #[error("cannot prepare the key injector: {0}")]
+    Secrets(crate::secret::ArenaError),
+    #[error("the credential placeholder is not a valid header value")]
+    Placeholder,
 }
 
 /// Builds the client. Loads the OS trust store (missing stores are not fatal: `--upstream-ca`
 /// may be all that is needed).
-pub fn build(config: &Config) -> Result<HttpClient, ClientError> {
+pub fn build(config: &Config, injector: Arc<KeyInjector>) -> Result<HttpClient, ClientError> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for cert in native.certs {
@@ -79,6 +84,7 @@ pub fn build(config: &Config) -> Result<HttpClient, ClientError> {
     let connector = TimeoutConnector {
         inner: https,
         timeout: config.timeouts.connect,
+        injector,
     };
     Ok(Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
@@ -133,11 +139,13 @@ impl Service<Uri> for ProxyConnector {
 #[error("connecting to the upstream timed out")]
 pub struct ConnectTimedOut;
 
-/// Bounds the whole connect (not just TCP) by one timeout.
+/// Bounds the whole connect (not just TCP) by one timeout, and wraps the connection so the
+/// key is injected on the way out (see [`inject`](super::inject)).
 #[derive(Clone)]
 pub struct TimeoutConnector<C> {
     inner: C,
     timeout: Duration,
+    injector: Arc<KeyInjector>,
 }
 
 impl<C> Service<Uri> for TimeoutConnector<C>
@@ -146,7 +154,7 @@ where
     C::Error: Into<BoxError>,
     C::Future: Send + 'static,
 {
-    type Response = C::Response;
+    type Response = Injecting<C::Response>;
     type Error = BoxError;
     type Future = ConnectFuture<Self::Response>;
 
@@ -157,9 +165,11 @@ where
     fn call(&mut self, dst: Uri) -> Self::Future {
         let connecting = self.inner.call(dst);
         let timeout = self.timeout;
+        let injector = Arc::clone(&self.injector);
         Box::pin(async move {
             match tokio::time::timeout(timeout, connecting).await {
-                Ok(result) => result.map_err(Into::into),
+                Ok(Ok(stream)) => Ok(Injecting::new(stream, injector)),
+                Ok(Err(e)) => Err(e.into()),
                 Err(_) => Err(Box::new(ConnectTimedOut) as BoxError),
             }
         })

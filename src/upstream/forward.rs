@@ -39,6 +39,9 @@ pub const BACKOFF_CAP: Duration = Duration::from_secs(2);
 pub struct Upstream {
     pub client: HttpClient,
     pub base: UpstreamBase,
+    /// Per account (by index): the sensitive `Authorization` value requests carry — a
+    /// placeholder that the connection layer swaps for the key (see `inject`).
+    pub authorizations: Vec<HeaderValue>,
     pub pool: Arc<Pool>,
     pub openai_organization: Option<HeaderValue>,
     pub openai_project: Option<HeaderValue>,
@@ -162,7 +165,10 @@ impl Upstream {
     fn build_request(&self, out: &Outbound<'_>) -> Option<Request<Full<Bytes>>> {
         let account = self.pool.pick()?;
         let mut headers = request_headers_for_upstream(out.headers);
-        headers.insert(header::AUTHORIZATION, account.authorization());
+        headers.insert(
+            header::AUTHORIZATION,
+            self.authorizations.get(account.index)?.clone(),
+        );
         headers.insert(
             header::ACCEPT_ENCODING,
             HeaderValue::from_static("identity"),

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod forward;
 pub mod headers;
+pub mod inject;
 pub mod redact;
 pub mod relay;
 

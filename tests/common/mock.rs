@@ -269,6 +269,9 @@ impl MockUpstream {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                // Small answers go out as several writes (headers, chunk, end of chunks): without
+                // this, Nagle plus the client's delayed ACK adds ~40 ms per keep-alive request.
+                let _ = stream.set_nodelay(true);
                 let shared = Arc::clone(&shared);
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {

@@ -53,7 +53,7 @@ impl TestProxy {
             })
             .unwrap();
         input.fill(0);
-        let pool = Pool::new(intake.into_credentials().unwrap()).unwrap();
+        let pool = Pool::new(intake.into_credentials().unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let token = wants_token.then(|| ClientToken::generate().unwrap());

@@ -98,3 +98,67 @@ async fn one_locked_copy_of_the_key_after_two_hundred_requests() {
     assert!(after[0].1.contains("lo"), "{after:?}");
     drop(proxy);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_and_h2_the_upstream_gets_the_real_key_and_one_copy_remains() {
+    if !is_root() {
+        eprintln!("skipped: needs root to read another process's memory");
+        return;
+    }
+    let key = canary();
+    let ca = crate::mock::TestCa::new();
+    let dir = temp_dir("copies-h2");
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, &ca.ca_pem).unwrap();
+    for (alpn, version) in [
+        (&[&b"h2"[..], b"http/1.1"][..], http::Version::HTTP_2),
+        (&[&b"http/1.1"[..]][..], http::Version::HTTP_11),
+    ] {
+        let mock = MockUpstream::start_with("tls copies", Some(ca.with_alpn(alpn))).await;
+        let proxy = start(
+            Launch {
+                args: vec![
+                    "--upstream-url".into(),
+                    mock.base_url.clone(),
+                    "--upstream-ca".into(),
+                    ca_path.display().to_string(),
+                ],
+                stdin: format!("{key}\n").as_bytes(),
+                as_uid: None,
+            },
+            &temp_dir("copies-h2-info"),
+        );
+        for i in 0..100 {
+            let body = if i % 2 == 0 {
+                r#"{"model":"m","stream":true,"input":"x"}"#
+            } else {
+                r#"{"model":"m","input":"x"}"#
+            };
+            let r = exchange(
+                proxy.addr,
+                &post(proxy.addr, "/v1/responses", body, &[]),
+                Duration::from_secs(10),
+            )
+            .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+        let recorded = mock.requests();
+        assert_eq!(recorded.len(), 100);
+        for r in &recorded {
+            assert_eq!(r.version, version);
+            let auth: Vec<_> = r.headers.get_all("authorization").iter().collect();
+            assert_eq!(auth.len(), 1);
+            assert_eq!(
+                auth[0].to_str().unwrap(),
+                format!("Bearer {key}"),
+                "the upstream receives the real key"
+            );
+        }
+        let after = find_copies(proxy.pid, key.as_bytes());
+        eprintln!(
+            "{version:?}: copies of the key after 100 requests: {} {after:?}",
+            after.len()
+        );
+        assert_eq!(after.len(), 1, "{version:?}: {after:?}");
+    }
+}

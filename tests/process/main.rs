@@ -8,6 +8,8 @@
 //!   probe works (root only: skipped with a message otherwise).
 //! - `copies`: how many copies of the key the process memory holds after many requests.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// These tests drive real processes in real time, outside tokio: std time is the right clock.
+#![allow(clippy::disallowed_types)]
 
 #[path = "../common/mock.rs"]
 mod mock;
