@@ -285,6 +285,13 @@ fn load_ca(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, ConfigError> 
     if certs.is_empty() {
         return Err(err("no certificate found".to_string()));
     }
+    // Parse each as a trust anchor now, so a bad one is a configuration error (exit 2).
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in &certs {
+        roots
+            .add(cert.clone())
+            .map_err(|e| err(format!("not usable as a trust anchor: {e}")))?;
+    }
     Ok(certs)
 }
 

@@ -31,8 +31,8 @@ pub fn openai_error(status: StatusCode, code: &str, message: &str) -> Response<P
     response
 }
 
-/// A JSON response with the given status.
-pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<ProxyBody> {
+/// A JSON response with the given status (fields in the order the type declares them).
+pub fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response<ProxyBody> {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut response = Response::new(ProxyBody::full(Bytes::from(bytes)));
     *response.status_mut() = status;

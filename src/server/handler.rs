@@ -37,31 +37,49 @@ pub async fn handle(
         stats: None,
         full_bytes: 0,
     };
-    let response = match state
-        .gate
-        .classify(request.method(), request.uri(), request.headers())
-    {
-        Err(refused) => refusal(refused),
-        Ok(route) => {
-            log.route = route.name();
-            if state
-                .token
-                .as_ref()
-                .is_some_and(|t| !t.authorizes(request.headers()))
-            {
-                openai_error(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_client_token",
-                    "Missing or wrong client token (send it as Authorization: Bearer or x-api-key).",
-                )
-            } else {
-                serve(&state, route, request, &mut log).await
+    let response = if head_size(&request) > super::MAX_HEADER_BYTES {
+        openai_error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            "The request head is larger than the limit.",
+        )
+    } else {
+        match state
+            .gate
+            .classify(request.method(), request.uri(), request.headers())
+        {
+            Err(refused) => refusal(refused),
+            Ok(route) => {
+                log.route = route.name();
+                if state
+                    .token
+                    .as_ref()
+                    .is_some_and(|t| !t.authorizes(request.headers()))
+                {
+                    openai_error(
+                        StatusCode::UNAUTHORIZED,
+                        "invalid_client_token",
+                        "Missing or wrong client token (send it as Authorization: Bearer or x-api-key).",
+                    )
+                } else {
+                    serve(&state, route, request, &mut log).await
+                }
             }
         }
     };
     log.status = response.status().as_u16();
     let (parts, body) = response.into_parts();
     Ok(Response::from_parts(parts, body.with_log(log)))
+}
+
+/// Bytes of the request target and headers, counted as they were sent (`name: value\r\n`).
+fn head_size(request: &Request<Incoming>) -> usize {
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    headers + request.uri().path().len() + request.uri().query().map_or(0, |q| q.len() + 1)
 }
 
 async fn serve(
@@ -71,10 +89,7 @@ async fn serve(
     log: &mut RequestLog,
 ) -> Response<ProxyBody> {
     match route {
-        Route::Health => json_response(
-            StatusCode::OK,
-            &serde_json::to_value(state.upstream.pool.health()).unwrap_or_default(),
-        ),
+        Route::Health => json_response(StatusCode::OK, &state.upstream.pool.health()),
         Route::Shutdown => {
             tracing::info!("shutdown requested over HTTP");
             state.shutdown_requested.cancel();

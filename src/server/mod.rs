@@ -36,7 +36,8 @@ use token::ClientToken;
 /// Time allowed to send a whole request head, and to start the next one on a kept-alive
 /// connection (slowloris and idle-connection bound).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest request head (request line and headers) accepted; beyond it: 431.
+/// Largest request head (target and headers, counted as sent) accepted; beyond it: 431.
+/// hyper's read buffer is capped at the same size, so a much larger head is closed unread.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// After the drain timeout, how long streams get to deliver their error events.
 const ABORT_GRACE: Duration = Duration::from_secs(2);
@@ -142,6 +143,7 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(MAX_HEADER_BYTES)
+        .max_header_size(MAX_HEADER_BYTES)
         .keep_alive(true);
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);

@@ -11,8 +11,8 @@
 //! plain origin-form path (absolute-form, authority-form, `*`), `CONNECT`, any query string, a
 //! `Host` that is not this loopback listener, any `Origin` or `Sec-Fetch-*` header (browsers),
 //! and any upgrade (WebSocket, h2c) — all 403; a path variant of a known route (case, `%`
-//! escapes, dot segments, doubled or trailing slashes) — 403; a known path with another
-//! method — 405; anything else — 404.
+//! escapes, dot segments, doubled or trailing slashes) or any non-canonical path — 403; a
+//! known path with another method — 405; anything else — 404.
 
 use http::{header, HeaderMap, Method, Uri};
 
@@ -199,12 +199,20 @@ impl Gate {
         }
     }
 
-    /// True when `path` normalises (case, `%` escapes, dot segments, slashes) to a route path.
+    /// True when `path` is not in canonical form (`%` escapes, dot segments, doubled or
+    /// trailing slashes, backslashes) or differs from a route only by case. Such paths are
+    /// refused as tampering (403) rather than reported as unknown (404).
     fn is_variant_of_known_path(&self, path: &str) -> bool {
+        let non_canonical = path.contains('%')
+            || path.contains("//")
+            || path.contains('\\')
+            || path.split('/').any(|seg| seg == "." || seg == "..")
+            || (path.len() > 1 && path.ends_with('/'));
         let normalised = normalise_path(path);
-        TABLE
-            .iter()
-            .any(|e| (e.enabled)(self) && e.path == normalised && e.path != path)
+        non_canonical
+            || TABLE
+                .iter()
+                .any(|e| (e.enabled)(self) && e.path == normalised && e.path != path)
     }
 }
 
@@ -354,6 +362,24 @@ mod tests {
             "/v1/Responses/compact",
             "/health/",
             "/%2568ealth",
+        ] {
+            assert_eq!(
+                check(Method::POST, p, &[]),
+                Err(Refusal::Forbidden(Forbidden::PathVariant)),
+                "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn non_canonical_paths_are_403_even_off_the_table() {
+        for p in [
+            "/v1/responses%2f..%2fx",
+            "/v1/responses/../x",
+            "/v1/responses/%2e%2e/x",
+            "/x/",
+            "/a//b",
+            "/a\\b",
         ] {
             assert_eq!(
                 check(Method::POST, p, &[]),

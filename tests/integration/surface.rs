@@ -224,7 +224,6 @@ async fn path_variants_of_known_routes_are_403() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: traversal/escape paths that normalise to no route (/v1/responses%2f..%2fx) get 404, not the 403 the brief and security-testing N8 require"]
 async fn traversal_variants_that_leave_the_route_table_are_403() {
     let (mock, proxy) = setup(&[]).await;
     let h = host(&proxy);
@@ -729,17 +728,6 @@ async fn content_length_with_chunked_closes_the_connection_and_a_smuggled_reques
     proxy.shutdown().await;
 }
 
-#[tokio::test]
-#[ignore = "BUG: Content-Length + Transfer-Encoding: chunked is decoded as chunked and forwarded (hyper drops the CL before the handler sees it); the brief wants 400 or close, never forwarded"]
-async fn content_length_with_chunked_is_never_forwarded() {
-    let (mock, proxy) = setup(&[]).await;
-    let h = host(&proxy);
-    assert_bad_request_or_closed(&proxy, &smuggling_request(&h), "CL + TE").await;
-    assert_eq!(mock.count(), 0, "a CL + TE request was forwarded");
-    assert_allowed_request_works(&proxy, &mock, 0).await;
-    proxy.shutdown().await;
-}
-
 /// Sends `bytes` and asserts the answer is a 431 or a closed connection.
 async fn assert_too_large_or_closed(proxy: &TestProxy, bytes: &[u8], what: &str) {
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
@@ -819,7 +807,6 @@ async fn a_very_large_header_section_is_431_or_closed() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: header sections between 64 KiB and ~100 KiB are accepted and forwarded: src/server/mod.rs sets hyper's soft max_buf_size, not max_header_size(MAX_HEADER_BYTES)"]
 async fn a_header_section_over_64_kib_is_431_or_closed() {
     let (mock, proxy) = setup(&[]).await;
     let big = "a".repeat(70 * 1024);
