@@ -12,6 +12,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::body::{ProxyBody, RequestLog};
+use super::encoding::{self, DecodeError};
 use super::errors::{json_response, openai_error, refusal};
 use super::limits::Reservation;
 use super::routes::Route;
@@ -190,22 +191,10 @@ struct StreamFlag {
     stream: Option<bool>,
 }
 
-/// Whether the client asked for an event stream. `None`: the body is not a JSON object.
-fn wants_stream(route: Route, headers: &http::HeaderMap, body: &[u8]) -> Option<bool> {
-    let encoded = headers
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    if encoded {
-        // A compressed body is forwarded as it is; its Accept header says what it expects.
-        return Some(
-            route == Route::Responses
-                && headers
-                    .get(header::ACCEPT)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|v| v.contains("text/event-stream")),
-        );
-    }
-    let flag: StreamFlag = serde_json::from_slice(body).ok()?;
+/// Whether the client asked for an event stream (`"stream": true` in the decoded body).
+/// `None`: the body is not a JSON object.
+fn wants_stream(route: Route, json: &[u8]) -> Option<bool> {
+    let flag: StreamFlag = serde_json::from_slice(json).ok()?;
     Some(route == Route::Responses && flag.stream.unwrap_or(false))
 }
 
@@ -220,7 +209,33 @@ async fn forward(
         Err(e) => return e.response(state.limits.max_body_bytes),
     };
     log.bytes_in = body.len();
-    let Some(streaming) = wants_stream(route, &parts.headers, &body) else {
+    let mut reservation = reservation;
+    let decoded = match encoding::decode(&parts.headers, &body, state.limits.max_body_bytes) {
+        Ok(decoded) => decoded,
+        Err(DecodeError::TooLarge) => {
+            return BodyError::TooLarge.response(state.limits.max_body_bytes)
+        }
+        Err(DecodeError::Unsupported) => {
+            return openai_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_content_encoding",
+                "Content-Encoding must be zstd, gzip, deflate or identity.",
+            )
+        }
+        Err(DecodeError::Corrupt) => {
+            return openai_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                "The request body does not match its Content-Encoding.",
+            )
+        }
+    };
+    if decoded.as_ref().is_some_and(|d| !reservation.grow(d.len())) {
+        return BodyError::OverBudget.response(state.limits.max_body_bytes);
+    }
+    let streaming = wants_stream(route, decoded.as_deref().unwrap_or(&body));
+    drop(decoded);
+    let Some(streaming) = streaming else {
         return openai_error(
             StatusCode::BAD_REQUEST,
             "invalid_json",
@@ -276,42 +291,23 @@ mod tests {
 
     #[test]
     fn stream_flag_comes_from_the_body() {
-        let h = http::HeaderMap::new();
         assert_eq!(
-            wants_stream(Route::Responses, &h, br#"{"model":"m","stream":true}"#),
+            wants_stream(Route::Responses, br#"{"model":"m","stream":true}"#),
             Some(true)
         );
         assert_eq!(
-            wants_stream(Route::Responses, &h, br#"{"model":"m","stream":false}"#),
+            wants_stream(Route::Responses, br#"{"model":"m","stream":false}"#),
             Some(false)
         );
         assert_eq!(
-            wants_stream(Route::Responses, &h, br#"{"model":"m"}"#),
+            wants_stream(Route::Responses, br#"{"model":"m"}"#),
             Some(false)
         );
         assert_eq!(
-            wants_stream(Route::ResponsesCompact, &h, br#"{"stream":true}"#),
+            wants_stream(Route::ResponsesCompact, br#"{"stream":true}"#),
             Some(false)
         );
-        assert_eq!(wants_stream(Route::Responses, &h, b"not json"), None);
-        assert_eq!(wants_stream(Route::Responses, &h, b"[1]"), None);
-    }
-
-    #[test]
-    fn compressed_bodies_follow_the_accept_header() {
-        let mut h = http::HeaderMap::new();
-        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("zstd"));
-        assert_eq!(
-            wants_stream(Route::Responses, &h, b"\x28\xb5\x2f\xfd"),
-            Some(false)
-        );
-        h.insert(
-            header::ACCEPT,
-            HeaderValue::from_static("text/event-stream"),
-        );
-        assert_eq!(
-            wants_stream(Route::Responses, &h, b"\x28\xb5\x2f\xfd"),
-            Some(true)
-        );
+        assert_eq!(wants_stream(Route::Responses, b"not json"), None);
+        assert_eq!(wants_stream(Route::Responses, b"[1]"), None);
     }
 }

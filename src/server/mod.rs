@@ -6,6 +6,7 @@
 //! ends whatever is still open with an error its client can see, and returns.
 
 pub mod body;
+pub mod encoding;
 pub mod errors;
 pub mod handler;
 pub mod info;

@@ -379,7 +379,12 @@ async fn answer(
         .await
         .map(|c| c.to_bytes())
         .unwrap_or_default();
-    let streaming = serde_json::from_slice::<serde_json::Value>(&body)
+    // Like a real upstream, read a zstd body decoded.
+    let decoded = match parts.headers.get("content-encoding").map(|v| v.as_bytes()) {
+        Some(b"zstd") => zstd::decode_all(&body[..]).unwrap_or_default(),
+        _ => body.to_vec(),
+    };
+    let streaming = serde_json::from_slice::<serde_json::Value>(&decoded)
         .ok()
         .and_then(|v| v.get("stream").and_then(|s| s.as_bool()))
         .unwrap_or(false);

@@ -547,3 +547,114 @@ async fn a_streamed_request_keeps_its_body_and_headers_too() {
     );
     proxy.shutdown().await;
 }
+
+/// A request whose body is given as raw bytes, with extra headers.
+fn post_bytes(proxy: &TestProxy, body: &[u8], headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut head = format!(
+        "POST /v1/responses HTTP/1.1\r\nhost: 127.0.0.1:{}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+        proxy.addr.port(),
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+#[tokio::test]
+async fn a_zstd_body_is_read_for_its_stream_flag_and_forwarded_byte_for_byte() {
+    let (mock, proxy) = setup(&[]).await;
+    let json = br#"{"model":"gpt-5","stream":true,"input":"compressed"}"#;
+    let compressed = zstd::encode_all(&json[..], 3).unwrap();
+    let request = post_bytes(&proxy, &compressed, &[("content-encoding", "zstd")]);
+    let response = raw::exchange(proxy.addr, &request, Duration::from_secs(10)).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.header("content-type"),
+        Some("text/event-stream"),
+        "decided by the decoded body"
+    );
+    assert!(response.text().contains("response.completed"));
+    let recorded = only_request(&mock);
+    assert_eq!(recorded.body, Bytes::from(compressed));
+    assert_eq!(values(&recorded, "content-encoding"), vec!["zstd"]);
+}
+
+#[tokio::test]
+async fn the_stream_flag_of_a_zstd_body_decides_the_timeouts() {
+    // Streaming requests wait for upstream headers only --header-timeout; non-streaming ones
+    // are bounded by --request-timeout instead. Which one fires shows what the proxy read.
+    let (mock, proxy) = setup(&[
+        "--header-timeout",
+        "0.3",
+        "--request-timeout",
+        "1.5",
+        "--max-attempts",
+        "1",
+    ])
+    .await;
+    for (json, code) in [
+        (
+            &br#"{"model":"gpt-5","stream":true}"#[..],
+            "upstream_header_timeout",
+        ),
+        (
+            &br#"{"model":"gpt-5","stream":false}"#[..],
+            "request_timeout",
+        ),
+    ] {
+        mock.push(Script::HangBeforeHeaders);
+        let compressed = zstd::encode_all(json, 3).unwrap();
+        let started = tokio::time::Instant::now();
+        let request = post_bytes(&proxy, &compressed, &[("content-encoding", "zstd")]);
+        let response = raw::exchange(proxy.addr, &request, Duration::from_secs(10)).await;
+        assert_eq!(response.status, 504);
+        assert_eq!(response.json()["error"]["code"], code);
+        let took = started.elapsed();
+        if code == "upstream_header_timeout" {
+            assert!(took < Duration::from_millis(1200), "{took:?}");
+        } else {
+            assert!(took >= Duration::from_millis(1400), "{took:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_compressed_body_that_expands_past_the_limit_is_413_and_never_forwarded() {
+    let (mock, proxy) = setup(&["--max-body-bytes", "100000"]).await;
+    let bomb = zstd::encode_all(&vec![b' '; 5_000_000][..], 19).unwrap();
+    assert!(bomb.len() < 1000);
+    let response = raw::exchange(
+        proxy.addr,
+        &post_bytes(&proxy, &bomb, &[("content-encoding", "zstd")]),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(response.status, 413);
+    assert_eq!(response.json()["error"]["code"], "request_too_large");
+    assert_eq!(mock.count(), 0);
+}
+
+#[tokio::test]
+async fn unknown_or_corrupt_content_encodings_are_refused_and_never_forwarded() {
+    let (mock, proxy) = setup(&[]).await;
+    let json = br#"{"model":"gpt-5"}"#;
+    let br = raw::exchange(
+        proxy.addr,
+        &post_bytes(&proxy, json, &[("content-encoding", "br")]),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(br.status, 415);
+    let corrupt = raw::exchange(
+        proxy.addr,
+        &post_bytes(&proxy, json, &[("content-encoding", "gzip")]),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(corrupt.status, 400);
+    assert_eq!(mock.count(), 0);
+}
