@@ -5,13 +5,19 @@
 //!    to every uid but root, the same uid included.
 //! 2. `RLIMIT_CORE 0/0`: belt and braces for core files (a piped `core_pattern` ignores it,
 //!    non-dumpable does not).
-//! 3. Remove `LD_*` from the environment so nothing we might start inherits a preload.
+//! 3. Wipe the environment: every value in the initial environment block is overwritten in
+//!    place (so `/proc/PID/environ` no longer shows, say, an `OPENAI_API_KEY` a careless
+//!    launcher left there), then every variable is removed (`LD_*` included, so nothing we
+//!    might start inherits a preload). The only value the proxy uses, `SUDO_UID`, is read
+//!    first and returned.
 //! 4. `PR_SET_NO_NEW_PRIVS`: no exec can ever gain privileges again.
 //!
 //! After bind and the server-info file, `--user` drops supplementary groups, gid and uid, then
 //! sets non-dumpable again (a uid change resets it to `fs.suid_dumpable`) and verifies it.
 //!
-//! `nix` wraps every call; no `unsafe` is needed here.
+//! This module and `secret` are the only places where `unsafe` is allowed (here: walking the
+//! C `environ` block to wipe it).
+#![allow(unsafe_code)]
 
 use nix::sys::prctl;
 use nix::sys::resource::{setrlimit, Resource};
@@ -38,27 +44,76 @@ pub enum HardeningError {
     DumpableAfterDrop,
 }
 
-/// Steps 1–4 above. Must run before any thread is started.
-pub fn harden_process() -> Result<(), HardeningError> {
-    prctl::set_dumpable(false).map_err(HardeningError::Dumpable)?;
-    setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(HardeningError::CoreLimit)?;
-    remove_loader_variables();
-    prctl::set_no_new_privs().map_err(HardeningError::NoNewPrivs)?;
-    Ok(())
+/// What start-up keeps from the environment before wiping it.
+pub struct KeptEnvironment {
+    /// `SUDO_UID`, the default of `--info-owner`.
+    pub sudo_uid: Option<String>,
 }
 
-/// Removes every `LD_*` variable from the environment.
-///
-/// This only protects children: the loader has already applied any preload to us.
-fn remove_loader_variables() {
-    let names: Vec<_> = std::env::vars_os()
-        .map(|(name, _)| name)
-        .filter(|name| name.as_encoded_bytes().starts_with(b"LD_"))
-        .collect();
+/// Steps 1–4 above. Must run before any thread is started.
+pub fn harden_process() -> Result<KeptEnvironment, HardeningError> {
+    prctl::set_dumpable(false).map_err(HardeningError::Dumpable)?;
+    setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(HardeningError::CoreLimit)?;
+    let kept = KeptEnvironment {
+        sudo_uid: std::env::var("SUDO_UID").ok(),
+    };
+    wipe_environment();
+    prctl::set_no_new_privs().map_err(HardeningError::NoNewPrivs)?;
+    Ok(kept)
+}
+
+extern "C" {
+    /// The C library's environment block (`environ(7)`).
+    static mut environ: *mut *mut libc::c_char;
+}
+
+/// Overwrites every value in the environment block with zeroes, then removes every variable.
+fn wipe_environment() {
+    // SAFETY: no other thread exists yet, so nothing reads or changes the environment
+    // concurrently. `environ` is a NULL-terminated array of pointers to NUL-terminated
+    // `NAME=value` strings owned by the process (the initial stack, or libc's heap copies);
+    // only the bytes after `=` and before the NUL are overwritten, so every string stays
+    // terminated and the array itself is untouched.
+    unsafe {
+        let mut entry = environ;
+        while !entry.is_null() && !(*entry).is_null() {
+            let text = *entry;
+            let len = libc::strlen(text);
+            let eq = libc::memchr(text.cast(), i32::from(b'='), len).cast::<libc::c_char>();
+            if !eq.is_null() {
+                let value = eq.add(1);
+                let value_len = len - (value.offset_from(text) as usize);
+                std::ptr::write_bytes(value, 0, value_len);
+                std::hint::black_box(value);
+            }
+            entry = entry.add(1);
+        }
+    }
+    let names: Vec<_> = std::env::vars_os().map(|(name, _)| name).collect();
     for name in names {
         // No other thread exists yet (the documented requirement for mutating the environment).
         std::env::remove_var(name);
     }
+}
+
+/// Blocks SIGTERM and SIGINT on this thread (and every thread started from it later), so a
+/// stop request that arrives before the handlers exist waits instead of killing the process
+/// with its server-info file left behind. Call before the server-info file is written.
+pub fn hold_termination_signals() -> Result<(), nix::Error> {
+    termination_signals().thread_block()
+}
+
+/// Lets held SIGTERM/SIGINT through on this thread once their handlers are installed; a
+/// signal that arrived meanwhile is delivered now.
+pub fn release_termination_signals() -> Result<(), nix::Error> {
+    termination_signals().thread_unblock()
+}
+
+fn termination_signals() -> nix::sys::signal::SigSet {
+    let mut set = nix::sys::signal::SigSet::empty();
+    set.add(nix::sys::signal::Signal::SIGTERM);
+    set.add(nix::sys::signal::Signal::SIGINT);
+    set
 }
 
 /// Whether the kernel currently considers this process dumpable.

@@ -26,9 +26,10 @@ fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    if let Err(e) = hardening::harden_process() {
-        return fail(5, e);
-    }
+    let kept = match hardening::harden_process() {
+        Ok(kept) => kept,
+        Err(e) => return fail(5, e),
+    };
     let args = match Args::try_parse() {
         Ok(args) => args,
         Err(e) => {
@@ -36,7 +37,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    let config = match Config::from_args(args, std::env::var("SUDO_UID").ok()) {
+    let config = match Config::from_args(args, kept.sudo_uid) {
         Ok(config) => config,
         Err(e) => return fail(2, e),
     };
@@ -66,6 +67,11 @@ fn main() -> ExitCode {
         Ok(port) => port,
         Err(e) => return fail(4, format!("cannot configure the listener: {e}")),
     };
+    // From here on a stop request must find handlers, not the default action: hold SIGTERM
+    // and SIGINT until the runtime has installed them.
+    if let Err(e) = hardening::hold_termination_signals() {
+        return fail(1, format!("cannot block signals: {e}"));
+    }
     let written = match &config.server_info {
         None => None,
         Some(path) => {
@@ -99,8 +105,10 @@ fn main() -> ExitCode {
     let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| format!("listener: {e}"))?;
         let state = codex_proxy::build_state(&config, pool, port, token).map_err(|e| e.to_string())?;
+        let stop = shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+        hardening::release_termination_signals().map_err(|e| format!("cannot unblock signals: {e}"))?;
         tracing::info!(port, upstream = %config.upstream.uri("/responses"), "listening on 127.0.0.1");
-        codex_proxy::run(listener, state, shutdown_signal()).await;
+        codex_proxy::run(listener, state, stop).await;
         Ok::<_, String>(())
     });
     if let Some(written) = written {
@@ -115,18 +123,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers; the future resolves on either.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot install signal handlers; use /shutdown or SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    })
 }

@@ -65,6 +65,7 @@ async fn one_locked_copy_of_the_key_after_two_hundred_requests() {
             args: vec!["--upstream-url".into(), mock.base_url.clone()],
             stdin: format!("{key}\n").as_bytes(),
             as_uid: None,
+            env: vec![],
         },
         &dir,
     );
@@ -125,6 +126,7 @@ async fn over_tls_and_h2_the_upstream_gets_the_real_key_and_one_copy_remains() {
                 ],
                 stdin: format!("{key}\n").as_bytes(),
                 as_uid: None,
+                env: vec![],
             },
             &temp_dir("copies-h2-info"),
         );

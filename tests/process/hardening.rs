@@ -156,6 +156,7 @@ fn started_directly_as_nobody_the_process_is_non_dumpable_locked_and_coreless() 
             args: vec![],
             stdin: format!("{key}\n").as_bytes(),
             as_uid: Some(NOBODY),
+            env: vec![],
         },
         &dir,
     );
@@ -183,6 +184,7 @@ fn started_as_root_with_user_nobody_it_drops_everything_and_stays_non_dumpable()
             args: vec!["--user".into(), "nobody".into()],
             stdin: format!("{key}\n").as_bytes(),
             as_uid: None,
+            env: vec![],
         },
         &dir,
     );

@@ -50,6 +50,7 @@ async fn canary_key_never_appears_in_logs_responses_or_server_info() {
             ],
             stdin: format!("{key}\n").as_bytes(),
             as_uid: None,
+            env: vec![],
         },
         &dir,
     );
@@ -143,4 +144,55 @@ fn harness_check_a_planted_canary_is_found() {
     let key = canary();
     let planted = format!("some log line with {}…", &key[..20]);
     assert!(leaks(&planted, &key).is_some());
+}
+
+/// Reads `/proc/PID/FILE` as the test's user (root in CI).
+fn proc_file(pid: u32, file: &str) -> String {
+    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/{file}")).unwrap_or_default())
+        .into_owned()
+}
+
+#[test]
+fn a_key_left_in_the_environment_by_the_launcher_is_wiped_from_proc_environ() {
+    if !crate::spawn::is_root() {
+        eprintln!("skipped: /proc/PID/environ of a non-dumpable process is readable only by root");
+        return;
+    }
+    let key = canary();
+    // Control: an ordinary process started the same way shows the variable.
+    let mut control = std::process::Command::new("sleep")
+        .arg("30")
+        .env("OPENAI_API_KEY", &key)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        proc_file(control.id(), "environ").contains(&key),
+        "harness check: environ shows the key"
+    );
+    let _ = control.kill();
+    let _ = control.wait();
+
+    let dir = temp_dir("environ");
+    let proxy = start(
+        Launch {
+            args: vec![],
+            stdin: format!("{key}\n").as_bytes(),
+            as_uid: None,
+            env: vec![
+                ("OPENAI_API_KEY", key.clone()),
+                ("LD_PRELOAD", String::new()),
+            ],
+        },
+        &dir,
+    );
+    let environ = proc_file(proxy.pid, "environ");
+    assert!(!environ.is_empty(), "root can read it");
+    assert!(
+        !environ.contains(&key[8..]),
+        "the key is wiped from the initial environment block"
+    );
+    assert!(!proc_file(proxy.pid, "cmdline").contains(&key[8..]));
+    let (status, logs) = proxy.terminate();
+    assert!(status.success(), "{status}: {logs}");
 }

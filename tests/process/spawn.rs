@@ -38,6 +38,8 @@ pub struct Launch<'a> {
     pub stdin: &'a [u8],
     /// Run the binary itself as this uid/gid (via setpriv), instead of as the test's user.
     pub as_uid: Option<u32>,
+    /// Extra environment variables for the binary (a careless launcher's, in tests).
+    pub env: Vec<(&'static str, String)>,
 }
 
 /// A running proxy.
@@ -65,6 +67,7 @@ fn command(launch: &Launch<'_>) -> Command {
         None => Command::new(BIN),
     };
     cmd.args(&launch.args);
+    cmd.envs(launch.env.iter().map(|(k, v)| (*k, v.as_str())));
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

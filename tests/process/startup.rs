@@ -7,6 +7,7 @@ fn exit(args: &[&str], stdin: &[u8]) -> (i32, String) {
         args: args.iter().map(|s| s.to_string()).collect(),
         stdin,
         as_uid: None,
+        env: vec![],
     });
     (status.code().unwrap_or(-1), stderr)
 }
@@ -17,6 +18,7 @@ fn help_and_version_exit_zero() {
         args: vec!["--version".into()],
         stdin: b"",
         as_uid: None,
+        env: vec![],
     });
     assert_eq!(status.code(), Some(0));
     let out = std::process::Command::new(crate::spawn::BIN)
@@ -107,4 +109,24 @@ fn unwritable_server_info_and_busy_port_exit_4() {
     let (code, stderr) = exit(&["--port", &port], b"sk-valid\n");
     assert_eq!(code, 4, "{stderr}");
     drop(temp_dir("unused"));
+}
+
+#[test]
+fn sigterm_right_after_the_server_info_appears_still_exits_0_and_removes_the_file() {
+    for round in 0..10 {
+        let dir = temp_dir("early-term");
+        let proxy = crate::spawn::start(
+            Launch {
+                args: vec![],
+                stdin: b"sk-valid\n",
+                as_uid: None,
+                env: vec![],
+            },
+            &dir,
+        );
+        let info = proxy.info_path.clone();
+        let (status, logs) = proxy.terminate();
+        assert_eq!(status.code(), Some(0), "round {round}: {logs}");
+        assert!(!info.exists(), "round {round}: server-info removed");
+    }
 }
