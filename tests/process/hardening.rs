@@ -212,3 +212,37 @@ fn started_as_root_with_user_nobody_it_drops_everything_and_stays_non_dumpable()
     assert!(status.success(), "{logs}");
     assert!(logs.contains("dropped privileges"), "{logs}");
 }
+
+#[test]
+fn without_lockable_memory_the_proxy_refuses_to_start_with_exit_5() {
+    if !is_root() {
+        eprintln!("skipped: needs root to start the proxy as nobody with RLIMIT_MEMLOCK 0");
+        return;
+    }
+    let run = |memlock: &str| {
+        Command::new("prlimit")
+            .args([
+                format!("--memlock={memlock}"),
+                "setpriv".into(),
+                format!("--reuid={NOBODY}"),
+                format!("--regid={NOBODY}"),
+            ])
+            .args(["--clear-groups", crate::spawn::BIN])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = run("0:0");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("lock"), "{stderr}");
+    // Control: with the default limit the same launch gets past locking (and stops at the
+    // empty stdin, exit 3).
+    let out = run("8388608:8388608");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -130,3 +130,43 @@ fn sigterm_right_after_the_server_info_appears_still_exits_0_and_removes_the_fil
         assert!(!info.exists(), "round {round}: server-info removed");
     }
 }
+
+#[test]
+fn the_listener_is_bound_to_loopback_only() {
+    let dir = temp_dir("loopback");
+    let proxy = crate::spawn::start(
+        Launch {
+            args: vec![],
+            stdin: b"sk-valid\n",
+            as_uid: None,
+            env: vec![],
+        },
+        &dir,
+    );
+    let port = format!(":{:04X}", proxy.addr.port());
+    let listening: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local_address, and state 0A = LISTEN
+            (fields.len() > 3 && fields[1].ends_with(&port) && fields[3] == "0A")
+                .then(|| fields[1].to_string())
+        })
+        .collect();
+    assert_eq!(
+        listening,
+        vec![format!("0100007F{port}")],
+        "only 127.0.0.1 listens on the port"
+    );
+    // Control: the port answers on 127.0.0.1 ...
+    assert!(std::net::TcpStream::connect(proxy.addr).is_ok());
+    let (status, _) = proxy.terminate();
+    assert!(status.success());
+}
