@@ -58,6 +58,18 @@ pub fn refusal(refusal: Refusal) -> Response<ProxyBody> {
                 .insert(header::ALLOW, HeaderValue::from_static(allow));
             response
         }
+        Refusal::WebSocketUpgrade => {
+            let mut response = openai_error(
+                StatusCode::UPGRADE_REQUIRED,
+                "websocket_not_supported",
+                "WebSocket is not supported; send the request as a plain HTTP/1.1 POST.",
+            );
+            // RFC 9110 asks a 426 to name the protocol to use: plain HTTP/1.1.
+            response
+                .headers_mut()
+                .insert(header::UPGRADE, HeaderValue::from_static("HTTP/1.1"));
+            response
+        }
         Refusal::Forbidden(kind) => {
             openai_error(StatusCode::FORBIDDEN, "forbidden", kind.message())
         }

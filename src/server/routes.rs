@@ -10,7 +10,8 @@
 //! Refused before anything else happens, never echoing input: a request target that is not a
 //! plain origin-form path (absolute-form, authority-form, `*`), `CONNECT`, any query string, a
 //! `Host` that is not this loopback listener, any `Origin` or `Sec-Fetch-*` header (browsers),
-//! and any upgrade (WebSocket, h2c) — all 403; a path variant of a known route (case, `%`
+//! and any non-WebSocket upgrade (h2c) — all 403; a WebSocket upgrade — 426 at once (Codex
+//! then falls back to HTTP without retrying); a path variant of a known route (case, `%`
 //! escapes, dot segments, doubled or trailing slashes) or any non-canonical path — 403; a
 //! known path with another method — 405; anything else — 404.
 
@@ -55,6 +56,9 @@ pub enum Refusal {
     MethodNotAllowed { allow: &'static str },
     /// 403: the request is of a kind this proxy never serves.
     Forbidden(Forbidden),
+    /// 426: a WebSocket upgrade (Codex tries one first). Codex 0.169.0 falls back to HTTP at
+    /// once on 426, but retries a 403 or 404 several times before it does.
+    WebSocketUpgrade,
 }
 
 /// The kinds of 403 refusal.
@@ -165,13 +169,16 @@ impl Gate {
         {
             return forbid(RequestTarget);
         }
-        if headers.contains_key(header::UPGRADE) || headers.contains_key("http2-settings") {
-            return forbid(Upgrade);
-        }
         if headers.contains_key(header::ORIGIN)
             || headers.keys().any(|k| k.as_str().starts_with("sec-fetch-"))
         {
             return forbid(BrowserRequest);
+        }
+        if is_websocket_upgrade(headers) {
+            return Err(Refusal::WebSocketUpgrade);
+        }
+        if headers.contains_key(header::UPGRADE) || headers.contains_key("http2-settings") {
+            return forbid(Upgrade);
         }
         if !self.host_is_loopback_listener(headers) {
             return forbid(Host);
@@ -214,6 +221,18 @@ impl Gate {
                 .iter()
                 .any(|e| (e.enabled)(self) && e.path == normalised && e.path != path)
     }
+}
+
+/// True for `Upgrade: websocket` (any case, any position in a list).
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    headers.get_all(header::UPGRADE).iter().any(|v| {
+        v.to_str()
+            .map(|s| {
+                s.split(',')
+                    .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+            })
+            .unwrap_or(false)
+    })
 }
 
 /// Lower-cases, percent-decodes (repeatedly), resolves dot segments and drops empty segments.
@@ -488,16 +507,25 @@ mod tests {
     }
 
     #[test]
-    fn upgrades_are_403() {
-        let f = Err(Refusal::Forbidden(Forbidden::Upgrade));
+    fn websocket_upgrades_are_426_and_other_upgrades_403() {
         assert_eq!(
             check(
                 Method::GET,
                 "/v1/responses",
                 &[("upgrade", "websocket"), ("connection", "upgrade")]
             ),
-            f
+            Err(Refusal::WebSocketUpgrade)
         );
+        assert_eq!(
+            check(
+                Method::GET,
+                "/v1/responses",
+                &[("upgrade", "WebSocket"), ("origin", "http://evil.example")]
+            ),
+            Err(Refusal::Forbidden(Forbidden::BrowserRequest)),
+            "a web page's WebSocket is a browser request first"
+        );
+        let f = Err(Refusal::Forbidden(Forbidden::Upgrade));
         assert_eq!(
             check(
                 Method::POST,

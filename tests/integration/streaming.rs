@@ -29,7 +29,10 @@ async fn streamed_events_reach_the_client_as_they_arrive() {
     let mut arrival_of_first_delta = None;
     let mut buf = vec![0u8; 65536];
     while !seen.contains("response.completed") {
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await.unwrap().unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(n > 0, "connection closed early: {seen}");
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
         if arrival_of_first_delta.is_none() && seen.contains("output_text.delta") {
@@ -39,10 +42,16 @@ async fn streamed_events_reach_the_client_as_they_arrive() {
     let total = start.elapsed();
     let first = arrival_of_first_delta.unwrap();
     // 12 events 150 ms apart: the first delta is event 5 (~750 ms), the end ~1.8 s.
-    assert!(first < total - Duration::from_millis(600), "first delta at {first:?}, end at {total:?}: not streamed");
+    assert!(
+        first < total - Duration::from_millis(600),
+        "first delta at {first:?}, end at {total:?}: not streamed"
+    );
     assert!(seen.starts_with("HTTP/1.1 200 OK\r\n"), "{seen}");
     for event in &events {
-        assert!(seen.contains(event.as_str()), "event missing or altered: {event}");
+        assert!(
+            seen.contains(event.as_str()),
+            "event missing or altered: {event}"
+        );
     }
     proxy.shutdown().await;
 }

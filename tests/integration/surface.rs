@@ -519,7 +519,7 @@ async fn shutdown_is_404_without_the_http_shutdown_flag() {
 }
 
 #[tokio::test]
-async fn websocket_upgrade_is_refused_at_once_with_403() {
+async fn websocket_upgrade_is_refused_at_once_with_426() {
     let (mock, proxy) = setup(&[]).await;
     let h = host(&proxy);
     for path in ["/v1/responses", "/v1/responses/compact"] {
@@ -539,7 +539,13 @@ async fn websocket_upgrade_is_refused_at_once_with_403() {
         let started = Instant::now();
         let response = send(&proxy, &bytes).await;
         let took = started.elapsed();
-        assert_refusal(&response, 403, &forbidden(MSG_UPGRADE), path);
+        let expected = error_body(
+            "WebSocket is not supported; send the request as a plain HTTP/1.1 POST.",
+            "invalid_request_error",
+            "websocket_not_supported",
+        );
+        assert_refusal(&response, 426, &expected, path);
+        assert_eq!(response.header("upgrade"), Some("HTTP/1.1"));
         assert!(
             took < Duration::from_millis(500),
             "{path}: refusal took {took:?}"
