@@ -68,9 +68,9 @@ impl ProxyBody {
         }
     }
 
-    pub fn relay(body: RelayBody) -> Self {
+    pub fn relay(body: Box<RelayBody>) -> Self {
         ProxyBody {
-            inner: Inner::Relay(Box::new(body)),
+            inner: Inner::Relay(body),
             log: None,
         }
     }

@@ -163,7 +163,10 @@ async fn read_body(
             return Err(BodyError::OverBudget);
         }
     }
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(8 * 1024));
+    // A body that arrives in one frame is kept as it is (no copy); more frames are joined.
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    let mut total = 0usize;
     loop {
         let frame = match tokio::time::timeout(BODY_CHUNK_TIMEOUT, body.frame()).await {
             Err(_) => return Err(BodyError::SlowSender),
@@ -174,15 +177,31 @@ async fn read_body(
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        if buf.len() + data.len() > max {
+        if total + data.len() > max {
             return Err(BodyError::TooLarge);
         }
         if declared.is_none() && !reservation.grow(data.len()) {
             return Err(BodyError::OverBudget);
         }
-        buf.extend_from_slice(&data);
+        total += data.len();
+        match (&mut joined, first.take()) {
+            (Some(buf), _) => buf.extend_from_slice(&data),
+            (None, None) => first = Some(data),
+            (None, Some(earlier)) => {
+                let mut buf =
+                    BytesMut::with_capacity(declared.unwrap_or(earlier.len() + data.len()));
+                buf.extend_from_slice(&earlier);
+                buf.extend_from_slice(&data);
+                joined = Some(buf);
+            }
+        }
     }
-    Ok((parts, buf.freeze(), reservation))
+    let body = match (joined, first) {
+        (Some(buf), _) => buf.freeze(),
+        (None, Some(only)) => only,
+        (None, None) => Bytes::new(),
+    };
+    Ok((parts, body, reservation))
 }
 
 #[derive(Deserialize)]

@@ -73,7 +73,7 @@ pub enum ReplyBody {
     /// A complete body (error bodies, after redaction).
     Full(Bytes),
     /// Relayed as it arrives.
-    Relay(RelayBody),
+    Relay(Box<RelayBody>),
 }
 
 /// The proxy gives up without an upstream response to relay.
@@ -304,36 +304,45 @@ impl Upstream {
         };
         if is_event_stream {
             headers.remove(header::CONTENT_LENGTH);
-            let watch = SseWatch::new();
-            relay.sse = Some(watch);
-            self.hold_until_commit(&mut relay).await;
+            relay.sse = Some(SseWatch::new());
+            let hold_until = Instant::now() + self.timeouts.header;
+            self.hold(&mut relay, hold_until).await;
+        } else {
+            // A plain body goes out with its head: wait for its first bytes (nobody can use a
+            // JSON head without its body), so both leave in one write.
+            let idle = Instant::now() + self.timeouts.idle;
+            let until = deadline.map_or(idle, |d| d.min(idle));
+            self.hold(&mut relay, until).await;
         }
         Ok(Reply {
             status: parts.status,
             headers,
-            body: ReplyBody::Relay(RelayBody::new(relay, Arc::clone(&stats))),
+            body: ReplyBody::Relay(Box::new(RelayBody::new(relay, Arc::clone(&stats)))),
             attempts,
             stats,
         })
     }
 
-    /// Reads bootstrap events into `relay.held` until the first content-bearing or terminal
-    /// event, the end of the stream, or the header timeout.
-    async fn hold_until_commit(&self, relay: &mut RelayParts) {
-        let hold_until = Instant::now() + self.timeouts.header;
-        let (Some(body), Some(watch)) = (relay.upstream.as_mut(), relay.sse.as_mut()) else {
+    /// Reads upstream bytes into `relay.held` until the commit point: for an event stream the
+    /// first content-bearing or terminal event, for a plain body its first bytes; or the end
+    /// of the body, an error, shutdown, or `until`.
+    async fn hold(&self, relay: &mut RelayParts, until: Instant) {
+        let Some(body) = relay.upstream.as_mut() else {
             return;
         };
         loop {
             let frame = tokio::select! {
                 frame = body.frame() => frame,
-                _ = tokio::time::sleep_until(hold_until) => return,
+                _ = tokio::time::sleep_until(until) => return,
                 _ = relay.abort.cancelled() => return,
             };
             match frame {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
-                        let commit = watch.feed(&data);
+                        let commit = match relay.sse.as_mut() {
+                            Some(watch) => watch.feed(&data),
+                            None => !data.is_empty(),
+                        };
                         relay.held.push(data);
                         if commit {
                             return;

@@ -38,10 +38,11 @@ const KEY_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 
 /// One credential's placeholder forms and where their real counterparts live.
 struct Entry {
-    h1_needle: Vec<u8>,
+    /// Searchers for the placeholder forms, built once (one per write showed up in profiles).
+    h1_finder: memchr::memmem::Finder<'static>,
+    h2_finder: memchr::memmem::Finder<'static>,
     /// The key, in the credential arena (the line around it is public).
     key: SecretRange,
-    h2_needle: Vec<u8>,
     /// The HPACK field of the real header, in `KeyInjector::huffman`.
     h2_value: SecretRange,
 }
@@ -57,8 +58,20 @@ pub struct KeyInjector {
 
 /// What to write in place of a placeholder.
 enum Swap<'a> {
+    /// `authorization: Bearer <key>\r\n`, the key borrowed from the credential arena.
     H1Line(&'a [u8]),
+    /// The HPACK field, borrowed from the locked Huffman arena.
     H2Field(&'a [u8]),
+}
+
+impl<'a> Swap<'a> {
+    /// The replacement as consecutive pieces (only the key piece is secret).
+    fn parts(&self) -> [&'a [u8]; 3] {
+        match self {
+            Swap::H1Line(key) => [H1_LINE_START, key, b"\r\n"],
+            Swap::H2Field(field) => [field, &[], &[]],
+        }
+    }
 }
 
 /// Bits of the HPACK Huffman code of `bytes`.
@@ -176,10 +189,11 @@ impl KeyInjector {
             let h2_value = huffman
                 .push_concat(&[h2_field])
                 .ok_or_else(|| ArenaError::Map(io::Error::other("injection arena too small")))?;
+            let h2_needle = field(placeholder)?.to_vec();
             entries.push(Entry {
-                h1_needle,
+                h1_finder: memchr::memmem::Finder::new(&h1_needle).into_owned(),
+                h2_finder: memchr::memmem::Finder::new(&h2_needle).into_owned(),
                 key: *range,
-                h2_needle: field(placeholder)?.to_vec(),
                 h2_value,
             });
             let mut header = BEARER.to_vec();
@@ -201,12 +215,14 @@ impl KeyInjector {
         self.entries
             .iter()
             .filter_map(|e| {
-                let (needle, swap) = if h2 {
-                    (&e.h2_needle, Swap::H2Field(self.huffman.get(e.h2_value)))
+                let (finder, swap) = if h2 {
+                    (&e.h2_finder, Swap::H2Field(self.huffman.get(e.h2_value)))
                 } else {
-                    (&e.h1_needle, Swap::H1Line(self.keys.get(e.key)))
+                    (&e.h1_finder, Swap::H1Line(self.keys.get(e.key)))
                 };
-                memchr::memmem::find(haystack, needle).map(|at| (at, needle.len(), swap))
+                finder
+                    .find(haystack)
+                    .map(|at| (at, finder.needle().len(), swap))
             })
             .min_by_key(|(at, _, _)| *at)
     }
@@ -254,6 +270,23 @@ impl Tracker {
     fn advance(&mut self, bytes: &[u8]) -> usize {
         match self {
             Tracker::H1(state) => match state {
+                H1::Head { seen } if seen.is_empty() => {
+                    // Usual case: the whole head is in this write; no copy needed.
+                    match memchr::memmem::find(bytes, b"\r\n\r\n") {
+                        Some(found) => {
+                            let end = found + 4;
+                            let body = content_length(&bytes[..end]).unwrap_or(0);
+                            if body > 0 {
+                                *state = H1::Body(body);
+                            }
+                            end
+                        }
+                        None => {
+                            seen.extend_from_slice(bytes);
+                            bytes.len()
+                        }
+                    }
+                }
                 H1::Head { seen } => {
                     let search_from = seen.len().saturating_sub(3);
                     let before = seen.len();
@@ -380,6 +413,12 @@ impl<S> Injecting<S> {
 
 /// The `content-length` of a (partial) request head, if a complete line states it.
 fn content_length(head: &[u8]) -> Option<u64> {
+    // hyper writes the header in lower case with one space: try that exact form first.
+    if let Some(at) = memchr::memmem::find(head, b"\r\ncontent-length: ") {
+        let value = &head[at + 18..];
+        let end = memchr::memchr(b'\r', value)?;
+        return std::str::from_utf8(&value[..end]).ok()?.trim().parse().ok();
+    }
     head.split(|b| *b == b'\n').find_map(|line| {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let (name, value) = line.split_at(line.iter().position(|b| *b == b':')?);
@@ -430,34 +469,53 @@ impl<S: Write + Unpin> Write for Injecting<S> {
             other => return other.map(|r| r.map(|()| 0)),
         }
         let injector = Arc::clone(&this.injector);
-        let pass = match this.scan(&injector, buf) {
-            Some((0, placeholder_len, swap)) => {
-                // Account the placeholder as written and owe the real bytes instead.
-                this.tracker.advance_all(&buf[..placeholder_len]);
-                match swap {
-                    Swap::H1Line(key) => {
-                        this.pending.extend_from_slice(H1_LINE_START);
-                        this.pending.extend_from_slice(key);
-                        this.pending.extend_from_slice(b"\r\n");
-                    }
-                    Swap::H2Field(field) => this.pending.extend_from_slice(field),
-                }
-                this.pending_at = 0;
-                if let Poll::Ready(Err(e)) = this.poll_pending(cx) {
-                    return Poll::Ready(Err(e));
-                }
-                return Poll::Ready(Ok(placeholder_len));
-            }
-            // Send what comes before the placeholder; it starts the next write.
-            Some((at, _, _)) => at,
-            None => buf.len(),
+        let Some((at, placeholder_len, swap)) = this.scan(&injector, buf) else {
+            let written = match Pin::new(&mut this.inner).poll_write(cx, buf) {
+                Poll::Ready(Ok(n)) => n,
+                other => return other,
+            };
+            this.tracker.advance_all(&buf[..written]);
+            return Poll::Ready(Ok(written));
         };
-        let written = match Pin::new(&mut this.inner).poll_write(cx, &buf[..pass]) {
+        // One vectored write: the bytes before the placeholder, the replacement straight from
+        // locked memory, the bytes after it.
+        let parts = swap.parts();
+        let replacement_len: usize = parts.iter().map(|p| p.len()).sum();
+        let after = &buf[at + placeholder_len..];
+        let slices = [
+            io::IoSlice::new(&buf[..at]),
+            io::IoSlice::new(parts[0]),
+            io::IoSlice::new(parts[1]),
+            io::IoSlice::new(parts[2]),
+            io::IoSlice::new(after),
+        ];
+        let written = match Pin::new(&mut this.inner).poll_write_vectored(cx, &slices) {
             Poll::Ready(Ok(n)) => n,
             other => return other,
         };
-        this.tracker.advance_all(&buf[..written]);
-        Poll::Ready(Ok(written))
+        if written <= at {
+            this.tracker.advance_all(&buf[..written]);
+            return Poll::Ready(Ok(written));
+        }
+        // The placeholder counts as written; any part of the replacement not yet sent is owed.
+        this.tracker.advance_all(&buf[..at + placeholder_len]);
+        let sent_of_replacement = written - at;
+        if sent_of_replacement < replacement_len {
+            let mut skip = sent_of_replacement;
+            for part in parts {
+                let from = skip.min(part.len());
+                this.pending.extend_from_slice(&part[from..]);
+                skip -= from;
+            }
+            this.pending_at = 0;
+            if let Poll::Ready(Err(e)) = this.poll_pending(cx) {
+                return Poll::Ready(Err(e));
+            }
+            return Poll::Ready(Ok(at + placeholder_len));
+        }
+        let sent_after = sent_of_replacement - replacement_len;
+        this.tracker.advance_all(&after[..sent_after]);
+        Poll::Ready(Ok(at + placeholder_len + sent_after))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -556,11 +614,11 @@ mod tests {
     fn hostile_bodies() -> Vec<Bytes> {
         let (injector, _) = injector();
         let e = &injector.entries[0];
-        let mut both = e.h1_needle.clone();
-        both.extend_from_slice(&e.h2_needle);
+        let mut both = e.h1_finder.needle().to_vec();
+        both.extend_from_slice(e.h2_finder.needle());
         vec![
-            Bytes::from(e.h1_needle.clone()),
-            Bytes::from(e.h2_needle.clone()),
+            Bytes::from(e.h1_finder.needle().to_vec()),
+            Bytes::from(e.h2_finder.needle().to_vec()),
             Bytes::from(both),
         ]
     }
@@ -577,7 +635,16 @@ mod tests {
     /// Sends `bodies` as requests through an injecting client to a real hyper server; returns
     /// the (authorization, body) pairs the server saw.
     async fn exchange(h2: bool, bodies: &[Bytes]) -> Vec<(String, Bytes)> {
-        let (client_io, server_io) = tokio::io::duplex(1 << 16);
+        exchange_through(h2, bodies, 1 << 16).await
+    }
+
+    /// Like `exchange`, over a pipe that takes at most `pipe_bytes` per write.
+    async fn exchange_through(
+        h2: bool,
+        bodies: &[Bytes],
+        pipe_bytes: usize,
+    ) -> Vec<(String, Bytes)> {
+        let (client_io, server_io) = tokio::io::duplex(pipe_bytes);
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let record = Arc::clone(&seen);
         let service =
@@ -669,7 +736,7 @@ mod tests {
                 Tracker::H1(H1::Body(1 << 20))
             };
             let e = &injector.entries[0];
-            for needle in [&e.h1_needle, &e.h2_needle] {
+            for needle in [e.h1_finder.needle(), e.h2_finder.needle()] {
                 assert!(io.scan(&injector, needle).is_none(), "h2={h2}");
             }
             // Control: the same bytes in a head / HEADERS payload are found.
@@ -681,7 +748,11 @@ mod tests {
             } else {
                 Tracker::H1(H1::Head { seen: Vec::new() })
             };
-            let needle = if h2 { &e.h2_needle } else { &e.h1_needle };
+            let needle = if h2 {
+                e.h2_finder.needle()
+            } else {
+                e.h1_finder.needle()
+            };
             assert!(io.scan(&injector, needle).is_some(), "control h2={h2}");
         }
         // And end to end: hostile bodies arrive unchanged, never carrying the key.
@@ -691,6 +762,47 @@ mod tests {
             for (i, (_, body)) in seen.iter().enumerate() {
                 assert_eq!(body, &bodies[i]);
                 assert!(memchr::memmem::find(body, KEY).is_none());
+            }
+        }
+    }
+
+    #[test]
+    fn content_length_is_read_in_either_spelling() {
+        assert_eq!(
+            content_length(b"POST / HTTP/1.1\r\ncontent-length: 42\r\n\r\n"),
+            Some(42)
+        );
+        assert_eq!(
+            content_length(b"POST / HTTP/1.1\r\nContent-Length:7\r\nx: y\r\n\r\n"),
+            Some(7)
+        );
+        assert_eq!(content_length(b"POST / HTTP/1.1\r\nx: y\r\n\r\n"), None);
+    }
+
+    #[tokio::test]
+    async fn the_swap_survives_partial_writes_at_every_size() {
+        let expected = format!("Bearer {}", String::from_utf8_lossy(KEY));
+        let bodies = ["{\"a\":1}", "{\"b\":2}"].map(|b| Bytes::from_static(b.as_bytes()));
+        for h2 in [false, true] {
+            // h2 itself deadlocks on pipes under about a frame header (both peers write their
+            // SETTINGS into full buffers; the same happens without the injector), so its
+            // smallest pipe is 31 bytes: still below the ~50-byte authorization field.
+            let pipes: &[usize] = if h2 {
+                &[31, 48, 64, 100]
+            } else {
+                &[1, 2, 3, 7, 13, 64, 100]
+            };
+            for &pipe in pipes {
+                let seen = tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    exchange_through(h2, &bodies, pipe),
+                )
+                .await
+                .unwrap_or_else(|_| panic!("h2={h2} pipe={pipe}: stalled"));
+                assert_eq!(seen.len(), 2, "h2={h2} pipe={pipe}");
+                for (auth, _) in &seen {
+                    assert_eq!(auth, &expected, "h2={h2} pipe={pipe}");
+                }
             }
         }
     }

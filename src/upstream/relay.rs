@@ -179,12 +179,21 @@ pub struct RelayBody {
     pending_failure: Option<RelayFailure>,
     sse: Option<SseWatch>,
     idle: Duration,
+    /// When the last upstream bytes arrived. The idle timer is re-armed from it only when the
+    /// timer fires, instead of being reset on every chunk (that showed up in profiles).
+    last_data: Instant,
     idle_timer: Pin<Box<Sleep>>,
     deadline: Option<Pin<Box<Sleep>>>,
     abort: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Chunks relayed since shutdown and the deadline were last checked.
+    since_check: u32,
     state: State,
     stats: Arc<RelayStats>,
 }
+
+/// While data flows, shutdown and the deadline are checked every this many chunks (and always
+/// while waiting for the upstream).
+const CHECK_EVERY: u32 = 64;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -196,7 +205,9 @@ impl RelayBody {
             pending_failure: parts.early_failure,
             sse: parts.sse,
             idle: parts.idle,
+            last_data: Instant::now(),
             idle_timer: Box::pin(tokio::time::sleep(parts.idle)),
+            since_check: 0,
             deadline: parts
                 .deadline
                 .map(|d| Box::pin(tokio::time::sleep_until(d))),
@@ -248,6 +259,32 @@ impl RelayBody {
         Poll::Ready(Some(Err(Box::new(failure))))
     }
 
+    /// Shutdown's abort or the request deadline, if either has come (registers for both).
+    fn poll_stops(&mut self, cx: &mut Context<'_>) -> Option<RelayFailure> {
+        if self.abort.as_mut().poll(cx).is_ready() {
+            return Some(RelayFailure::Shutdown);
+        }
+        let deadline_passed = self
+            .deadline
+            .as_mut()
+            .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
+        deadline_passed.then_some(RelayFailure::Deadline)
+    }
+
+    /// True once the upstream has been silent for the idle timeout (registers the timer).
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if self.idle_timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let due = self.last_data + self.idle;
+            if Instant::now() >= due {
+                return true;
+            }
+            self.idle_timer.as_mut().reset(due);
+        }
+    }
+
     /// The upstream body has ended: cleanly only if an event stream saw its terminal event.
     fn finish(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if let Some(failure) = self.pending_failure.take() {
@@ -281,12 +318,10 @@ impl Body for RelayBody {
             if let Some(chunk) = this.held.pop_front() {
                 return this.emit(chunk);
             }
-            if this.abort.as_mut().poll(cx).is_ready() {
-                return this.fail(RelayFailure::Shutdown, cx);
-            }
-            if let Some(deadline) = &mut this.deadline {
-                if deadline.as_mut().poll(cx).is_ready() {
-                    return this.fail(RelayFailure::Deadline, cx);
+            if this.since_check >= CHECK_EVERY {
+                this.since_check = 0;
+                if let Some(stop) = this.poll_stops(cx) {
+                    return this.fail(stop, cx);
                 }
             }
             let Some(upstream) = &mut this.upstream else {
@@ -303,8 +338,8 @@ impl Body for RelayBody {
                     if let Some(watch) = &mut this.sse {
                         watch.feed(&data);
                     }
-                    let next_idle = Instant::now() + this.idle;
-                    this.idle_timer.as_mut().reset(next_idle);
+                    this.last_data = Instant::now();
+                    this.since_check += 1;
                     return this.emit(data);
                 }
                 Poll::Ready(Some(Err(_))) => return this.fail(RelayFailure::UpstreamError, cx),
@@ -313,7 +348,10 @@ impl Body for RelayBody {
                     return this.finish(cx);
                 }
                 Poll::Pending => {
-                    if this.idle_timer.as_mut().poll(cx).is_ready() {
+                    if let Some(stop) = this.poll_stops(cx) {
+                        return this.fail(stop, cx);
+                    }
+                    if this.poll_idle(cx) {
                         return this.fail(RelayFailure::Idle, cx);
                     }
                     return Poll::Pending;
@@ -327,15 +365,22 @@ impl Body for RelayBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        match (
-            &self.upstream,
-            self.held.is_empty(),
-            &self.sse,
-            self.pending_failure,
-        ) {
-            // A plain body with nothing held keeps the upstream's exact length.
-            (Some(upstream), true, None, None) => upstream.size_hint(),
-            _ => SizeHint::default(),
+        // A plain body keeps the upstream's exact length (held bytes plus what is left), so
+        // the client gets a content-length; event streams and failing bodies have none.
+        if self.sse.is_some()
+            || self.pending_failure.is_some()
+            || !matches!(self.state, State::Streaming)
+        {
+            return SizeHint::default();
+        }
+        let held: u64 = self.held.iter().map(|b| b.len() as u64).sum();
+        let rest = match &self.upstream {
+            Some(upstream) => upstream.size_hint().exact(),
+            None => Some(0),
+        };
+        match rest {
+            Some(rest) => SizeHint::with_exact(held + rest),
+            None => SizeHint::default(),
         }
     }
 }
