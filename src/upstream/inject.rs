@@ -685,6 +685,12 @@ mod tests {
             },
             injector,
         );
+        let request = |body: &Bytes| {
+            http::Request::post("http://upstream.test/v1/responses")
+                .header("authorization", value.clone())
+                .body(Full::new(body.clone()))
+                .unwrap()
+        };
         if h2 {
             let (mut sender, conn) =
                 hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
@@ -692,22 +698,14 @@ mod tests {
                     .unwrap();
             tokio::spawn(conn);
             for body in bodies {
-                let request = http::Request::post("http://upstream.test/v1/responses")
-                    .header("authorization", value.clone())
-                    .body(Full::new(body.clone()))
-                    .unwrap();
-                let response = sender.send_request(request).await.unwrap();
+                let response = sender.send_request(request(body)).await.unwrap();
                 response.into_body().collect().await.unwrap();
             }
         } else {
             let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
             tokio::spawn(conn);
             for body in bodies {
-                let request = http::Request::post("http://upstream.test/v1/responses")
-                    .header("authorization", value.clone())
-                    .body(Full::new(body.clone()))
-                    .unwrap();
-                let response = sender.send_request(request).await.unwrap();
+                let response = sender.send_request(request(body)).await.unwrap();
                 response.into_body().collect().await.unwrap();
             }
         }

@@ -106,6 +106,39 @@ pub fn sse_event(kind: &str, data: serde_json::Value) -> String {
     format!("event: {kind}\ndata: {data}\n\n")
 }
 
+/// Single events for hand-built streams (response id `resp_t`).
+pub mod event {
+    use super::sse_event;
+
+    pub fn created() -> String {
+        sse_event(
+            "response.created",
+            serde_json::json!({"response":{"id":"resp_t","status":"in_progress","output":[]}}),
+        )
+    }
+
+    pub fn in_progress() -> String {
+        sse_event(
+            "response.in_progress",
+            serde_json::json!({"response":{"id":"resp_t","status":"in_progress","output":[]}}),
+        )
+    }
+
+    pub fn delta(text: &str) -> String {
+        sse_event(
+            "response.output_text.delta",
+            serde_json::json!({"item_id":"msg_1","output_index":0,"content_index":0,"delta":text}),
+        )
+    }
+
+    pub fn completed() -> String {
+        sse_event(
+            "response.completed",
+            serde_json::json!({"response":{"id":"resp_t","status":"completed","output":[]}}),
+        )
+    }
+}
+
 /// A complete, minimal Responses stream that says `text` in `deltas` pieces.
 pub fn responses_stream(text: &str, deltas: usize) -> Vec<String> {
     let id = "resp_mock_1";

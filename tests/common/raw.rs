@@ -95,26 +95,13 @@ pub async fn read_response(stream: &mut TcpStream, limit: Duration) -> RawRespon
         }
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let headers: Vec<(String, String)> = lines
-        .filter(|l| !l.is_empty())
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
+    let (status, headers) = parse_head(&head);
     let mut raw_body = buf[head_end..].to_vec();
-    let content_length = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse::<usize>().ok());
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
-    let no_body = status == 204 || status == 304 || (100..200).contains(&status);
+    let Framing {
+        content_length,
+        chunked,
+        no_body,
+    } = framing(status, &headers);
     loop {
         if no_body {
             return RawResponse {
@@ -164,6 +151,43 @@ pub async fn read_response(stream: &mut TcpStream, limit: Duration) -> RawRespon
             }
         }
     }
+}
+
+/// How a response body is delimited.
+struct Framing {
+    content_length: Option<usize>,
+    chunked: bool,
+    /// 1xx, 204 and 304 responses have no body.
+    no_body: bool,
+}
+
+fn framing(status: u16, headers: &[(String, String)]) -> Framing {
+    Framing {
+        content_length: headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse::<usize>().ok()),
+        chunked: headers
+            .iter()
+            .any(|(k, v)| k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked")),
+        no_body: status == 204 || status == 304 || (100..200).contains(&status),
+    }
+}
+
+/// The status code and the (lower-cased) headers of a response head.
+fn parse_head(head: &str) -> (u16, Vec<(String, String)>) {
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -258,26 +282,14 @@ pub fn parse_response(raw: &[u8]) -> RawResponse {
         };
     };
     let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let headers: Vec<(String, String)> = lines
-        .filter(|l| !l.is_empty())
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
+    let (status, headers) = parse_head(&head);
     let raw_body = &raw[head_end..];
-    let content_length = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse::<usize>().ok());
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
-    if status == 204 || status == 304 || (100..200).contains(&status) {
+    let Framing {
+        content_length,
+        chunked,
+        no_body,
+    } = framing(status, &headers);
+    if no_body {
         return RawResponse {
             status,
             headers,

@@ -8,7 +8,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::mock::{responses_stream, sse_event, MockUpstream, Script};
+use crate::mock::event::{completed, created, delta};
+use crate::mock::{responses_stream, MockUpstream, Script};
 use crate::proxy::{TestProxy, CANARY_KEY};
 use crate::raw::{self, RawResponse};
 
@@ -326,27 +327,6 @@ async fn get_shutdown_with_http_shutdown_stops_the_proxy_and_new_connections_are
 #[tokio::test]
 async fn post_shutdown_with_http_shutdown_stops_the_proxy_and_new_connections_are_refused() {
     shutdown_over_http("POST").await;
-}
-
-fn created() -> String {
-    sse_event(
-        "response.created",
-        serde_json::json!({"response":{"id":"resp_l","status":"in_progress","output":[]}}),
-    )
-}
-
-fn delta(text: &str) -> String {
-    sse_event(
-        "response.output_text.delta",
-        serde_json::json!({"item_id":"msg_1","output_index":0,"content_index":0,"delta":text}),
-    )
-}
-
-fn completed() -> String {
-    sse_event(
-        "response.completed",
-        serde_json::json!({"response":{"id":"resp_l","status":"completed","output":[]}}),
-    )
 }
 
 /// Starts a gated stream through `proxy` and reads it up to its first delta (committed).

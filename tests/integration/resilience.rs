@@ -8,6 +8,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::mock::event::{completed, created, delta, in_progress};
 use crate::mock::{responses_stream, sse_event, MockUpstream, Script};
 use crate::proxy::TestProxy;
 use crate::raw::{self, RawResponse};
@@ -111,34 +112,6 @@ fn event_stream_headers() -> Vec<(&'static str, String)> {
 fn refused_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
-}
-
-fn created() -> String {
-    sse_event(
-        "response.created",
-        serde_json::json!({"response":{"id":"resp_r","status":"in_progress","output":[]}}),
-    )
-}
-
-fn in_progress() -> String {
-    sse_event(
-        "response.in_progress",
-        serde_json::json!({"response":{"id":"resp_r","status":"in_progress","output":[]}}),
-    )
-}
-
-fn delta(text: &str) -> String {
-    sse_event(
-        "response.output_text.delta",
-        serde_json::json!({"item_id":"msg_1","output_index":0,"content_index":0,"delta":text}),
-    )
-}
-
-fn completed() -> String {
-    sse_event(
-        "response.completed",
-        serde_json::json!({"response":{"id":"resp_r","status":"completed","output":[]}}),
-    )
 }
 
 #[tokio::test]
@@ -481,6 +454,23 @@ async fn wait_for_zero_open_connections(proxy: &TestProxy) -> bool {
     false
 }
 
+/// Drops the client's connection, then expects the upstream connection closed and the
+/// proxy's connection count back to zero; shuts the proxy down.
+async fn assert_leaving_client_closes_upstream(
+    stream: TcpStream,
+    mock: &MockUpstream,
+    proxy: TestProxy,
+    what: &str,
+) {
+    drop(stream);
+    assert!(mock.wait_closed(1, Duration::from_secs(2)).await, "{what}");
+    assert!(
+        wait_for_zero_open_connections(&proxy).await,
+        "proxy still counts the client connection"
+    );
+    proxy.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_client_disconnect_mid_stream_closes_the_upstream_connection() {
     let mock = MockUpstream::start("unused").await;
@@ -495,18 +485,14 @@ async fn a_client_disconnect_mid_stream_closes_the_upstream_connection() {
     let mut buf = Vec::new();
     assert!(raw::read_until(&mut stream, &mut buf, b"you will leave", LIMIT).await);
     assert_eq!(mock.closed_connections(), 0);
-    drop(stream);
-
-    assert!(
-        mock.wait_closed(1, Duration::from_secs(2)).await,
-        "upstream connection still open after the client left"
-    );
-    assert!(
-        wait_for_zero_open_connections(&proxy).await,
-        "proxy still counts the client connection"
-    );
+    assert_leaving_client_closes_upstream(
+        stream,
+        &mock,
+        proxy,
+        "upstream connection still open after the client left",
+    )
+    .await;
     drop(tx);
-    proxy.shutdown().await;
 }
 
 #[tokio::test]
@@ -527,18 +513,14 @@ async fn a_client_disconnect_during_the_hold_back_closes_the_upstream_connection
         "not held back"
     );
     assert_eq!(mock.closed_connections(), 0);
-    drop(stream);
-
-    assert!(
-        mock.wait_closed(1, Duration::from_secs(2)).await,
-        "upstream connection still open after the client left during the hold-back"
-    );
-    assert!(
-        wait_for_zero_open_connections(&proxy).await,
-        "proxy still counts the client connection"
-    );
+    assert_leaving_client_closes_upstream(
+        stream,
+        &mock,
+        proxy,
+        "upstream connection still open after the client left during the hold-back",
+    )
+    .await;
     drop(tx);
-    proxy.shutdown().await;
 }
 
 #[tokio::test]

@@ -51,6 +51,24 @@ pub fn find_copies(pid: u32, needle: &[u8]) -> Vec<(String, String)> {
     found
 }
 
+/// Sends `n` requests through the proxy, streaming and not, alternating; each must succeed.
+async fn drive(addr: std::net::SocketAddr, n: usize) {
+    for i in 0..n {
+        let body = if i % 2 == 0 {
+            r#"{"model":"m","stream":true,"input":"x"}"#
+        } else {
+            r#"{"model":"m","input":"x"}"#
+        };
+        let r = exchange(
+            addr,
+            &post(addr, "/v1/responses", body, &[]),
+            Duration::from_secs(10),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_locked_copy_of_the_key_after_two_hundred_requests() {
     if !is_root() {
@@ -76,20 +94,7 @@ async fn one_locked_copy_of_the_key_after_two_hundred_requests() {
         "the copy is locked and not dumped: {at_start:?}"
     );
 
-    for i in 0..200 {
-        let body = if i % 2 == 0 {
-            r#"{"model":"m","stream":true,"input":"x"}"#
-        } else {
-            r#"{"model":"m","input":"x"}"#
-        };
-        let r = exchange(
-            proxy.addr,
-            &post(proxy.addr, "/v1/responses", body, &[]),
-            Duration::from_secs(10),
-        )
-        .await;
-        assert_eq!(r.status, 200);
-    }
+    drive(proxy.addr, 200).await;
     let after = find_copies(proxy.pid, key.as_bytes());
     eprintln!(
         "copies of the key after 200 requests: {} {after:?}",
@@ -130,20 +135,7 @@ async fn over_tls_and_h2_the_upstream_gets_the_real_key_and_one_copy_remains() {
             },
             &temp_dir("copies-h2-info"),
         );
-        for i in 0..100 {
-            let body = if i % 2 == 0 {
-                r#"{"model":"m","stream":true,"input":"x"}"#
-            } else {
-                r#"{"model":"m","input":"x"}"#
-            };
-            let r = exchange(
-                proxy.addr,
-                &post(proxy.addr, "/v1/responses", body, &[]),
-                Duration::from_secs(10),
-            )
-            .await;
-            assert_eq!(r.status, 200, "{}", r.text());
-        }
+        drive(proxy.addr, 100).await;
         let recorded = mock.requests();
         assert_eq!(recorded.len(), 100);
         for r in &recorded {

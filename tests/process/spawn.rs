@@ -42,6 +42,18 @@ pub struct Launch<'a> {
     pub env: Vec<(&'static str, String)>,
 }
 
+impl<'a> Launch<'a> {
+    /// The binary with no flags, these credential bytes on stdin, as the test's user.
+    pub fn with_stdin(stdin: &'a [u8]) -> Self {
+        Launch {
+            args: vec![],
+            stdin,
+            as_uid: None,
+            env: vec![],
+        }
+    }
+}
+
 /// A running proxy.
 pub struct Running {
     pub child: Child,

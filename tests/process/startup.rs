@@ -116,12 +116,10 @@ fn sigterm_right_after_the_server_info_appears_still_exits_0_and_removes_the_fil
     for round in 0..10 {
         let dir = temp_dir("early-term");
         let proxy = crate::spawn::start(
-            Launch {
-                args: vec![],
-                stdin: b"sk-valid\n",
-                as_uid: None,
-                env: vec![],
-            },
+            Launch::with_stdin(
+                b"sk-valid
+",
+            ),
             &dir,
         );
         let info = proxy.info_path.clone();
@@ -135,12 +133,10 @@ fn sigterm_right_after_the_server_info_appears_still_exits_0_and_removes_the_fil
 fn the_listener_is_bound_to_loopback_only() {
     let dir = temp_dir("loopback");
     let proxy = crate::spawn::start(
-        Launch {
-            args: vec![],
-            stdin: b"sk-valid\n",
-            as_uid: None,
-            env: vec![],
-        },
+        Launch::with_stdin(
+            b"sk-valid
+",
+        ),
         &dir,
     );
     let port = format!(":{:04X}", proxy.addr.port());
