@@ -8,6 +8,7 @@
 //! - `resilience`: pre-header retries, timeouts, cut streams, client disconnects.
 //! - `lifecycle`: client token, /health, /shutdown and draining.
 //! - `tls`: an https upstream with a test CA over h2 and HTTP/1.1.
+//! - `proxying`: the upstream through an HTTP CONNECT or SOCKS5 proxy.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../common/mock.rs"]
@@ -20,6 +21,7 @@ mod raw;
 mod lifecycle;
 mod limits;
 mod passthrough;
+mod proxying;
 mod resilience;
 mod streaming;
 mod surface;

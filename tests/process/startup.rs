@@ -166,3 +166,42 @@ fn the_listener_is_bound_to_loopback_only() {
     let (status, _) = proxy.terminate();
     assert!(status.success());
 }
+
+#[test]
+fn a_server_info_file_holding_the_token_is_0600_and_owned_by_the_info_owner() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !crate::spawn::is_root() {
+        eprintln!("skipped: needs root to give the file to another user");
+        return;
+    }
+    for (args, env) in [
+        (vec!["--client-token", "--info-owner", "nobody"], vec![]),
+        (
+            vec!["--client-token"],
+            vec![("SUDO_UID", "65534".to_string())],
+        ),
+    ] {
+        let dir = temp_dir("token-owner");
+        let launch = Launch {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            stdin: b"sk-valid\n",
+            as_uid: None,
+            env,
+        };
+        let proxy = crate::spawn::start(launch, &dir);
+        let meta = std::fs::metadata(&proxy.info_path).unwrap();
+        assert_eq!(meta.uid(), 65534, "{args:?}");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{args:?}");
+        let info: serde_json::Value = serde_json::from_str(&proxy.info_text).unwrap();
+        assert_eq!(info["token"].as_str().map(str::len), Some(64));
+        let (status, _) = proxy.terminate();
+        assert!(status.success());
+    }
+    // Control: without a token the file is 0644 and stays the proxy's own.
+    let dir = temp_dir("no-token-owner");
+    let proxy = crate::spawn::start(Launch::with_stdin(b"sk-valid\n"), &dir);
+    let meta = std::fs::metadata(&proxy.info_path).unwrap();
+    assert_eq!((meta.uid(), meta.permissions().mode() & 0o777), (0, 0o644));
+    assert!(!proxy.info_text.contains("token"));
+    let _ = proxy.terminate();
+}
