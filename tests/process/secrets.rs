@@ -196,3 +196,45 @@ fn a_key_left_in_the_environment_by_the_launcher_is_wiped_from_proc_environ() {
     let (status, logs) = proxy.terminate();
     assert!(status.success(), "{status}: {logs}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line_with_the_request_fields() {
+    let mock = MockUpstream::start("json logs").await;
+    let dir = temp_dir("json-logs");
+    let launch = Launch {
+        args: vec![
+            "--upstream-url".into(),
+            mock.base_url.clone(),
+            "--log-format".into(),
+            "json".into(),
+        ],
+        stdin: b"sk-json-log-test\n",
+        as_uid: None,
+        env: vec![],
+    };
+    let proxy = start(launch, &dir);
+    let body = r#"{"model":"m","input":"hi"}"#;
+    let response = exchange(
+        proxy.addr,
+        &post(proxy.addr, "/v1/responses", body, &[]),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(response.status, 200);
+    let (status, logs) = proxy.terminate();
+    assert!(status.success());
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let request = lines
+        .iter()
+        .find(|l| l["message"] == "request")
+        .expect("a request line");
+    assert_eq!(request["route"], "responses");
+    assert_eq!(request["status"], 200);
+    assert_eq!(request["upstream_status"], 200);
+    assert_eq!(request["attempts"], 1);
+    assert_eq!(request["bytes_in"], body.len());
+    assert!(request["duration_ms"].as_f64().is_some());
+}
