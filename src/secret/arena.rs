@@ -12,9 +12,6 @@
 #![allow(unsafe_code)]
 
 use std::ptr::NonNull;
-use std::sync::Arc;
-
-use bytes::Bytes;
 
 /// Why locked memory could not be set up. Always fatal (exit code 5).
 #[derive(Debug, thiserror::Error)]
@@ -207,8 +204,8 @@ impl SecretRange {
 /// Many secrets packed into one locked buffer, shared read-only once built.
 ///
 /// Secrets are appended while the arena is being filled (during start-up, before any thread
-/// exists) and then frozen behind an `Arc`. Handing a secret to HTTP code goes through
-/// [`SecretArena::shared_bytes`], which lends the locked bytes without copying them.
+/// exists) and then frozen behind an `Arc`. Nothing copies a secret out of it for the HTTP
+/// stack: the upstream's key injector writes the bytes straight from here to the transport.
 pub struct SecretArena {
     buf: LockedBuf,
 }
@@ -254,28 +251,6 @@ impl SecretArena {
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
-
-    /// A zero-copy [`Bytes`] view of one secret that keeps the arena alive.
-    ///
-    /// `Bytes` clones are reference counts, so headers built from it never copy the secret.
-    pub fn shared_bytes(self: &Arc<Self>, range: SecretRange) -> Bytes {
-        Bytes::from_owner(ArenaSlice {
-            arena: Arc::clone(self),
-            range,
-        })
-    }
-}
-
-/// Owner handed to `Bytes::from_owner`: a range of a shared arena.
-struct ArenaSlice {
-    arena: Arc<SecretArena>,
-    range: SecretRange,
-}
-
-impl AsRef<[u8]> for ArenaSlice {
-    fn as_ref(&self) -> &[u8] {
-        self.arena.get(self.range)
-    }
 }
 
 #[cfg(test)]
@@ -302,13 +277,16 @@ mod tests {
     }
 
     #[test]
-    fn arena_shares_bytes_without_copying() {
+    fn arena_packs_secrets_and_hands_out_ranges() {
         let mut arena = SecretArena::with_capacity(64).unwrap();
         let range = arena.push_concat(&[b"Bearer ", b"sk-test"]).unwrap();
-        let arena = Arc::new(arena);
-        let bytes = arena.shared_bytes(range);
-        assert_eq!(&bytes[..], b"Bearer sk-test");
-        assert_eq!(bytes.as_ptr(), arena.get(range).as_ptr());
+        let other = arena.push_concat(&[b"second"]).unwrap();
+        assert_eq!(arena.get(range), b"Bearer sk-test");
         assert_eq!(arena.get(range.slice(7)), b"sk-test");
+        assert_eq!(arena.get(other), b"second");
+        assert!(
+            arena.push_concat(&[&[0u8; 8192]]).is_none(),
+            "refuses what does not fit"
+        );
     }
 }

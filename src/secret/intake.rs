@@ -135,21 +135,19 @@ impl IntakeBuffer {
 
     /// Parses the input, copies each secret once into a new locked arena, and wipes the input.
     pub fn into_credentials(mut self) -> Result<Credentials, IntakeError> {
+        self.parse_and_wipe()
+    }
+
+    /// Parses the input and wipes it, whatever the outcome.
+    fn parse_and_wipe(&mut self) -> Result<Credentials, IntakeError> {
         let result = parse(self.buf.as_slice());
-        self.buf.wipe_after(result)
+        self.buf.wipe();
+        result
     }
 
     #[cfg(test)]
     fn is_wiped(&mut self) -> bool {
         self.buf.is_empty() && self.buf.spare_mut().iter().all(|b| *b == 0)
-    }
-}
-
-impl LockedBuf {
-    /// Wipes the buffer and passes `result` through: the one exit from `into_credentials`.
-    fn wipe_after<T>(&mut self, result: Result<T, IntakeError>) -> Result<T, IntakeError> {
-        self.wipe();
-        result
     }
 }
 
@@ -382,9 +380,7 @@ mod tests {
             .read_to_end(chunked_reader(b"bad key\n", 3, None))
             .unwrap();
         // into_credentials consumes the buffer; check the wipe through the same path it uses.
-        let result = parse(intake.buf.as_slice());
-        assert!(result.is_err());
-        let _ = intake.buf.wipe_after(result);
+        assert!(intake.parse_and_wipe().is_err());
         assert!(intake.is_wiped());
     }
 }
