@@ -72,6 +72,20 @@ impl TestProxy {
         }
     }
 
+    /// Waits up to `limit` until the proxy counts exactly `n` open client connections.
+    pub async fn wait_open_connections(&self, n: usize, limit: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if self.state.open_connections() == n {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// `http://127.0.0.1:PORT`
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)

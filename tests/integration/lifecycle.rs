@@ -475,11 +475,7 @@ async fn after_shutdown_no_client_connection_is_left_open() {
         assert!(response.complete);
         idle.push(stream);
     }
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while proxy.state.open_connections() < 2 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(proxy.state.open_connections(), 2);
+    assert!(proxy.wait_open_connections(2, Duration::from_secs(2)).await);
     let state = Arc::clone(&proxy.state);
 
     let start = Instant::now();
@@ -510,11 +506,7 @@ async fn a_connection_that_never_sent_a_request_does_not_hold_shutdown_up() {
     let mock = MockUpstream::start("unused").await;
     let proxy = TestProxy::start(&mock.base_url, &[]).await;
     let mut silent = TcpStream::connect(proxy.addr).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while proxy.state.open_connections() < 1 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(proxy.state.open_connections(), 1);
+    assert!(proxy.wait_open_connections(1, Duration::from_secs(2)).await);
     let state = Arc::clone(&proxy.state);
 
     let start = Instant::now();

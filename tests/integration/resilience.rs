@@ -443,17 +443,6 @@ async fn an_early_in_band_response_failed_is_relayed_as_is_with_status_200() {
     proxy.shutdown().await;
 }
 
-async fn wait_for_zero_open_connections(proxy: &TestProxy) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline {
-        if proxy.state.open_connections() == 0 {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
-}
-
 /// Drops the client's connection, then expects the upstream connection closed and the
 /// proxy's connection count back to zero; shuts the proxy down.
 async fn assert_leaving_client_closes_upstream(
@@ -465,7 +454,7 @@ async fn assert_leaving_client_closes_upstream(
     drop(stream);
     assert!(mock.wait_closed(1, Duration::from_secs(2)).await, "{what}");
     assert!(
-        wait_for_zero_open_connections(&proxy).await,
+        proxy.wait_open_connections(0, Duration::from_secs(2)).await,
         "proxy still counts the client connection"
     );
     proxy.shutdown().await;
@@ -694,7 +683,7 @@ async fn a_client_disconnect_while_waiting_for_upstream_headers_closes_the_upstr
         mock.wait_closed(1, Duration::from_secs(2)).await,
         "upstream connection still open after the client left before any response"
     );
-    assert!(wait_for_zero_open_connections(&proxy).await);
+    assert!(proxy.wait_open_connections(0, Duration::from_secs(2)).await);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         mock.count(),
