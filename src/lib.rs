@@ -71,6 +71,7 @@ pub fn build_state(
             openai_project: config.openai_project.clone(),
             timeouts: config.timeouts,
             max_attempts: config.limits.max_attempts,
+            budget: Default::default(),
         },
         limits: config.limits,
         timeouts: config.timeouts,
@@ -78,6 +79,7 @@ pub fn build_state(
         shutdown_requested: CancellationToken::new(),
         abort: CancellationToken::new(),
         open_connections: Default::default(),
+        session_hasher: Default::default(),
     }))
 }
 

@@ -6,9 +6,10 @@
 //! secret is copied once into a [`SecretArena`], and the intake buffer is wiped on every path,
 //! success or error. Errors name the problem and where it is, never the bytes.
 //!
-//! Formats are detected from the input. This release understands key lines (the form
-//! `codex responses-api-proxy` takes: one API key on one line, CRLF tolerated); JSON account
-//! formats are recognised and refused with a clear message until the pool supports them.
+//! Formats are detected from the input. This release understands key lines: one API key per
+//! line (one line is the form `codex responses-api-proxy` takes), CRLF tolerated, blank lines
+//! skipped, duplicates merged. JSON account formats are recognised and refused with a clear
+//! message until ChatGPT accounts are supported.
 
 use std::io;
 use std::sync::Arc;
@@ -36,8 +37,6 @@ pub enum IntakeError {
     InvalidCharacter { line: usize, position: usize },
     #[error("line {line}: API key is longer than {MAX_KEY_LINE_BYTES} bytes")]
     KeyTooLong { line: usize },
-    #[error("{count} API key lines found; this release serves exactly one key (one line)")]
-    TooManyKeys { count: usize },
     #[error("JSON credential input (auth.json or account objects) is not supported by this release; pipe a single API key line")]
     UnsupportedJson,
     #[error(transparent)]
@@ -195,11 +194,17 @@ fn parse(input: &[u8]) -> Result<Credentials, IntakeError> {
         }
         keys.push(key);
     }
-    match keys.len() {
-        0 => return Err(IntakeError::Empty),
-        1 => {}
-        count => return Err(IntakeError::TooManyKeys { count }),
+    if keys.is_empty() {
+        return Err(IntakeError::Empty);
     }
+    // The same key twice is one account.
+    let mut unique: Vec<&[u8]> = Vec::with_capacity(keys.len());
+    for key in keys {
+        if !unique.contains(&key) {
+            unique.push(key);
+        }
+    }
+    let keys = unique;
     let needed: usize = keys.iter().map(|k| BEARER_PREFIX.len() + k.len()).sum();
     let mut arena = SecretArena::with_capacity(needed)?;
     let mut accounts = Vec::with_capacity(keys.len());
@@ -306,11 +311,30 @@ mod tests {
     }
 
     #[test]
-    fn a_second_key_line_is_refused_for_now() {
-        assert!(matches!(
-            load(b"key1\nkey2\n", 5),
-            Err(IntakeError::TooManyKeys { count: 2 })
-        ));
+    fn several_key_lines_are_several_accounts_and_duplicates_merge() {
+        let creds = load(b"key1\r\nkey2\n\nkey1\nkey3", 5).unwrap();
+        let keys: Vec<&[u8]> = creds
+            .accounts
+            .iter()
+            .map(|c| creds.arena.get(c.secret_range()))
+            .collect();
+        assert_eq!(keys, vec![&b"key1"[..], b"key2", b"key3"]);
+    }
+
+    #[test]
+    fn a_thousand_keys_fit_in_a_small_locked_arena() {
+        let mut input = String::new();
+        for i in 0..1000 {
+            input.push_str(&format!("sk-proj-{i:04}-{}\n", "x".repeat(150)));
+        }
+        let input: &'static [u8] = Box::leak(input.into_bytes().into_boxed_slice());
+        let creds = load(input, 4096).unwrap();
+        assert_eq!(creds.accounts.len(), 1000);
+        assert!(
+            creds.arena.len() < 256 * 1024,
+            "{} bytes locked",
+            creds.arena.len()
+        );
     }
 
     #[test]

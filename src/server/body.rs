@@ -24,6 +24,8 @@ pub struct RequestLog {
     pub started: Instant,
     pub stats: Option<Arc<RelayStats>>,
     pub full_bytes: usize,
+    /// The account that served the request (its index), if one did.
+    pub account: Option<usize>,
 }
 
 impl Drop for RequestLog {
@@ -40,6 +42,7 @@ impl Drop for RequestLog {
             status = self.status,
             upstream_status = self.upstream_status,
             attempts = self.attempts,
+            account = self.account,
             duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
             bytes_in = self.bytes_in,
             bytes_out,

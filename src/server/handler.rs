@@ -1,6 +1,7 @@
 //! One request, from gate to response.
 
 use std::convert::Infallible;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -37,6 +38,7 @@ pub async fn handle(
         started,
         stats: None,
         full_bytes: 0,
+        account: None,
     };
     let response = if head_size(&request) > super::MAX_HEADER_BYTES {
         openai_error(
@@ -90,7 +92,7 @@ async fn serve(
     log: &mut RequestLog,
 ) -> Response<ProxyBody> {
     match route {
-        Route::Health => json_response(StatusCode::OK, &state.upstream.pool.health()),
+        Route::Health => json_response(StatusCode::OK, &state.upstream.pool.health(Instant::now())),
         Route::Shutdown => {
             tracing::info!("shutdown requested over HTTP");
             state.shutdown_requested.cancel();
@@ -204,17 +206,36 @@ async fn read_body(
     Ok((parts, body, reservation))
 }
 
+/// The fields of a request body the proxy itself reads; the rest passes through unread.
 #[derive(Deserialize)]
-struct StreamFlag {
+struct BodyFields<'a> {
     #[serde(default)]
     stream: Option<bool>,
+    #[serde(default, borrow)]
+    prompt_cache_key: Option<std::borrow::Cow<'a, str>>,
 }
 
-/// Whether the client asked for an event stream (`"stream": true` in the decoded body).
+/// What the proxy reads from a request: whether it streams, and its conversation.
+struct RequestFacts {
+    streaming: bool,
+    /// `prompt_cache_key`, else the `session-id`/`session_id`/`thread-id` header.
+    session: Option<String>,
+}
+
 /// `None`: the body is not a JSON object.
-fn wants_stream(route: Route, json: &[u8]) -> Option<bool> {
-    let flag: StreamFlag = serde_json::from_slice(json).ok()?;
-    Some(route == Route::Responses && flag.stream.unwrap_or(false))
+fn request_facts(route: Route, headers: &http::HeaderMap, json: &[u8]) -> Option<RequestFacts> {
+    let fields: BodyFields = serde_json::from_slice(json).ok()?;
+    let header_session = ["session-id", "session_id", "thread-id"]
+        .iter()
+        .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+        .map(str::to_string);
+    Some(RequestFacts {
+        streaming: route == Route::Responses && fields.stream.unwrap_or(false),
+        session: fields
+            .prompt_cache_key
+            .map(|k| k.into_owned())
+            .or(header_session),
+    })
 }
 
 async fn forward(
@@ -252,9 +273,9 @@ async fn forward(
     if decoded.as_ref().is_some_and(|d| !reservation.grow(d.len())) {
         return BodyError::OverBudget.response(state.limits.max_body_bytes);
     }
-    let streaming = wants_stream(route, decoded.as_deref().unwrap_or(&body));
+    let facts = request_facts(route, &parts.headers, decoded.as_deref().unwrap_or(&body));
     drop(decoded);
-    let Some(streaming) = streaming else {
+    let Some(RequestFacts { streaming, session }) = facts else {
         return openai_error(
             StatusCode::BAD_REQUEST,
             "invalid_json",
@@ -269,6 +290,7 @@ async fn forward(
         headers: &parts.headers,
         body,
         streaming,
+        session: session.map(|s| state.session_hasher.hash_one(s)),
         abort: state.abort.clone(),
     };
     let result = state.upstream.forward(outbound).await;
@@ -278,6 +300,12 @@ async fn forward(
         Err(give_up) => {
             log.attempts = give_up.attempts;
             let mut response = openai_error(give_up.status, give_up.code, give_up.message);
+            if let Some(wait) = give_up.retry_after {
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            }
             if give_up.attempts > 0 {
                 response
                     .headers_mut()
@@ -287,6 +315,7 @@ async fn forward(
         }
         Ok(reply) => {
             log.attempts = reply.attempts;
+            log.account = Some(reply.account);
             log.upstream_status = Some(reply.status.as_u16());
             log.stats = Some(Arc::clone(&reply.stats));
             let body = match reply.body {
@@ -308,25 +337,64 @@ async fn forward(
 mod tests {
     use super::*;
 
+    fn facts(
+        route: Route,
+        headers: &[(&'static str, &'static str)],
+        body: &[u8],
+    ) -> Option<(bool, Option<String>)> {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in headers {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        request_facts(route, &h, body).map(|f| (f.streaming, f.session))
+    }
+
     #[test]
     fn stream_flag_comes_from_the_body() {
         assert_eq!(
-            wants_stream(Route::Responses, br#"{"model":"m","stream":true}"#),
-            Some(true)
+            facts(Route::Responses, &[], br#"{"model":"m","stream":true}"#),
+            Some((true, None))
         );
         assert_eq!(
-            wants_stream(Route::Responses, br#"{"model":"m","stream":false}"#),
-            Some(false)
+            facts(Route::Responses, &[], br#"{"model":"m","stream":false}"#),
+            Some((false, None))
         );
         assert_eq!(
-            wants_stream(Route::Responses, br#"{"model":"m"}"#),
-            Some(false)
+            facts(Route::Responses, &[], br#"{"model":"m"}"#),
+            Some((false, None))
         );
         assert_eq!(
-            wants_stream(Route::ResponsesCompact, br#"{"stream":true}"#),
-            Some(false)
+            facts(Route::ResponsesCompact, &[], br#"{"stream":true}"#),
+            Some((false, None))
         );
-        assert_eq!(wants_stream(Route::Responses, b"not json"), None);
-        assert_eq!(wants_stream(Route::Responses, b"[1]"), None);
+        assert_eq!(facts(Route::Responses, &[], b"not json"), None);
+        assert_eq!(facts(Route::Responses, &[], b"[1]"), None);
+    }
+
+    #[test]
+    fn the_session_is_the_prompt_cache_key_else_a_session_header() {
+        let body = br#"{"prompt_cache_key":"thread-1","input":"x"}"#;
+        assert_eq!(
+            facts(Route::Responses, &[("session-id", "s")], body)
+                .unwrap()
+                .1
+                .as_deref(),
+            Some("thread-1")
+        );
+        assert_eq!(
+            facts(Route::Responses, &[("session_id", "s2")], b"{}")
+                .unwrap()
+                .1
+                .as_deref(),
+            Some("s2")
+        );
+        assert_eq!(
+            facts(Route::Responses, &[("thread-id", "t3")], b"{}")
+                .unwrap()
+                .1
+                .as_deref(),
+            Some("t3")
+        );
+        assert_eq!(facts(Route::Responses, &[], b"{}").unwrap().1, None);
     }
 }

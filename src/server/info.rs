@@ -33,12 +33,16 @@ pub struct InfoError {
     pub reason: String,
 }
 
-/// A written server-info file, identified by device and inode.
+/// A written server-info file, identified by device, inode and inode change time (inode
+/// numbers are reused as soon as a file is deleted, so they alone do not identify it).
 #[derive(Debug)]
 pub struct WrittenInfo {
     path: PathBuf,
-    dev: u64,
-    ino: u64,
+    identity: (u64, u64, i64, i64),
+}
+
+fn identity(meta: &std::fs::Metadata) -> (u64, u64, i64, i64) {
+    (meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec())
 }
 
 /// Writes `info` to `path` atomically. With a token the file is 0600 and owned by `owner`.
@@ -84,15 +88,15 @@ pub fn write(path: &Path, info: &ServerInfo<'_>, owner: Uid) -> Result<WrittenIn
             .map_err(|e| format!("chmod: {e}"))?;
         file.write_all(&line).map_err(|e| format!("write: {e}"))?;
         file.sync_all().map_err(|e| format!("sync: {e}"))?;
-        let meta = file.metadata().map_err(|e| format!("stat: {e}"))?;
         std::fs::rename(&temp, path).map_err(|e| format!("rename: {e}"))?;
-        Ok::<_, String>((meta.dev(), meta.ino()))
+        // After the rename: a rename changes the inode's change time on some filesystems.
+        let meta = file.metadata().map_err(|e| format!("stat: {e}"))?;
+        Ok::<_, String>(identity(&meta))
     })();
     match result {
-        Ok((dev, ino)) => Ok(WrittenInfo {
+        Ok(identity) => Ok(WrittenInfo {
             path: path.to_path_buf(),
-            dev,
-            ino,
+            identity,
         }),
         Err(reason) => {
             let _ = std::fs::remove_file(&temp);
@@ -105,7 +109,7 @@ impl WrittenInfo {
     /// Removes the file if the path still names it (not a file someone put there since).
     pub fn remove(&self) {
         match std::fs::symlink_metadata(&self.path) {
-            Ok(meta) if meta.dev() == self.dev && meta.ino() == self.ino => {
+            Ok(meta) if identity(&meta) == self.identity => {
                 if let Err(e) = std::fs::remove_file(&self.path) {
                     tracing::debug!(error = %e, "server-info file not removed");
                 }
@@ -197,6 +201,8 @@ mod tests {
             .unwrap()
             .starts_with("{\"port\":1234"));
         std::fs::remove_file(&path).unwrap();
+        // (The new file may well get the freed inode number back.)
+        std::thread::sleep(std::time::Duration::from_millis(10));
         std::fs::write(&path, b"someone else's").unwrap();
         written.remove();
         assert_eq!(std::fs::read(&path).unwrap(), b"someone else's");

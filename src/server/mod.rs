@@ -57,6 +57,8 @@ pub struct State {
     pub abort: CancellationToken,
     /// Open client connections (a gauge for tests and logs).
     pub open_connections: AtomicUsize,
+    /// Keys sessions for account affinity (random per launch, so session ids are not kept).
+    pub session_hasher: std::collections::hash_map::RandomState,
 }
 
 impl State {

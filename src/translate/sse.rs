@@ -170,6 +170,21 @@ impl SseScanner {
     }
 }
 
+/// The `data` of the last complete event in `stream` (multi-line data joined by `\n`).
+pub fn last_event_data(stream: &[u8]) -> Option<Vec<u8>> {
+    let text = String::from_utf8_lossy(stream)
+        .replace("\r\n", "\n")
+        .replace('\r', "\n");
+    let complete = &text[..text.rfind("\n\n")? + 1];
+    let last = complete.trim_end_matches('\n').rsplit("\n\n").next()?;
+    let data: Vec<&str> = last
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| d.strip_prefix(' ').unwrap_or(d))
+        .collect();
+    (!data.is_empty()).then(|| data.join("\n").into_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +243,13 @@ data: \"response\":{\"id\":\"r1\"}}\n\n";
             |c| out.push(c),
         );
         assert_eq!(out, vec![EventClass::Terminal, EventClass::Terminal]);
+    }
+
+    #[test]
+    fn last_event_data_finds_the_last_complete_event() {
+        let stream = b"event: a\ndata: {\"n\":1}\n\nevent: b\r\ndata: {\"n\":\r\ndata: 2}\r\n\r\ndata: partial";
+        assert_eq!(last_event_data(stream), Some(b"{\"n\":\n2}".to_vec()));
+        assert_eq!(last_event_data(b"data: x"), None);
     }
 
     #[test]

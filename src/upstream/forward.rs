@@ -1,15 +1,27 @@
-//! Sending one client request upstream: attempts, the commit point, and the reply.
+//! The retry engine around every upstream call: account choice, attempts, the commit point.
 //!
-//! Phases of an attempt (see `shared/reference/retry-semantics.md`): connect, awaiting
-//! headers, headers received, streaming before commit, committed. This module retries the
-//! first two only — a connect failure (always safe), and for streaming requests a
-//! response-header timeout — up to `--max-attempts`, with full-jitter exponential backoff,
-//! replaying the same buffered body bytes. Once response headers arrive there is no retry.
+//! Phases of an attempt (see `shared/reference/retry-semantics.md`): connect; awaiting
+//! headers; headers received; streaming but not yet committed; committed. Until the commit
+//! point the engine may retry or switch accounts:
+//! - a connect failure or (for streaming requests) a response-header timeout: the network's
+//!   fault, no penalty for the account;
+//! - an error status: classified by its error code first, then its status
+//!   ([`classify`](super::classify)); the account's state is updated
+//!   ([`pool::state`](crate::pool::state)) and the retry decision is the pure
+//!   [`retry::decide`](super::retry::decide);
+//! - an event stream whose first non-bootstrap event is an in-band `response.failed`/`error`,
+//!   or that ends before any content: failed over invisibly.
 //!
-//! Commit point: for an event stream the status line and the bootstrap events
+//! The commit point: for an event stream the status line and the bootstrap events
 //! (`response.created`, `response.in_progress`, `codex.*`) are held until the first
-//! content-bearing or terminal event, at most for the header timeout; from then on every
-//! chunk is relayed as it arrives (see [`relay`](super::relay)).
+//! content-bearing or terminal event, at most for the header timeout; a plain body goes out
+//! with its first bytes. From then on every chunk is relayed as it arrives
+//! ([`relay`](super::relay)) and nothing is retried.
+//!
+//! Retries are bounded by `--max-attempts` and by a global [`RetryBudget`]. When the engine
+//! gives up it relays the last upstream answer (redacted) or answers itself: 502/504 for
+//! network faults, 429 with `Retry-After` when every account is cooling down, 503 when none
+//! is usable.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,18 +34,21 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::classify::{classify, classify_in_band, unix_now};
 use super::client::{is_connect_timeout, HttpClient};
 use super::headers::{request_headers_for_upstream, response_headers_for_client};
 use super::redact::redact;
 use super::relay::{RelayBody, RelayFailure, RelayParts, RelayStats, SseWatch};
+use super::retry::{decide, jitter, Decision, RetryBudget};
 use crate::config::{Timeouts, UpstreamBase};
-use crate::pool::Pool;
+use crate::pool::state::Verdict;
+use crate::pool::{quota, Pick, Pool};
+use crate::translate::sse::last_event_data;
 
-/// Largest upstream error body read (to redact it) before relaying; beyond it: 502.
+/// Largest upstream error body read (to classify and redact it) before relaying; beyond: 502.
 pub const MAX_ERROR_BODY_BYTES: usize = 4 * 1024 * 1024;
-/// First backoff step before a retry; doubled per attempt, capped, with full jitter.
-pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
-pub const BACKOFF_CAP: Duration = Duration::from_secs(2);
+/// The longest wait a proxy-made 429 advertises in `Retry-After` (SDKs sleep as told).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// Everything the forwarder needs, shared by all requests.
 pub struct Upstream {
@@ -47,6 +62,7 @@ pub struct Upstream {
     pub openai_project: Option<HeaderValue>,
     pub timeouts: Timeouts,
     pub max_attempts: u32,
+    pub budget: RetryBudget,
 }
 
 /// A request ready to go upstream: headers already checked by the front end, body buffered.
@@ -56,6 +72,8 @@ pub struct Outbound<'a> {
     pub body: Bytes,
     /// The client asked for an event stream (`"stream": true`).
     pub streaming: bool,
+    /// The conversation this request belongs to, for account affinity.
+    pub session: Option<u64>,
     /// Cancelled when shutdown stops waiting.
     pub abort: CancellationToken,
 }
@@ -66,6 +84,8 @@ pub struct Reply {
     pub headers: HeaderMap,
     pub body: ReplyBody,
     pub attempts: u32,
+    /// The account that served it.
+    pub account: usize,
     pub stats: Arc<RelayStats>,
 }
 
@@ -76,18 +96,20 @@ pub enum ReplyBody {
     Relay(Box<RelayBody>),
 }
 
-/// The proxy gives up without an upstream response to relay.
+/// The proxy gives up without an upstream answer to relay.
 #[derive(Debug)]
 pub struct GiveUp {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: &'static str,
     pub attempts: u32,
+    /// Sent as `Retry-After` (whole seconds, rounded up) when at most [`MAX_RETRY_AFTER`].
+    pub retry_after: Option<Duration>,
 }
 
-/// The outcome of one attempt that did not produce response headers.
+/// An attempt that did not produce response headers.
 enum AttemptError {
-    /// Connection refused, reset, DNS or TLS failure before the request was sent.
+    /// Connection refused, reset, DNS, proxy or TLS failure before the request was sent.
     Connect,
     ConnectTimeout,
     HeaderTimeout,
@@ -99,11 +121,13 @@ enum AttemptError {
 }
 
 impl AttemptError {
-    fn retryable(&self) -> bool {
+    /// The verdict for the retry decision, or `None` when retrying is not safe or useful.
+    fn verdict(&self) -> Option<Verdict> {
         matches!(
             self,
             AttemptError::Connect | AttemptError::ConnectTimeout | AttemptError::HeaderTimeout
         )
+        .then_some(Verdict::NetworkFault)
     }
 
     fn give_up(&self, attempts: u32) -> GiveUp {
@@ -144,30 +168,25 @@ impl AttemptError {
             code,
             message,
             attempts,
+            retry_after: None,
         }
     }
 }
 
-/// Full-jitter exponential backoff before retry number `retry` (1-based).
-fn backoff(retry: u32) -> Duration {
-    let ceiling = BACKOFF_BASE
-        .saturating_mul(1u32 << (retry - 1).min(16))
-        .min(BACKOFF_CAP);
-    let mut random = [0u8; 4];
-    let fraction = match getrandom::fill(&mut random) {
-        Ok(()) => f64::from(u32::from_ne_bytes(random)) / f64::from(u32::MAX),
-        Err(_) => 0.5,
-    };
-    ceiling.mul_f64(fraction)
+/// How an attempt that got response headers ended.
+enum Answered {
+    /// Relay this, no retry (success, or an error that is the request's own).
+    Final(Reply),
+    /// A retryable failure; `reply` is what the client gets if the engine gives up here.
+    Retryable { verdict: Verdict, reply: Reply },
 }
 
 impl Upstream {
-    fn build_request(&self, out: &Outbound<'_>) -> Option<Request<Full<Bytes>>> {
-        let account = self.pool.pick()?;
+    fn build_request(&self, out: &Outbound<'_>, account: usize) -> Option<Request<Full<Bytes>>> {
         let mut headers = request_headers_for_upstream(out.headers);
         headers.insert(
             header::AUTHORIZATION,
-            self.authorizations.get(account.index)?.clone(),
+            self.authorizations.get(account)?.clone(),
         );
         headers.insert(
             header::ACCEPT_ENCODING,
@@ -186,43 +205,85 @@ impl Upstream {
         Some(request)
     }
 
-    /// Sends `out` upstream, retrying what is safe to retry, and prepares the reply.
+    /// Sends `out` upstream: choose an account, attempt, and retry or fail over until the
+    /// answer can be committed, the budget or attempts run out, or no account is left.
     pub async fn forward(&self, out: Outbound<'_>) -> Result<Reply, GiveUp> {
+        let mut ticket = self.budget.enter();
         let deadline = (!out.streaming).then(|| Instant::now() + self.timeouts.request);
-        let mut attempts = 0;
-        let response = loop {
+        let mut attempts = 0u32;
+        // Accounts this request has given up on (failed over from).
+        let mut skip: Vec<usize> = Vec::new();
+        // What the client gets if the engine stops after the last attempt.
+        let mut fallback: Option<Result<Reply, GiveUp>> = None;
+        let mut same_account: Option<usize> = None;
+        loop {
+            let account = match same_account.take() {
+                Some(account) => account,
+                None => match self.pool.pick(out.session, &skip, Instant::now()) {
+                    Pick::Account(account) => account,
+                    Pick::AllCooling { wait } => {
+                        return fallback.unwrap_or_else(|| Err(all_cooling(wait, attempts)))
+                    }
+                    Pick::NoneUsable => {
+                        return fallback.unwrap_or_else(|| Err(none_usable(attempts)))
+                    }
+                },
+            };
+            let Some(request) = self.build_request(&out, account) else {
+                return Err(none_usable(attempts));
+            };
             attempts += 1;
-            let Some(request) = self.build_request(&out) else {
-                return Err(GiveUp {
-                    status: StatusCode::SERVICE_UNAVAILABLE,
-                    code: "no_usable_account",
-                    message: "No usable upstream account.",
-                    attempts: 0,
-                });
+            let (verdict, answer) = match self.attempt(request, deadline, &out.abort).await {
+                Err(error) => match error.verdict() {
+                    Some(verdict) => (verdict, Err(error.give_up(attempts))),
+                    None => return Err(error.give_up(attempts)),
+                },
+                Ok(response) => match self
+                    .answer(response, &out, deadline, attempts, account)
+                    .await
+                {
+                    Answered::Final(reply) => return Ok(reply),
+                    Answered::Retryable { verdict, reply } => (verdict, Ok(reply)),
+                },
             };
-            let error = match self.attempt(request, deadline, &out.abort).await {
-                Ok(response) => break response,
-                Err(error) => error,
-            };
-            let out_of_time = deadline.is_some_and(|d| Instant::now() >= d);
-            if !error.retryable() || attempts >= self.max_attempts || out_of_time {
-                return Err(error.give_up(attempts));
-            }
-            let pause = backoff(attempts);
-            tracing::debug!(
-                attempt = attempts,
-                backoff_ms = pause.as_millis() as u64,
-                "retrying upstream request"
+            // (The account's state was updated where the answer was read; a network fault
+            // leaves it alone.)
+            let mut tried = skip.clone();
+            tried.push(account);
+            let other = matches!(
+                self.pool.pick(out.session, &tried, Instant::now()),
+                Pick::Account(_)
             );
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = out.abort.cancelled() => return Err(AttemptError::Shutdown.give_up(attempts)),
+            let decision = decide(verdict, attempts, self.max_attempts, other, jitter());
+            tracing::debug!(
+                account,
+                attempt = attempts,
+                ?verdict,
+                ?decision,
+                "upstream attempt failed"
+            );
+            let stop = |answer: Result<Reply, GiveUp>| answer.map(gave_up_on);
+            match decision {
+                Decision::Failover if ticket.may_retry() => {
+                    skip.push(account);
+                    fallback = Some(stop(answer));
+                }
+                Decision::RetrySame { after } if ticket.may_retry() => {
+                    let out_of_time = deadline.is_some_and(|d| Instant::now() + after >= d);
+                    if out_of_time {
+                        return stop(answer);
+                    }
+                    drop(answer);
+                    tokio::select! {
+                        _ = tokio::time::sleep(after) => {}
+                        _ = out.abort.cancelled() => return Err(AttemptError::Shutdown.give_up(attempts)),
+                    }
+                    same_account = Some(account);
+                    fallback = None;
+                }
+                _ => return stop(answer),
             }
-        };
-        if let Some(account) = self.pool.pick() {
-            account.record_status(response.status().as_u16());
         }
-        self.reply(response, &out, deadline, attempts).await
     }
 
     async fn attempt(
@@ -254,34 +315,62 @@ impl Upstream {
         }
     }
 
-    async fn reply(
+    /// Turns response headers into an answer: reads and classifies error bodies, holds event
+    /// streams until their commit point, and records what the account's answer says.
+    async fn answer(
         &self,
         response: http::Response<Incoming>,
         out: &Outbound<'_>,
         deadline: Option<Instant>,
         attempts: u32,
-    ) -> Result<Reply, GiveUp> {
+        account: usize,
+    ) -> Answered {
         let (parts, mut body) = response.into_parts();
         let mut headers = response_headers_for_client(&parts.headers);
         let stats = Arc::new(RelayStats::default());
+        let status = parts.status;
+        let remaining = quota::remaining(&parts.headers);
+        let reply = |headers: HeaderMap, body: ReplyBody, stats: Arc<RelayStats>| Reply {
+            status,
+            headers,
+            body,
+            attempts,
+            account,
+            stats,
+        };
 
-        if !parts.status.is_success() && !parts.status.is_redirection() {
-            let bytes = self
-                .read_error_body(&mut body, deadline)
-                .await
-                .map_err(|e| e.give_up(attempts))?;
+        if !status.is_success() && !status.is_redirection() {
+            let bytes = match self.read_error_body(&mut body, deadline).await {
+                Ok(bytes) => bytes,
+                Err(_) => {
+                    // The body could not be read: count it as the server's failure.
+                    headers.remove(header::CONTENT_LENGTH);
+                    let reply = reply(headers, ReplyBody::Full(Bytes::new()), stats);
+                    return Answered::Retryable {
+                        verdict: Verdict::ServerError,
+                        reply,
+                    };
+                }
+            };
+            let verdict = classify(status, &parts.headers, &bytes, unix_now());
+            self.pool.record(
+                account,
+                verdict,
+                Some(status.as_u16()),
+                remaining,
+                None,
+                Instant::now(),
+            );
             let bytes = match redact(&bytes, self.pool.secrets()) {
                 Some(clean) => Bytes::from(clean),
                 None => bytes,
             };
             headers.remove(header::CONTENT_LENGTH);
-            return Ok(Reply {
-                status: parts.status,
-                headers,
-                body: ReplyBody::Full(bytes),
-                attempts,
-                stats,
-            });
+            let reply = reply(headers, ReplyBody::Full(bytes), stats);
+            return match verdict {
+                Verdict::RequestError | Verdict::Served => Answered::Final(reply),
+                verdict => Answered::Retryable { verdict, reply },
+            };
         }
 
         let is_event_stream = parts
@@ -302,11 +391,13 @@ impl Upstream {
             deadline,
             abort: out.abort.clone(),
         };
+        let mut verdict = Verdict::Served;
         if is_event_stream {
             headers.remove(header::CONTENT_LENGTH);
             relay.sse = Some(SseWatch::new());
             let hold_until = Instant::now() + self.timeouts.header;
             self.hold(&mut relay, hold_until).await;
+            verdict = pre_commit_verdict(&relay);
         } else {
             // A plain body goes out with its head: wait for its first bytes (nobody can use a
             // JSON head without its body), so both leave in one write.
@@ -314,13 +405,26 @@ impl Upstream {
             let until = deadline.map_or(idle, |d| d.min(idle));
             self.hold(&mut relay, until).await;
         }
-        Ok(Reply {
-            status: parts.status,
+        let session = (verdict == Verdict::Served)
+            .then_some(out.session)
+            .flatten();
+        self.pool.record(
+            account,
+            verdict,
+            Some(status.as_u16()),
+            remaining,
+            session,
+            Instant::now(),
+        );
+        let reply = reply(
             headers,
-            body: ReplyBody::Relay(Box::new(RelayBody::new(relay, Arc::clone(&stats)))),
-            attempts,
+            ReplyBody::Relay(Box::new(RelayBody::new(relay, Arc::clone(&stats)))),
             stats,
-        })
+        );
+        match verdict {
+            Verdict::Served => Answered::Final(reply),
+            verdict => Answered::Retryable { verdict, reply },
+        }
     }
 
     /// Reads upstream bytes into `relay.held` until the commit point: for an event stream the
@@ -390,19 +494,66 @@ impl Upstream {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_is_full_jitter_under_a_doubling_capped_ceiling() {
-        for retry in 1..20 {
-            let ceiling = BACKOFF_BASE
-                .saturating_mul(1 << (retry - 1).min(16))
-                .min(BACKOFF_CAP);
-            for _ in 0..50 {
-                assert!(backoff(retry) <= ceiling);
+/// What a held event stream says before commit: an in-band failure as its first real event,
+/// or an end (or cut) before any content, is retryable; anything else is served.
+fn pre_commit_verdict(relay: &RelayParts) -> Verdict {
+    let Some(watch) = relay.sse.as_ref() else {
+        return Verdict::Served;
+    };
+    if watch.content_seen() {
+        return Verdict::Served;
+    }
+    if watch.terminal_seen() {
+        let held: Vec<u8> = relay.held.iter().flat_map(|b| b.iter().copied()).collect();
+        let event: Option<serde_json::Value> =
+            last_event_data(&held).and_then(|d| serde_json::from_slice(&d).ok());
+        let kind = event
+            .as_ref()
+            .and_then(|e| e.get("type"))
+            .and_then(|t| t.as_str());
+        return match (kind, event.as_ref()) {
+            (Some("response.failed") | Some("error"), Some(event)) => {
+                classify_in_band(event, unix_now())
             }
-        }
+            // A completed or incomplete response with no output is still an answer.
+            _ => Verdict::Served,
+        };
+    }
+    let ended = relay.upstream.is_none();
+    if ended || relay.early_failure.is_some() {
+        // The stream ended or broke before anything was said: the network's fault.
+        return Verdict::NetworkFault;
+    }
+    // Only bootstrap events until the hold timer: commit and keep streaming.
+    Verdict::Served
+}
+
+/// Marks an upstream error the engine gave up on: SDKs should not retry it again.
+fn gave_up_on(mut reply: Reply) -> Reply {
+    if reply.status.is_client_error() || reply.status.is_server_error() {
+        reply
+            .headers
+            .insert("x-should-retry", HeaderValue::from_static("false"));
+    }
+    reply
+}
+
+fn all_cooling(wait: Duration, attempts: u32) -> GiveUp {
+    GiveUp {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        code: "pool_exhausted",
+        message: "Every upstream account is cooling down after a rate or usage limit; retry later.",
+        attempts,
+        retry_after: (wait <= MAX_RETRY_AFTER).then_some(wait),
+    }
+}
+
+fn none_usable(attempts: u32) -> GiveUp {
+    GiveUp {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: "pool_unavailable",
+        message: "No upstream account is usable (all are disabled).",
+        attempts,
+        retry_after: None,
     }
 }

@@ -115,6 +115,7 @@ enum State {
 pub struct SseWatch {
     scanner: SseScanner,
     terminal_seen: bool,
+    content_seen: bool,
 }
 
 impl SseWatch {
@@ -122,6 +123,7 @@ impl SseWatch {
         SseWatch {
             scanner: SseScanner::new(),
             terminal_seen: false,
+            content_seen: false,
         }
     }
 
@@ -129,10 +131,12 @@ impl SseWatch {
     pub fn feed(&mut self, chunk: &[u8]) -> bool {
         let mut commit = false;
         let terminal = &mut self.terminal_seen;
+        let content = &mut self.content_seen;
         self.scanner.feed(chunk, |class| match class {
             EventClass::Bootstrap => {}
             EventClass::Content => {
                 commit = true;
+                *content = true;
                 *terminal = false;
             }
             EventClass::Terminal => {
@@ -141,6 +145,11 @@ impl SseWatch {
             }
         });
         commit
+    }
+
+    /// True once a content-bearing event has been seen.
+    pub fn content_seen(&self) -> bool {
+        self.content_seen
     }
 
     /// True when the stream's last complete event was terminal.

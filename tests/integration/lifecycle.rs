@@ -39,7 +39,7 @@ fn assert_no_secret(response: &RawResponse) {
 }
 
 #[tokio::test]
-async fn health_reports_one_active_api_key_account_and_the_last_upstream_status_never_the_key() {
+async fn health_reports_the_account_state_and_last_upstream_status_never_the_key() {
     let mock = MockUpstream::start("healthy").await;
     let proxy = TestProxy::start(&mock.base_url, &[]).await;
 
@@ -71,10 +71,19 @@ async fn health_reports_one_active_api_key_account_and_the_last_upstream_status_
     )
     .await;
     assert_eq!(forwarded.status, 429);
+    assert_eq!(forwarded.header("x-should-retry"), Some("false"));
+    // The only account now cools down (1 s: a 429 without a hint), so nothing is usable.
     let response = health(&proxy, &[]).await;
-    assert_eq!(response.json(), health_with(429.into()));
+    assert_eq!(
+        response.json(),
+        serde_json::json!({"status":"unavailable","accounts":[{"index":0,"kind":"api_key","state":"cooling_down","cooldown_remaining_s":1,"last_status":429,"reason":"rate_limited"}]})
+    );
     assert_no_secret(&response);
-    assert_eq!(mock.count(), 2);
+    assert_eq!(
+        mock.count(),
+        2,
+        "a 429 with no short hint and no other account is not retried"
+    );
     proxy.shutdown().await;
 }
 

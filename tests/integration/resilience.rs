@@ -419,16 +419,45 @@ async fn the_hold_back_is_bounded_by_the_header_timeout_then_the_held_events_are
 }
 
 #[tokio::test]
-async fn an_early_in_band_response_failed_is_relayed_as_is_with_status_200() {
+async fn an_early_in_band_response_failed_is_retried_invisibly() {
+    let mock = MockUpstream::start("the second attempt").await;
+    let failed = sse_event(
+        "response.failed",
+        serde_json::json!({"response":{"id":"resp_r","status":"failed","output":[],"error":{"code":"rate_limit_exceeded","message":"Rate limit reached. Please try again in 0.2s."}}}),
+    );
+    mock.push(Script::sse(
+        &[created(), in_progress(), failed],
+        Duration::from_millis(20),
+    ));
+    let proxy = TestProxy::start(&mock.base_url, &[]).await;
+
+    let response = raw::exchange(proxy.addr, &responses_post(&proxy, STREAM_BODY), LIMIT).await;
+    assert_eq!(response.status, 200);
+    assert!(response.complete, "{}", response.text());
+    let text = response.text();
+    assert!(
+        !text.contains("response.failed"),
+        "the failed attempt never reached the client: {text}"
+    );
+    assert!(
+        text.contains("the second attempt") && text.contains("response.completed"),
+        "{text}"
+    );
+    assert_eq!(response.header("x-codex-proxy-attempts"), Some("2"));
+    assert_eq!(mock.count(), 2);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_early_in_band_failure_on_the_last_attempt_is_relayed_as_is() {
     let mock = MockUpstream::start("unused").await;
     let failed = sse_event(
         "response.failed",
-        serde_json::json!({"response":{"id":"resp_r","status":"failed","output":[],"error":{"code":"rate_limit_exceeded","message":"Rate limit reached. Please try again in 2s."}}}),
+        serde_json::json!({"response":{"id":"resp_r","status":"failed","output":[],"error":{"code":"server_error","message":"boom"}}}),
     );
     let events = vec![created(), in_progress(), failed];
     mock.push(Script::sse(&events, Duration::from_millis(20)));
-    let proxy = TestProxy::start(&mock.base_url, &[]).await;
-
+    let proxy = TestProxy::start(&mock.base_url, &["--max-attempts", "1"]).await;
     let response = raw::exchange(proxy.addr, &responses_post(&proxy, STREAM_BODY), LIMIT).await;
     assert_eq!(response.status, 200);
     assert!(
@@ -437,9 +466,7 @@ async fn an_early_in_band_response_failed_is_relayed_as_is_with_status_200() {
         response.text()
     );
     assert_eq!(response.text(), events.concat());
-    assert_eq!(response.header("x-codex-proxy-attempts"), Some("1"));
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(mock.count(), 1, "no failover in this release");
+    assert_eq!(mock.count(), 1);
     proxy.shutdown().await;
 }
 
@@ -532,21 +559,58 @@ async fn a_non_streaming_request_past_the_request_timeout_gets_504_request_timeo
 }
 
 #[tokio::test]
-async fn an_upstream_500_with_a_json_body_is_relayed_as_is_without_retry() {
+async fn an_upstream_500_is_retried_then_the_last_one_is_relayed() {
     let mock = MockUpstream::start("unused").await;
     let error = r#"{"error":{"message":"The server had an error while processing your request.","type":"server_error","param":null,"code":null}}"#;
-    let proxy = TestProxy::start(&mock.base_url, &[]).await;
-    for (n, body) in [JSON_BODY, STREAM_BODY].into_iter().enumerate() {
-        mock.push(Script::json(500, error));
-        let response = raw::exchange(proxy.addr, &responses_post(&proxy, body), LIMIT).await;
-        assert_eq!(response.status, 500, "{}", response.text());
-        assert!(response.complete);
-        assert_eq!(response.text(), error);
-        assert_eq!(response.header("content-type"), Some("application/json"));
-        assert_eq!(response.header("x-codex-proxy-attempts"), Some("1"));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(mock.count(), n + 1, "an upstream 500 was retried");
+    for (flags, attempts) in [(&["--max-attempts", "1"][..], 1usize), (&[][..], 3)] {
+        let proxy = TestProxy::start(&mock.base_url, flags).await;
+        for body in [JSON_BODY, STREAM_BODY] {
+            let before = mock.count();
+            for _ in 0..attempts {
+                mock.push(Script::json(500, error));
+            }
+            let response = raw::exchange(proxy.addr, &responses_post(&proxy, body), LIMIT).await;
+            assert_eq!(response.status, 500, "{}", response.text());
+            assert!(response.complete);
+            assert_eq!(response.text(), error);
+            assert_eq!(response.header("content-type"), Some("application/json"));
+            assert_eq!(
+                response.header("x-codex-proxy-attempts"),
+                Some(attempts.to_string().as_str())
+            );
+            assert_eq!(response.header("x-should-retry"), Some("false"));
+            assert_eq!(mock.count() - before, attempts, "{flags:?}");
+        }
+        proxy.shutdown().await;
     }
+}
+
+#[tokio::test]
+async fn an_upstream_400_is_relayed_at_once_without_retry_or_penalty() {
+    let mock = MockUpstream::start("unused").await;
+    let error = r#"{"error":{"message":"Invalid value for 'input'.","type":"invalid_request_error","param":"input","code":null}}"#;
+    mock.push(Script::json(400, error));
+    let proxy = TestProxy::start(&mock.base_url, &[]).await;
+    let response = raw::exchange(proxy.addr, &responses_post(&proxy, JSON_BODY), LIMIT).await;
+    assert_eq!(response.status, 400);
+    assert_eq!(response.text(), error);
+    assert_eq!(response.header("x-codex-proxy-attempts"), Some("1"));
+    assert_eq!(
+        response.header("x-should-retry"),
+        None,
+        "the SDK's own rules apply to a request error"
+    );
+    assert_eq!(mock.count(), 1);
+    assert_eq!(
+        proxy
+            .state
+            .upstream
+            .pool
+            .health(tokio::time::Instant::now())
+            .status,
+        "ok",
+        "no penalty"
+    );
     proxy.shutdown().await;
 }
 

@@ -24,10 +24,6 @@ async fn canary_key_never_appears_in_logs_responses_or_server_info() {
         Duration::ZERO,
     ));
     mock.push(Script::json(200, &crate::mock::responses_json("plain")));
-    mock.push(Script::json(
-        401,
-        &format!(r#"{{"error":{{"message":"Incorrect API key provided: {key}. Also {masked}.","type":"invalid_request_error","code":"invalid_api_key"}}}}"#),
-    ));
     mock.push(Script::CutAfter {
         status: 200,
         headers: vec![("content-type", "text/event-stream".into())],
@@ -36,6 +32,10 @@ async fn canary_key_never_appears_in_logs_responses_or_server_info() {
             bytes::Bytes::from(responses_stream("cut", 2)[2].clone()),
         )],
     });
+    mock.push(Script::json(
+        401,
+        &format!(r#"{{"error":{{"message":"Incorrect API key provided: {key}. Also {masked}.","type":"invalid_request_error","code":"invalid_api_key"}}}}"#),
+    ));
     let dir = temp_dir("canary");
     let proxy = start(
         Launch {
@@ -71,13 +71,13 @@ async fn canary_key_never_appears_in_logs_responses_or_server_info() {
         post(
             addr,
             "/v1/responses",
-            r#"{"model":"m","input":"bad key"}"#,
+            r#"{"model":"m","stream":true,"input":"cut"}"#,
             &[],
         ),
         post(
             addr,
             "/v1/responses",
-            r#"{"model":"m","stream":true,"input":"cut"}"#,
+            r#"{"model":"m","input":"bad key"}"#,
             &[],
         ),
         post(addr, "/v1/responses", &"x".repeat(2000), &[]),
@@ -91,11 +91,13 @@ async fn canary_key_never_appears_in_logs_responses_or_server_info() {
         responses.push(exchange(addr, request, limit).await);
     }
     let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
-    assert_eq!(statuses, vec![200, 200, 401, 200, 413, 400, 403, 404, 200]);
+    // The 401 comes last among the forwarded ones: it disables the only key (an API key has
+    // nothing to refresh).
+    assert_eq!(statuses, vec![200, 200, 200, 401, 413, 400, 403, 404, 200]);
     assert!(
-        responses[2].text().contains("[REDACTED]"),
+        responses[3].text().contains("[REDACTED]"),
         "{}",
-        responses[2].text()
+        responses[3].text()
     );
 
     // Control: the upstream did receive the key, once per forwarded request.

@@ -79,7 +79,7 @@ fn bad_stdin_exits_3_and_never_echoes_the_bytes() {
         (b"", "no credentials"),
         (b"\n\n", "no credentials"),
         (b"sk-secret value-SHOULDNOTECHO\n", "invalid character"),
-        (b"sk-one\nsk-two\n", "2 API key lines"),
+        (b"sk-one\nsk-bad key\n", "line 2: invalid character"),
         (b"{\"OPENAI_API_KEY\":\"sk-SHOULDNOTECHO\"}", "JSON"),
     ];
     for (input, expected) in cases {

@@ -1,0 +1,358 @@
+//! One account's state, and the cooldown policy as pure transitions.
+//!
+//! | what an attempt said (`Verdict`)          | account state afterwards                                  |
+//! |-------------------------------------------|-----------------------------------------------------------|
+//! | served (any status the request caused)    | `Active`; the rate-limit level resets                     |
+//! | 429 rate limit, hint H                    | `CoolingDown` for H, else `1 s × 2^level` (cap 30 min)    |
+//! | usage limit (`usage_limit_reached`, …)    | `CoolingDown` until the reset hint, else 60 s             |
+//! | 401 on an API key (nothing to refresh)    | `Disabled(unauthorized)`                                  |
+//! | 402/403 without a usage-limit code        | `CoolingDown` 5 min                                       |
+//! | 408/5xx/529                               | `CoolingDown` 15 s                                        |
+//! | connect failure, header timeout           | unchanged: the network's fault, not the account's         |
+//! | 400/404/413/422, context length           | unchanged: the request's fault                            |
+//!
+//! A cooldown that has ended counts as `Active` (checked lazily against the clock). A rate
+//! limit that arrives while the account is already cooling extends the cooldown but does not
+//! raise the level, so a burst of concurrent 429s does not escalate. All time is
+//! `tokio::time`, so tests can pause it.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// A cooldown without a usable reset hint after a usage limit.
+pub const DEFAULT_USAGE_COOLDOWN: Duration = Duration::from_secs(60);
+/// First step of the exponential rate-limit cooldown, and its cap.
+pub const RATE_LIMIT_BASE: Duration = Duration::from_secs(1);
+pub const RATE_LIMIT_CAP: Duration = Duration::from_secs(30 * 60);
+/// Cooldown after 402/403 without a usage-limit code.
+pub const FORBIDDEN_COOLDOWN: Duration = Duration::from_secs(5 * 60);
+/// Cooldown after a transient upstream error (408, 5xx, 529).
+pub const SERVER_ERROR_COOLDOWN: Duration = Duration::from_secs(15);
+
+/// Why an account is not active (shown by `/health` as `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    RateLimited,
+    UsageLimit,
+    Unauthorized,
+    Forbidden,
+    ServerError,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::RateLimited => "rate_limited",
+            Reason::UsageLimit => "usage_limit",
+            Reason::Unauthorized => "unauthorized",
+            Reason::Forbidden => "forbidden",
+            Reason::ServerError => "server_error",
+        }
+    }
+}
+
+/// The account state machine (`Refreshing` arrives with ChatGPT accounts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Active,
+    CoolingDown { until: Instant, reason: Reason },
+    Disabled { reason: Reason },
+}
+
+/// What one upstream attempt said about the account that served it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A response the account served; its status is the request's business.
+    Served,
+    /// 429 (or "model at capacity"), with the server's delay hint if it gave one.
+    RateLimited {
+        retry_after: Option<Duration>,
+    },
+    /// The account's usage limit, with the time until it resets if known.
+    UsageLimit {
+        reset_after: Option<Duration>,
+    },
+    Unauthorized,
+    Forbidden,
+    /// 408, 5xx, 529, or an in-band overload.
+    ServerError,
+    /// Connect failure, header timeout, a cut before commit: the network's fault.
+    NetworkFault,
+    /// 400, 404, 413, 422, context length: the request's fault.
+    RequestError,
+}
+
+impl Verdict {
+    /// True when the account, not the request or the network, is the problem.
+    pub fn blames_account(self) -> bool {
+        matches!(
+            self,
+            Verdict::RateLimited { .. }
+                | Verdict::UsageLimit { .. }
+                | Verdict::Unauthorized
+                | Verdict::Forbidden
+                | Verdict::ServerError
+        )
+    }
+}
+
+/// Everything the pool tracks about one account.
+#[derive(Debug, Clone)]
+pub struct AccountStatus {
+    pub state: State,
+    /// Status of the last upstream response.
+    pub last_status: Option<u16>,
+    /// Consecutive rate-limit cooldowns without a hint (the exponent).
+    pub rate_limit_level: u32,
+    /// Remaining quota as a fraction (0–1), when the upstream has said.
+    pub remaining: Option<f64>,
+}
+
+impl Default for AccountStatus {
+    fn default() -> Self {
+        AccountStatus {
+            state: State::Active,
+            last_status: None,
+            rate_limit_level: 0,
+            remaining: None,
+        }
+    }
+}
+
+impl AccountStatus {
+    /// True when the account may take a request at `now`.
+    pub fn is_available(&self, now: Instant) -> bool {
+        match self.state {
+            State::Active => true,
+            State::CoolingDown { until, .. } => now >= until,
+            State::Disabled { .. } => false,
+        }
+    }
+
+    /// When a cooldown still running at `now` ends.
+    pub fn cooling_until(&self, now: Instant) -> Option<Instant> {
+        match self.state {
+            State::CoolingDown { until, .. } if until > now => Some(until),
+            _ => None,
+        }
+    }
+
+    /// The state as `/health` shows it at `now`: (state, reason, whole seconds of cooldown
+    /// left, rounded up).
+    pub fn describe(&self, now: Instant) -> (&'static str, Option<&'static str>, Option<u64>) {
+        match self.state {
+            State::CoolingDown { until, reason } if until > now => {
+                let left = until - now;
+                let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+                ("cooling_down", Some(reason.as_str()), Some(secs))
+            }
+            State::Disabled { reason } => ("disabled", Some(reason.as_str()), None),
+            _ => ("active", None, None),
+        }
+    }
+
+    /// Applies the policy table to what an attempt said, at `now`.
+    pub fn record(&mut self, verdict: Verdict, now: Instant) {
+        let already_cooling = self.cooling_until(now).is_some();
+        let cool = |this: &mut Self, length: Duration, reason: Reason| {
+            let until = now + length;
+            // Never shorten a cooldown already running for a longer reason.
+            let until = match this.state {
+                State::CoolingDown { until: current, .. } if current > until => current,
+                _ => until,
+            };
+            this.state = State::CoolingDown { until, reason };
+        };
+        match verdict {
+            Verdict::Served => {
+                if !matches!(self.state, State::Disabled { .. }) {
+                    self.state = State::Active;
+                }
+                self.rate_limit_level = 0;
+            }
+            Verdict::RateLimited { retry_after } => {
+                let length = match retry_after {
+                    Some(hint) => hint,
+                    // A burst of concurrent 429s inside one cooldown window changes nothing.
+                    None if already_cooling => return,
+                    None => {
+                        let step =
+                            RATE_LIMIT_BASE.saturating_mul(1u32 << self.rate_limit_level.min(20));
+                        self.rate_limit_level += 1;
+                        step.min(RATE_LIMIT_CAP)
+                    }
+                };
+                cool(
+                    self,
+                    length.max(Duration::from_millis(1)),
+                    Reason::RateLimited,
+                );
+            }
+            Verdict::UsageLimit { reset_after } => {
+                let length = reset_after
+                    .filter(|d| !d.is_zero())
+                    .unwrap_or(DEFAULT_USAGE_COOLDOWN);
+                cool(self, length, Reason::UsageLimit);
+            }
+            Verdict::Unauthorized => {
+                self.state = State::Disabled {
+                    reason: Reason::Unauthorized,
+                }
+            }
+            Verdict::Forbidden => cool(self, FORBIDDEN_COOLDOWN, Reason::Forbidden),
+            Verdict::ServerError => cool(self, SERVER_ERROR_COOLDOWN, Reason::ServerError),
+            Verdict::NetworkFault | Verdict::RequestError => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_with_a_hint_cools_for_exactly_that_long() {
+        let mut s = AccountStatus::default();
+        let now = Instant::now();
+        s.record(
+            Verdict::RateLimited {
+                retry_after: Some(secs(7)),
+            },
+            now,
+        );
+        assert!(!s.is_available(now));
+        assert_eq!(
+            s.describe(now),
+            ("cooling_down", Some("rate_limited"), Some(7))
+        );
+        tokio::time::advance(secs(7)).await;
+        assert!(s.is_available(Instant::now()));
+        assert_eq!(s.describe(Instant::now()).0, "active");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hintless_429s_back_off_exponentially_but_a_burst_does_not_escalate() {
+        let mut s = AccountStatus::default();
+        let t0 = Instant::now();
+        s.record(Verdict::RateLimited { retry_after: None }, t0);
+        assert_eq!(s.cooling_until(t0), Some(t0 + secs(1)));
+        // Concurrent 429s while cooling: no escalation, no extension.
+        s.record(Verdict::RateLimited { retry_after: None }, t0);
+        s.record(Verdict::RateLimited { retry_after: None }, t0);
+        assert_eq!(s.rate_limit_level, 1);
+        assert_eq!(s.cooling_until(t0), Some(t0 + secs(1)));
+        tokio::time::advance(secs(1)).await;
+        let t1 = Instant::now();
+        s.record(Verdict::RateLimited { retry_after: None }, t1);
+        assert_eq!(s.cooling_until(t1), Some(t1 + secs(2)));
+        tokio::time::advance(secs(2)).await;
+        let t2 = Instant::now();
+        s.record(Verdict::RateLimited { retry_after: None }, t2);
+        assert_eq!(s.cooling_until(t2), Some(t2 + secs(4)));
+        // A success resets the level.
+        tokio::time::advance(secs(4)).await;
+        s.record(Verdict::Served, Instant::now());
+        assert_eq!((s.state, s.rate_limit_level), (State::Active, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_exponential_cooldown_is_capped() {
+        let mut s = AccountStatus {
+            rate_limit_level: 40,
+            ..Default::default()
+        };
+        let now = Instant::now();
+        s.record(Verdict::RateLimited { retry_after: None }, now);
+        assert_eq!(s.cooling_until(now), Some(now + RATE_LIMIT_CAP));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn usage_limit_uses_the_reset_hint_or_the_default() {
+        let now = Instant::now();
+        let mut s = AccountStatus::default();
+        s.record(
+            Verdict::UsageLimit {
+                reset_after: Some(secs(300)),
+            },
+            now,
+        );
+        assert_eq!(
+            s.describe(now),
+            ("cooling_down", Some("usage_limit"), Some(300))
+        );
+        let mut s = AccountStatus::default();
+        s.record(Verdict::UsageLimit { reset_after: None }, now);
+        assert_eq!(s.cooling_until(now), Some(now + DEFAULT_USAGE_COOLDOWN));
+        let mut s = AccountStatus::default();
+        s.record(
+            Verdict::UsageLimit {
+                reset_after: Some(Duration::ZERO),
+            },
+            now,
+        );
+        assert_eq!(
+            s.cooling_until(now),
+            Some(now + DEFAULT_USAGE_COOLDOWN),
+            "a reset in the past gets the default"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_short_cooldown_never_shortens_a_longer_one() {
+        let now = Instant::now();
+        let mut s = AccountStatus::default();
+        s.record(
+            Verdict::UsageLimit {
+                reset_after: Some(secs(600)),
+            },
+            now,
+        );
+        s.record(Verdict::ServerError, now);
+        assert_eq!(s.cooling_until(now), Some(now + secs(600)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unauthorized_disables_for_good_and_forbidden_or_5xx_cool_down() {
+        let now = Instant::now();
+        let mut s = AccountStatus::default();
+        s.record(Verdict::Unauthorized, now);
+        assert_eq!(s.describe(now), ("disabled", Some("unauthorized"), None));
+        s.record(Verdict::Served, now);
+        assert!(!s.is_available(now), "a disabled account stays disabled");
+        let mut s = AccountStatus::default();
+        s.record(Verdict::Forbidden, now);
+        assert_eq!(s.cooling_until(now), Some(now + FORBIDDEN_COOLDOWN));
+        let mut s = AccountStatus::default();
+        s.record(Verdict::ServerError, now);
+        assert_eq!(s.cooling_until(now), Some(now + SERVER_ERROR_COOLDOWN));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn network_faults_and_request_errors_leave_the_account_alone() {
+        let now = Instant::now();
+        let mut s = AccountStatus::default();
+        s.record(Verdict::NetworkFault, now);
+        s.record(Verdict::RequestError, now);
+        assert_eq!(s.state, State::Active);
+        assert!(!Verdict::NetworkFault.blames_account() && !Verdict::RequestError.blames_account());
+        assert!(Verdict::ServerError.blames_account());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cooldown_remaining_rounds_up_to_whole_seconds() {
+        let now = Instant::now();
+        let mut s = AccountStatus::default();
+        s.record(
+            Verdict::RateLimited {
+                retry_after: Some(Duration::from_millis(1500)),
+            },
+            now,
+        );
+        assert_eq!(s.describe(now).2, Some(2));
+    }
+}
