@@ -198,6 +198,8 @@ pub enum Fallback {
 struct Shared {
     recorded: Mutex<Vec<Recorded>>,
     scripts: Mutex<VecDeque<Script>>,
+    /// Scripts for requests carrying one `Authorization` value, used before the shared queue.
+    scripts_by_auth: Mutex<std::collections::HashMap<String, VecDeque<Script>>>,
     default: Fallback,
     open_connections: AtomicUsize,
     closed_connections: AtomicUsize,
@@ -286,6 +288,7 @@ impl MockUpstream {
         let shared = Arc::new(Shared {
             recorded: Mutex::new(Vec::new()),
             scripts: Mutex::new(VecDeque::new()),
+            scripts_by_auth: Mutex::new(std::collections::HashMap::new()),
             default,
             open_connections: AtomicUsize::new(0),
             closed_connections: AtomicUsize::new(0),
@@ -330,6 +333,30 @@ impl MockUpstream {
     /// Queues the answer for a future request (answered in order).
     pub fn push(&self, script: Script) {
         self.shared.scripts.lock().unwrap().push_back(script);
+    }
+
+    /// Queues the answer for a future request sent with this `Authorization` value.
+    pub fn push_for(&self, authorization: &str, script: Script) {
+        self.shared
+            .scripts_by_auth
+            .lock()
+            .unwrap()
+            .entry(authorization.to_string())
+            .or_default()
+            .push_back(script);
+    }
+
+    /// The `Authorization` value of every request so far, in order.
+    pub fn authorizations(&self) -> Vec<String> {
+        self.requests()
+            .iter()
+            .map(|r| {
+                r.headers
+                    .get("authorization")
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .unwrap_or_default()
+            })
+            .collect()
     }
 
     /// Every request so far.
@@ -413,6 +440,12 @@ async fn answer(
         .map(|c| c.to_bytes())
         .unwrap_or_default();
     // Like a real upstream, read a zstd body decoded.
+    let auth = parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let decoded = match parts.headers.get("content-encoding").map(|v| v.as_bytes()) {
         Some(b"zstd") => zstd::decode_all(&body[..]).unwrap_or_default(),
         _ => body.to_vec(),
@@ -429,7 +462,13 @@ async fn answer(
         body,
     });
     shared.changed.notify_waiters();
-    let script = shared.scripts.lock().unwrap().pop_front();
+    let script = shared
+        .scripts_by_auth
+        .lock()
+        .unwrap()
+        .get_mut(&auth)
+        .and_then(|q| q.pop_front())
+        .or_else(|| shared.scripts.lock().unwrap().pop_front());
     let script = script.unwrap_or_else(|| match &shared.default {
         Fallback::Echo(text, deltas, gap) if streaming => {
             Script::sse(&responses_stream(text, *deltas), *gap)

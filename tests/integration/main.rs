@@ -9,6 +9,7 @@
 //! - `lifecycle`: client token, /health, /shutdown and draining.
 //! - `tls`: an https upstream with a test CA over h2 and HTTP/1.1.
 //! - `proxying`: the upstream through an HTTP CONNECT or SOCKS5 proxy.
+//! - `pool`: several keys: failover, cooldowns, affinity, quota bias, give-up answers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../common/mock.rs"]
@@ -21,6 +22,7 @@ mod raw;
 mod lifecycle;
 mod limits;
 mod passthrough;
+mod pool;
 mod proxying;
 mod resilience;
 mod streaming;
