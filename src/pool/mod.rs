@@ -163,12 +163,10 @@ impl Pool {
             .accounts
             .iter()
             .filter(|a| !skip.contains(&a.index))
-            .filter_map(|a| match a.status().state {
-                state::State::CoolingDown {
-                    until,
-                    reason: state::Reason::ServerError,
-                } => Some((until, a.index)),
-                _ => None,
+            .filter_map(|a| {
+                let s = a.status();
+                s.is_last_resort(now)
+                    .then(|| (s.cooling_until(now), a.index))
             })
             .min();
         if let Some((_, index)) = transient {
@@ -184,6 +182,16 @@ impl Pool {
             Some(until) => Pick::AllCooling { wait: until - now },
             None => Pick::NoneUsable,
         }
+    }
+
+    /// True when account `index` may take a retry at `now`: available, or cooling only
+    /// after a transient server error (which steers new requests elsewhere but does not
+    /// forbid a retry). A limit announced meanwhile by another request forbids it.
+    pub fn may_retry_on(&self, index: usize, now: Instant) -> bool {
+        self.accounts.get(index).is_some_and(|a| {
+            let s = a.status();
+            s.is_available(now) || s.is_last_resort(now)
+        })
     }
 
     fn affinity_lock(&self) -> MutexGuard<'_, HashMap<u64, usize>> {

@@ -98,9 +98,18 @@ impl Verdict {
 }
 
 /// Everything the pool tracks about one account.
-#[derive(Debug, Clone)]
+///
+/// Two kinds of cooldown are kept apart: a *limit* (rate, usage, 403) is hard: the account
+/// takes no request until it ends; a *transient* cooldown after a 5xx is soft: new requests
+/// go elsewhere, but the account may still serve as a last resort. A limit always wins.
+#[derive(Debug, Clone, Default)]
 pub struct AccountStatus {
-    pub state: State,
+    /// Set for good (until an operator replaces the credential).
+    pub disabled: Option<Reason>,
+    /// A hard cooldown: its end and its reason.
+    pub limit: Option<(Instant, Reason)>,
+    /// The end of a soft cooldown after a transient server error.
+    pub transient_until: Option<Instant>,
     /// Status of the last upstream response.
     pub last_status: Option<u16>,
     /// Consecutive rate-limit cooldowns without a hint (the exponent).
@@ -109,31 +118,43 @@ pub struct AccountStatus {
     pub remaining: Option<f64>,
 }
 
-impl Default for AccountStatus {
-    fn default() -> Self {
-        AccountStatus {
-            state: State::Active,
-            last_status: None,
-            rate_limit_level: 0,
-            remaining: None,
+impl AccountStatus {
+    /// The state at `now`, as the state machine names it.
+    pub fn state(&self, now: Instant) -> State {
+        if let Some(reason) = self.disabled {
+            return State::Disabled { reason };
+        }
+        match (self.limit, self.transient_until) {
+            (Some((until, reason)), _) if until > now => State::CoolingDown { until, reason },
+            (_, Some(until)) if until > now => State::CoolingDown {
+                until,
+                reason: Reason::ServerError,
+            },
+            _ => State::Active,
         }
     }
-}
 
-impl AccountStatus {
-    /// True when the account may take a request at `now`.
+    /// True when the account may take a new request at `now`.
     pub fn is_available(&self, now: Instant) -> bool {
-        match self.state {
-            State::Active => true,
-            State::CoolingDown { until, .. } => now >= until,
-            State::Disabled { .. } => false,
-        }
+        self.state(now) == State::Active
+    }
+
+    /// True when only a soft (5xx) cooldown keeps it from being available: usable as a last
+    /// resort, and for a retry of a request already on it.
+    pub fn is_last_resort(&self, now: Instant) -> bool {
+        matches!(
+            self.state(now),
+            State::CoolingDown {
+                reason: Reason::ServerError,
+                ..
+            }
+        )
     }
 
     /// When a cooldown still running at `now` ends.
     pub fn cooling_until(&self, now: Instant) -> Option<Instant> {
-        match self.state {
-            State::CoolingDown { until, .. } if until > now => Some(until),
+        match self.state(now) {
+            State::CoolingDown { until, .. } => Some(until),
             _ => None,
         }
     }
@@ -141,41 +162,43 @@ impl AccountStatus {
     /// The state as `/health` shows it at `now`: (state, reason, whole seconds of cooldown
     /// left, rounded up).
     pub fn describe(&self, now: Instant) -> (&'static str, Option<&'static str>, Option<u64>) {
-        match self.state {
-            State::CoolingDown { until, reason } if until > now => {
+        match self.state(now) {
+            State::CoolingDown { until, reason } => {
                 let left = until - now;
                 let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
                 ("cooling_down", Some(reason.as_str()), Some(secs))
             }
             State::Disabled { reason } => ("disabled", Some(reason.as_str()), None),
-            _ => ("active", None, None),
+            State::Active => ("active", None, None),
         }
     }
 
     /// Applies the policy table to what an attempt said, at `now`.
     pub fn record(&mut self, verdict: Verdict, now: Instant) {
-        let already_cooling = self.cooling_until(now).is_some();
-        let cool = |this: &mut Self, length: Duration, reason: Reason| {
-            let until = now + length;
-            // Never shorten a cooldown already running for a longer reason.
-            let until = match this.state {
-                State::CoolingDown { until: current, .. } if current > until => current,
-                _ => until,
-            };
-            this.state = State::CoolingDown { until, reason };
+        let limited = self.limit.is_some_and(|(until, _)| until > now);
+        let limit = |this: &mut Self, length: Duration, reason: Reason| {
+            let until = now + length.max(Duration::from_millis(1));
+            // Never shorten a running limit (nor relabel it: its reason goes with its end).
+            match this.limit {
+                Some((current, _)) if current > now && current >= until => {}
+                _ => this.limit = Some((until, reason)),
+            }
         };
         match verdict {
             Verdict::Served => {
-                if !matches!(self.state, State::Disabled { .. }) {
-                    self.state = State::Active;
+                // A transient cooldown ends with a success. A limit the upstream announced
+                // stays even if a request that was already in flight succeeds.
+                self.transient_until = None;
+                if !limited {
+                    self.limit = None;
+                    self.rate_limit_level = 0;
                 }
-                self.rate_limit_level = 0;
             }
             Verdict::RateLimited { retry_after } => {
                 let length = match retry_after {
                     Some(hint) => hint,
                     // A burst of concurrent 429s inside one cooldown window changes nothing.
-                    None if already_cooling => return,
+                    None if limited => return,
                     None => {
                         let step =
                             RATE_LIMIT_BASE.saturating_mul(1u32 << self.rate_limit_level.min(20));
@@ -183,25 +206,20 @@ impl AccountStatus {
                         step.min(RATE_LIMIT_CAP)
                     }
                 };
-                cool(
-                    self,
-                    length.max(Duration::from_millis(1)),
-                    Reason::RateLimited,
-                );
+                limit(self, length, Reason::RateLimited);
             }
             Verdict::UsageLimit { reset_after } => {
                 let length = reset_after
                     .filter(|d| !d.is_zero())
                     .unwrap_or(DEFAULT_USAGE_COOLDOWN);
-                cool(self, length, Reason::UsageLimit);
+                limit(self, length, Reason::UsageLimit);
             }
-            Verdict::Unauthorized => {
-                self.state = State::Disabled {
-                    reason: Reason::Unauthorized,
-                }
+            Verdict::Forbidden => limit(self, FORBIDDEN_COOLDOWN, Reason::Forbidden),
+            Verdict::Unauthorized => self.disabled = Some(Reason::Unauthorized),
+            Verdict::ServerError => {
+                let until = now + SERVER_ERROR_COOLDOWN;
+                self.transient_until = Some(self.transient_until.map_or(until, |t| t.max(until)));
             }
-            Verdict::Forbidden => cool(self, FORBIDDEN_COOLDOWN, Reason::Forbidden),
-            Verdict::ServerError => cool(self, SERVER_ERROR_COOLDOWN, Reason::ServerError),
             Verdict::NetworkFault | Verdict::RequestError => {}
         }
     }
@@ -257,7 +275,10 @@ mod tests {
         // A success resets the level.
         tokio::time::advance(secs(4)).await;
         s.record(Verdict::Served, Instant::now());
-        assert_eq!((s.state, s.rate_limit_level), (State::Active, 0));
+        assert_eq!(
+            (s.state(Instant::now()), s.rate_limit_level),
+            (State::Active, 0)
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -338,9 +359,48 @@ mod tests {
         let mut s = AccountStatus::default();
         s.record(Verdict::NetworkFault, now);
         s.record(Verdict::RequestError, now);
-        assert_eq!(s.state, State::Active);
+        assert_eq!(s.state(now), State::Active);
         assert!(!Verdict::NetworkFault.blames_account() && !Verdict::RequestError.blames_account());
         assert!(Verdict::ServerError.blames_account());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_success_does_not_cancel_an_announced_limit_but_ends_a_5xx_cooldown() {
+        let now = Instant::now();
+        let mut s = AccountStatus::default();
+        s.record(
+            Verdict::RateLimited {
+                retry_after: Some(secs(10)),
+            },
+            now,
+        );
+        s.record(Verdict::Served, now);
+        assert_eq!(
+            s.cooling_until(now),
+            Some(now + secs(10)),
+            "the in-flight success changes nothing"
+        );
+        let mut s = AccountStatus::default();
+        s.record(Verdict::ServerError, now);
+        s.record(Verdict::Served, now);
+        assert!(s.is_available(now), "a success ends a 5xx cooldown");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shorter_cooldown_does_not_relabel_a_longer_one() {
+        let now = Instant::now();
+        let mut s = AccountStatus::default();
+        s.record(
+            Verdict::RateLimited {
+                retry_after: Some(secs(60)),
+            },
+            now,
+        );
+        s.record(Verdict::ServerError, now);
+        assert_eq!(
+            s.describe(now),
+            ("cooling_down", Some("rate_limited"), Some(60))
+        );
     }
 
     #[tokio::test(start_paused = true)]

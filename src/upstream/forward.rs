@@ -217,7 +217,12 @@ impl Upstream {
         let mut fallback: Option<Result<Reply, GiveUp>> = None;
         let mut same_account: Option<usize> = None;
         loop {
-            let account = match same_account.take() {
+            // A same-account retry only while that account may still take it (another request
+            // may have hit a limit on it meanwhile); otherwise choose again.
+            let retry_on = same_account
+                .take()
+                .filter(|a| self.pool.may_retry_on(*a, Instant::now()));
+            let account = match retry_on {
                 Some(account) => account,
                 None => match self.pool.pick(out.session, &skip, Instant::now()) {
                     Pick::Account(account) => account,

@@ -111,6 +111,11 @@ impl RetryBudget {
     pub fn retrying(&self) -> usize {
         self.retrying.load(Ordering::Acquire)
     }
+
+    /// Requests in the retry engine right now (for tests and gauges).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
 }
 
 impl Ticket<'_> {

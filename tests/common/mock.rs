@@ -28,6 +28,10 @@ use tokio::sync::{mpsc, Notify};
 /// One request as the mock saw it.
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    /// When the request arrived.
+    pub at: tokio::time::Instant,
+    /// What answered it (see `Script::label`), filled in once the script is chosen.
+    pub label: String,
     pub method: String,
     pub target: String,
     pub version: Version,
@@ -64,6 +68,18 @@ pub enum Script {
 }
 
 impl Script {
+    /// A short name for what this script does: the status, or `cut`, `gated`, `hang`, `reset`.
+    pub fn label(&self) -> String {
+        match self {
+            Script::Respond { status, .. } => status.to_string(),
+            Script::CutAfter { .. } => "cut".into(),
+            Script::Gated { .. } => "gated".into(),
+            Script::HangBeforeHeaders => "hang".into(),
+            Script::DelayHeaders(_, inner) => inner.label(),
+            Script::Reset => "reset".into(),
+        }
+    }
+
     /// A 200 JSON answer.
     pub fn json(status: u16, body: &str) -> Script {
         Script::Respond {
@@ -454,13 +470,19 @@ async fn answer(
         .ok()
         .and_then(|v| v.get("stream").and_then(|s| s.as_bool()))
         .unwrap_or(false);
-    shared.recorded.lock().unwrap().push(Recorded {
-        method: parts.method.to_string(),
-        target: parts.uri.to_string(),
-        version: parts.version,
-        headers: parts.headers,
-        body,
-    });
+    let slot = {
+        let mut recorded = shared.recorded.lock().unwrap();
+        recorded.push(Recorded {
+            at: tokio::time::Instant::now(),
+            label: String::new(),
+            method: parts.method.to_string(),
+            target: parts.uri.to_string(),
+            version: parts.version,
+            headers: parts.headers,
+            body,
+        });
+        recorded.len() - 1
+    };
     shared.changed.notify_waiters();
     let script = shared
         .scripts_by_auth
@@ -475,6 +497,7 @@ async fn answer(
         }
         Fallback::Echo(text, _, _) => Script::json(200, &responses_json(text)),
     });
+    shared.recorded.lock().unwrap()[slot].label = script.label();
     run_script(script, kill).await
 }
 

@@ -10,6 +10,7 @@
 //! - `tls`: an https upstream with a test CA over h2 and HTTP/1.1.
 //! - `proxying`: the upstream through an HTTP CONNECT or SOCKS5 proxy.
 //! - `pool`: several keys: failover, cooldowns, affinity, quota bias, give-up answers.
+//! - `chaos`: 300 concurrent streams over 3 accounts with random upstream faults.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../common/mock.rs"]
@@ -19,6 +20,7 @@ mod proxy;
 #[path = "../common/raw.rs"]
 mod raw;
 
+mod chaos;
 mod lifecycle;
 mod limits;
 mod passthrough;
