@@ -9,9 +9,10 @@ use clap::{Parser, ValueEnum};
 
 /// Hardened local proxy for the OpenAI Responses API.
 ///
-/// Reads one OpenAI API key from standard input (to EOF), locks it in memory, makes itself
-/// non-dumpable, and serves a strict allowlist of routes on 127.0.0.1 so that unprivileged
-/// clients (Codex, SDKs) can use the key without being able to read it.
+/// Reads OpenAI API keys from standard input (one per line, to EOF), locks them in memory,
+/// makes itself non-dumpable, and serves a strict allowlist of routes on 127.0.0.1 so that
+/// unprivileged clients (Codex, SDKs) can use the keys without being able to read them.
+/// Several keys form a pool: failover, cooldowns and session affinity.
 ///
 /// Example: printenv OPENAI_API_KEY | sudo codex-proxy --server-info ~/cp.json --http-shutdown
 #[derive(Debug, Parser)]
@@ -84,7 +85,7 @@ pub struct Args {
     #[arg(long, value_name = "SECS", default_value = "600", value_parser = parse_seconds)]
     pub request_timeout: f64,
 
-    /// Upstream attempts per request (connect failures and header timeouts are retried).
+    /// Upstream attempts per request, failovers to other accounts included.
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
     pub max_attempts: u32,
 
