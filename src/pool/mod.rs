@@ -10,7 +10,7 @@ pub mod select;
 pub mod state;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -39,9 +39,27 @@ pub struct Account {
     pub kind: AccountKind,
     secret: SecretRange,
     status: Mutex<AccountStatus>,
+    /// Lock-free copy of what selection needs, refreshed whenever `status` changes: nanoseconds
+    /// after the pool's epoch from which the account is available (0: now; `u64::MAX`: never).
+    available_from: AtomicU64,
+    /// Remaining quota in thousandths (1000 when unknown).
+    remaining_milli: AtomicU32,
 }
 
 impl Account {
+    /// Refreshes the lock-free snapshot from `status` (call with the lock held).
+    fn publish(&self, status: &AccountStatus, epoch: Instant, now: Instant) {
+        let from = match status.unavailable_until(now) {
+            None => 0,
+            Some(None) => u64::MAX,
+            Some(Some(until)) => u64::try_from((until - epoch).as_nanos()).unwrap_or(u64::MAX),
+        };
+        self.available_from.store(from, Ordering::Release);
+        let remaining = status.remaining.unwrap_or(1.0).clamp(0.0, 1.0);
+        self.remaining_milli
+            .store((remaining * 1000.0) as u32, Ordering::Release);
+    }
+
     fn status(&self) -> MutexGuard<'_, AccountStatus> {
         // A panic while holding this lock cannot leave the status half-written (plain copies),
         // so a poisoned lock is still usable.
@@ -67,6 +85,8 @@ pub enum Pick {
 pub struct Pool {
     arena: Arc<SecretArena>,
     accounts: Vec<Account>,
+    /// Time zero of the accounts' `available_from`.
+    epoch: Instant,
     cursor: AtomicUsize,
     affinity: Mutex<HashMap<u64, usize>>,
 }
@@ -102,12 +122,15 @@ impl Pool {
                     kind: AccountKind::ApiKey,
                     secret: credential.secret_range(),
                     status: Mutex::new(AccountStatus::default()),
+                    available_from: AtomicU64::new(0),
+                    remaining_milli: AtomicU32::new(1000),
                 }
             })
             .collect();
         Pool {
             arena,
             accounts,
+            epoch: Instant::now(),
             cursor: AtomicUsize::new(0),
             affinity: Mutex::new(HashMap::new()),
         }
@@ -141,15 +164,14 @@ impl Pool {
     /// Chooses the account for the next attempt of a request of `session` (if it has one),
     /// skipping the accounts in `skip`.
     pub fn pick(&self, session: Option<u64>, skip: &[usize], now: Instant) -> Pick {
+        let now_ns =
+            u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
         let candidates: Vec<Candidate> = self
             .accounts
             .iter()
-            .map(|a| {
-                let s = a.status();
-                Candidate {
-                    available: s.is_available(now),
-                    remaining: s.remaining.unwrap_or(1.0),
-                }
+            .map(|a| Candidate {
+                available: a.available_from.load(Ordering::Acquire) <= now_ns,
+                remaining: f64::from(a.remaining_milli.load(Ordering::Acquire)) / 1000.0,
             })
             .collect();
         let affinity = session.and_then(|key| self.affinity_lock().get(&key).copied());
@@ -223,6 +245,7 @@ impl Pool {
             if remaining.is_some() {
                 s.remaining = remaining;
             }
+            account.publish(&s, self.epoch, now);
         }
         if let (Verdict::Served, Some(key)) = (verdict, session) {
             let mut map = self.affinity_lock();
@@ -389,6 +412,28 @@ mod tests {
                 wait: Duration::from_secs(60)
             }
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn selection_sees_the_later_of_a_limit_and_a_5xx_cooldown() {
+        let pool = pool(b"k1\nk2\n");
+        let now = Instant::now();
+        pool.record(0, Verdict::ServerError, Some(503), None, None, now);
+        pool.record(
+            0,
+            Verdict::RateLimited {
+                retry_after: Some(Duration::from_secs(2)),
+            },
+            Some(429),
+            None,
+            None,
+            now,
+        );
+        tokio::time::advance(Duration::from_secs(3)).await;
+        // The limit is over, the 15 s soft cooldown is not: the other account is preferred.
+        for _ in 0..4 {
+            assert_eq!(pool.pick(None, &[], Instant::now()), Pick::Account(1));
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -151,6 +151,19 @@ impl AccountStatus {
         )
     }
 
+    /// When the account is available again, if not now (`None`); `Some(None)`: never.
+    pub fn unavailable_until(&self, now: Instant) -> Option<Option<Instant>> {
+        if self.disabled.is_some() {
+            return Some(None);
+        }
+        let hard = self
+            .limit
+            .map(|(until, _)| until)
+            .filter(|until| *until > now);
+        let soft = self.transient_until.filter(|until| *until > now);
+        hard.max(soft).map(Some)
+    }
+
     /// When a cooldown still running at `now` ends.
     pub fn cooling_until(&self, now: Instant) -> Option<Instant> {
         match self.state(now) {

@@ -38,9 +38,9 @@ const KEY_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 
 /// One credential's placeholder forms and where their real counterparts live.
 struct Entry {
-    /// Searchers for the placeholder forms, built once (one per write showed up in profiles).
-    h1_finder: memchr::memmem::Finder<'static>,
-    h2_finder: memchr::memmem::Finder<'static>,
+    /// The placeholder forms: the HTTP/1.1 header line and the HPACK field.
+    h1_needle: Vec<u8>,
+    h2_needle: Vec<u8>,
     /// The key, in the credential arena (the line around it is public).
     key: SecretRange,
     /// The HPACK field of the real header, in `KeyInjector::huffman`.
@@ -50,6 +50,10 @@ struct Entry {
 /// The swaps to make on every upstream connection.
 pub struct KeyInjector {
     entries: Vec<Entry>,
+    /// Entry by placeholder form: finding a placeholder costs one search for the field's fixed
+    /// start plus a lookup, however many accounts there are.
+    by_h1_needle: std::collections::HashMap<Vec<u8>, usize>,
+    by_h2_needle: std::collections::HashMap<Vec<u8>, usize>,
     /// The credentials (the only verbatim copy of each key).
     keys: Arc<SecretArena>,
     /// Derived secrets: the Huffman-coded HPACK field of each real header (locked too).
@@ -72,6 +76,26 @@ impl<'a> Swap<'a> {
             Swap::H2Field(field) => [field, &[], &[]],
         }
     }
+}
+
+/// The length of an HPACK string literal at the start of `bytes` (prefix included), if whole.
+fn hpack_string_len(bytes: &[u8]) -> Option<usize> {
+    let first = *bytes.first()?;
+    let mut len = usize::from(first & 0x7f);
+    let mut prefix = 1;
+    if len == 0x7f {
+        let mut shift = 0;
+        loop {
+            let b = *bytes.get(prefix)?;
+            prefix += 1;
+            len += usize::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 || shift > 28 {
+                break;
+            }
+        }
+    }
+    Some(prefix + len)
 }
 
 /// Bits of the HPACK Huffman code of `bytes`.
@@ -191,8 +215,8 @@ impl KeyInjector {
                 .ok_or_else(|| ArenaError::Map(io::Error::other("injection arena too small")))?;
             let h2_needle = field(placeholder)?.to_vec();
             entries.push(Entry {
-                h1_finder: memchr::memmem::Finder::new(&h1_needle).into_owned(),
-                h2_finder: memchr::memmem::Finder::new(&h2_needle).into_owned(),
+                h1_needle,
+                h2_needle,
                 key: *range,
                 h2_value,
             });
@@ -200,9 +224,21 @@ impl KeyInjector {
             header.extend_from_slice(placeholder);
             values.push(header);
         }
+        let by_h1_needle = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.h1_needle.clone(), i))
+            .collect();
+        let by_h2_needle = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.h2_needle.clone(), i))
+            .collect();
         Ok((
             KeyInjector {
                 entries,
+                by_h1_needle,
+                by_h2_needle,
                 keys,
                 huffman,
             },
@@ -212,19 +248,40 @@ impl KeyInjector {
 
     /// The earliest needle in `haystack` for this protocol: (offset, needle length, swap).
     fn find(&self, haystack: &[u8], h2: bool) -> Option<(usize, usize, Swap<'_>)> {
-        self.entries
-            .iter()
-            .filter_map(|e| {
-                let (finder, swap) = if h2 {
-                    (&e.h2_finder, Swap::H2Field(self.huffman.get(e.h2_value)))
-                } else {
-                    (&e.h1_finder, Swap::H1Line(self.keys.get(e.key)))
+        if h2 {
+            // `0x1f 0x08` starts a never-indexed `authorization` field; the string literal that
+            // follows says its own length.
+            for at in memchr::memmem::find_iter(haystack, &H2_FIELD_START) {
+                let Some(len) = hpack_string_len(&haystack[at + 2..]) else {
+                    continue;
                 };
-                finder
-                    .find(haystack)
-                    .map(|at| (at, finder.needle().len(), swap))
-            })
-            .min_by_key(|(at, _, _)| *at)
+                let Some(field) = haystack.get(at..at + 2 + len) else {
+                    continue;
+                };
+                if let Some(&i) = self.by_h2_needle.get(field) {
+                    return Some((
+                        at,
+                        len + 2,
+                        Swap::H2Field(self.huffman.get(self.entries[i].h2_value)),
+                    ));
+                }
+            }
+        } else {
+            for at in memchr::memmem::find_iter(haystack, H1_LINE_START) {
+                let Some(end) = memchr::memmem::find(&haystack[at..], b"\r\n") else {
+                    continue;
+                };
+                let line = &haystack[at..at + end + 2];
+                if let Some(&i) = self.by_h1_needle.get(line) {
+                    return Some((
+                        at,
+                        line.len(),
+                        Swap::H1Line(self.keys.get(self.entries[i].key)),
+                    ));
+                }
+            }
+        }
+        None
     }
 }
 
@@ -614,11 +671,11 @@ mod tests {
     fn hostile_bodies() -> Vec<Bytes> {
         let (injector, _) = injector();
         let e = &injector.entries[0];
-        let mut both = e.h1_finder.needle().to_vec();
-        both.extend_from_slice(e.h2_finder.needle());
+        let mut both = e.h1_needle.clone();
+        both.extend_from_slice(&e.h2_needle[..]);
         vec![
-            Bytes::from(e.h1_finder.needle().to_vec()),
-            Bytes::from(e.h2_finder.needle().to_vec()),
+            Bytes::from(e.h1_needle.clone()),
+            Bytes::from(e.h2_needle.clone()),
             Bytes::from(both),
         ]
     }
@@ -734,7 +791,7 @@ mod tests {
                 Tracker::H1(H1::Body(1 << 20))
             };
             let e = &injector.entries[0];
-            for needle in [e.h1_finder.needle(), e.h2_finder.needle()] {
+            for needle in [&e.h1_needle[..], &e.h2_needle[..]] {
                 assert!(io.scan(&injector, needle).is_none(), "h2={h2}");
             }
             // Control: the same bytes in a head / HEADERS payload are found.
@@ -747,9 +804,9 @@ mod tests {
                 Tracker::H1(H1::Head { seen: Vec::new() })
             };
             let needle = if h2 {
-                e.h2_finder.needle()
+                &e.h2_needle[..]
             } else {
-                e.h1_finder.needle()
+                &e.h1_needle[..]
             };
             assert!(io.scan(&injector, needle).is_some(), "control h2={h2}");
         }
@@ -762,6 +819,45 @@ mod tests {
                 assert!(memchr::memmem::find(body, KEY).is_none());
             }
         }
+    }
+
+    #[test]
+    fn with_many_keys_each_placeholder_finds_its_own_key() {
+        let keys: Vec<Vec<u8>> = (0..50)
+            .map(|i| format!("sk-test-many-{i:03}-abcdefghij").into_bytes())
+            .collect();
+        let mut arena = SecretArena::with_capacity(4096).unwrap();
+        let ranges: Vec<SecretRange> = keys
+            .iter()
+            .map(|k| arena.push_concat(&[k]).unwrap())
+            .collect();
+        let (injector, _) = KeyInjector::new(Arc::new(arena), &ranges).unwrap();
+        for (i, e) in injector.entries.iter().enumerate() {
+            let mut head = b"POST /v1/responses HTTP/1.1\r\nhost: x\r\n".to_vec();
+            let at = head.len();
+            head.extend_from_slice(&e.h1_needle);
+            head.extend_from_slice(b"content-length: 0\r\n\r\n");
+            match injector.find(&head, false) {
+                Some((found, len, Swap::H1Line(key))) => {
+                    assert_eq!((found, len), (at, e.h1_needle.len()));
+                    assert_eq!(key, &keys[i][..]);
+                }
+                _ => panic!("account {i}: h1 placeholder not found"),
+            }
+            let mut block = vec![0x82, 0x86];
+            block.extend_from_slice(&e.h2_needle);
+            match injector.find(&block, true) {
+                Some((2, len, Swap::H2Field(field))) => {
+                    assert_eq!(len, e.h2_needle.len());
+                    assert_eq!(field, injector.huffman.get(e.h2_value));
+                }
+                _ => panic!("account {i}: h2 placeholder not found"),
+            }
+        }
+        // An authorization field that is not ours is left alone.
+        assert!(injector
+            .find(b"authorization: Bearer sk-someone-else\r\n", false)
+            .is_none());
     }
 
     #[test]
