@@ -19,15 +19,7 @@ fn pool(n: usize) -> Pool {
         .flat_map(|i| format!("sk-bench-account-{i:05}-0123456789abcdef\n").into_bytes())
         .collect();
     let mut intake = IntakeBuffer::new(input.len() + 1).unwrap();
-    let mut offset = 0;
-    intake
-        .read_to_end(|buf: &mut [u8]| {
-            let k = buf.len().min(input.len() - offset);
-            buf[..k].copy_from_slice(&input[offset..offset + k]);
-            offset += k;
-            Ok(k)
-        })
-        .unwrap();
+    intake.read_slice(&input).unwrap();
     Pool::new(intake.into_credentials().unwrap())
 }
 

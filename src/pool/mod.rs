@@ -293,17 +293,7 @@ mod tests {
 
     fn pool(keys: &'static [u8]) -> Pool {
         let mut intake = IntakeBuffer::new(1 << 20).unwrap();
-        let mut done = false;
-        intake
-            .read_to_end(|buf: &mut [u8]| {
-                if done {
-                    return Ok(0);
-                }
-                done = true;
-                buf[..keys.len()].copy_from_slice(keys);
-                Ok(keys.len())
-            })
-            .unwrap();
+        intake.read_slice(keys).unwrap();
         Pool::new(intake.into_credentials().unwrap())
     }
 

@@ -124,6 +124,17 @@ impl IntakeBuffer {
         result
     }
 
+    /// Reads `bytes` as if they were all of stdin (for tests, benchmarks and embedders).
+    pub fn read_slice(&mut self, bytes: &[u8]) -> Result<(), IntakeError> {
+        let mut offset = 0;
+        self.read_to_end(|buf: &mut [u8]| {
+            let n = buf.len().min(bytes.len() - offset);
+            buf[..n].copy_from_slice(&bytes[offset..offset + n]);
+            offset += n;
+            Ok(n)
+        })
+    }
+
     fn grow(&mut self, capacity: usize) -> Result<(), ArenaError> {
         let mut bigger = LockedBuf::new(capacity)?;
         bigger.push(self.buf.as_slice());

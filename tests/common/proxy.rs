@@ -42,16 +42,12 @@ impl TestProxy {
         }
         let config = Config::from_args(Args::try_parse_from(argv).unwrap(), None).unwrap();
         let mut intake = IntakeBuffer::new(config.limits.max_stdin_bytes).unwrap();
-        let mut input = format!("{key}\n").into_bytes();
-        let mut offset = 0;
-        intake
-            .read_to_end(|buf: &mut [u8]| {
-                let n = buf.len().min(input.len() - offset);
-                buf[..n].copy_from_slice(&input[offset..offset + n]);
-                offset += n;
-                Ok(n)
-            })
-            .unwrap();
+        let mut input = format!(
+            "{key}
+"
+        )
+        .into_bytes();
+        intake.read_slice(&input).unwrap();
         input.fill(0);
         let pool = Pool::new(intake.into_credentials().unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
