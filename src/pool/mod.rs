@@ -136,16 +136,6 @@ impl Pool {
         }
     }
 
-    /// How many accounts there are.
-    pub fn len(&self) -> usize {
-        self.accounts.len()
-    }
-
-    /// True when there is no account.
-    pub fn is_empty(&self) -> bool {
-        self.accounts.is_empty()
-    }
-
     /// The locked arena holding every account's secret, and each account's range in it (in
     /// account order), for the upstream's key injector.
     pub fn secret_ranges(&self) -> (Arc<SecretArena>, Vec<SecretRange>) {

@@ -83,20 +83,6 @@ pub enum Verdict {
     RequestError,
 }
 
-impl Verdict {
-    /// True when the account, not the request or the network, is the problem.
-    pub fn blames_account(self) -> bool {
-        matches!(
-            self,
-            Verdict::RateLimited { .. }
-                | Verdict::UsageLimit { .. }
-                | Verdict::Unauthorized
-                | Verdict::Forbidden
-                | Verdict::ServerError
-        )
-    }
-}
-
 /// Everything the pool tracks about one account.
 ///
 /// Two kinds of cooldown are kept apart: a *limit* (rate, usage, 403) is hard: the account
@@ -373,8 +359,6 @@ mod tests {
         s.record(Verdict::NetworkFault, now);
         s.record(Verdict::RequestError, now);
         assert_eq!(s.state(now), State::Active);
-        assert!(!Verdict::NetworkFault.blames_account() && !Verdict::RequestError.blames_account());
-        assert!(Verdict::ServerError.blames_account());
     }
 
     #[tokio::test(start_paused = true)]

@@ -397,24 +397,21 @@ impl MockUpstream {
 
     /// Waits until `closed_connections() >= n`, at most `limit`; true if reached.
     pub async fn wait_closed(&self, n: usize, limit: Duration) -> bool {
-        let wait = async {
-            loop {
-                let notified = self.shared.changed.notified();
-                if self.closed_connections() >= n {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        tokio::time::timeout(limit, wait).await.is_ok()
+        self.wait_until(|m| m.closed_connections() >= n, limit)
+            .await
     }
 
     /// Waits until `count() >= n`, at most `limit`; true if reached.
     pub async fn wait_requests(&self, n: usize, limit: Duration) -> bool {
+        self.wait_until(|m| m.count() >= n, limit).await
+    }
+
+    /// Waits until `done` holds (re-checked whenever a request or connection changes).
+    async fn wait_until(&self, done: impl Fn(&Self) -> bool, limit: Duration) -> bool {
         let wait = async {
             loop {
                 let notified = self.shared.changed.notified();
-                if self.count() >= n {
+                if done(self) {
                     return;
                 }
                 notified.await;

@@ -363,15 +363,31 @@ async fn bootstrap_events_are_held_back_with_the_status_line_until_the_first_con
         [created(), in_progress(), delta("first words")].concat()
     );
 
-    tx.send(Bytes::from(completed())).unwrap();
-    drop(tx); // the upstream ends its body
-    let response = raw::read_rest(&mut stream, buf, LIMIT).await;
-    assert!(response.complete, "{}", response.text());
-    assert_eq!(
-        response.text(),
-        [created(), in_progress(), delta("first words"), completed()].concat()
-    );
+    finish_stream(
+        &mut stream,
+        buf,
+        tx,
+        completed(),
+        [created(), in_progress(), delta("first words"), completed()].concat(),
+    )
+    .await;
     proxy.shutdown().await;
+}
+
+/// Releases the rest of a gated stream, ends the upstream body, and expects the client's
+/// stream to end cleanly with exactly `expected`.
+async fn finish_stream(
+    stream: &mut TcpStream,
+    buf: Vec<u8>,
+    tx: tokio::sync::mpsc::UnboundedSender<Bytes>,
+    rest: impl Into<Bytes>,
+    expected: String,
+) {
+    tx.send(rest.into()).unwrap();
+    drop(tx); // the upstream ends its body
+    let response = raw::read_rest(stream, buf, LIMIT).await;
+    assert!(response.complete, "{}", response.text());
+    assert_eq!(response.text(), expected);
 }
 
 #[tokio::test]
@@ -406,15 +422,14 @@ async fn the_hold_back_is_bounded_by_the_header_timeout_then_the_held_events_are
     );
 
     // After the commit the stream is relayed normally.
-    tx.send(Bytes::from([delta("late"), completed()].concat()))
-        .unwrap();
-    drop(tx); // the upstream ends its body
-    let response = raw::read_rest(&mut stream, buf, LIMIT).await;
-    assert!(response.complete, "{}", response.text());
-    assert_eq!(
-        response.text(),
-        [created(), in_progress(), delta("late"), completed()].concat()
-    );
+    finish_stream(
+        &mut stream,
+        buf,
+        tx,
+        [delta("late"), completed()].concat(),
+        [created(), in_progress(), delta("late"), completed()].concat(),
+    )
+    .await;
     proxy.shutdown().await;
 }
 
