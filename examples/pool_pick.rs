@@ -20,7 +20,8 @@ fn pool(n: usize) -> Pool {
         .collect();
     let mut intake = IntakeBuffer::new(input.len() + 1).unwrap();
     intake.read_slice(&input).unwrap();
-    Pool::new(intake.into_credentials().unwrap())
+    let injector = std::sync::Arc::new(codex_proxy::upstream::inject::KeyInjector::new());
+    Pool::new(intake.into_credentials().unwrap(), injector).unwrap()
 }
 
 #[tokio::main(flavor = "current_thread")]

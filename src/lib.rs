@@ -24,7 +24,7 @@ pub mod upstream;
 
 use std::sync::Arc;
 
-use http::HeaderValue;
+use secret::Credentials;
 use tokio_util::sync::CancellationToken;
 
 use config::Config;
@@ -42,30 +42,20 @@ pub use server::run;
 /// Builds the shared server state for a listener bound on `port`. Needs a tokio runtime.
 pub fn build_state(
     config: &Config,
-    pool: Pool,
+    credentials: Credentials,
     port: u16,
     token: Option<ClientToken>,
 ) -> Result<Arc<State>, ClientError> {
-    let (arena, ranges) = pool.secret_ranges();
-    let (injector, placeholders) =
-        KeyInjector::new(arena, &ranges).map_err(ClientError::Secrets)?;
-    let authorizations = placeholders
-        .into_iter()
-        .map(|value| {
-            let mut header =
-                HeaderValue::from_bytes(&value).map_err(|_| ClientError::Placeholder)?;
-            header.set_sensitive(true);
-            Ok(header)
-        })
-        .collect::<Result<Vec<_>, ClientError>>()?;
-    let client = upstream::client::build(config, Arc::new(injector))?;
+    let injector = Arc::new(KeyInjector::new());
+    let pool = Pool::new(credentials, Arc::clone(&injector) as Arc<dyn pool::Swaps>)
+        .map_err(ClientError::Secrets)?;
+    let client = upstream::client::build(config, Arc::clone(&injector))?;
     Ok(Arc::new(State {
         gate: Gate::new(port, config.http_shutdown),
         token,
         upstream: Upstream {
             client,
             base: config.upstream.clone(),
-            authorizations,
             pool: Arc::new(pool),
             openai_organization: config.openai_organization.clone(),
             openai_project: config.openai_project.clone(),

@@ -10,7 +10,6 @@ use clap::Parser;
 
 use codex_proxy::cli::Args;
 use codex_proxy::config::Config;
-use codex_proxy::pool::Pool;
 use codex_proxy::secret::wipe_alloc::WipingAllocator;
 use codex_proxy::server::info::{self, ServerInfo};
 use codex_proxy::server::token::ClientToken;
@@ -50,7 +49,6 @@ fn main() -> ExitCode {
         Err(e) if e.is_hardening_failure() => return fail(5, e),
         Err(e) => return fail(3, e),
     };
-    let pool = Pool::new(credentials);
     let token = match config.client_token.then(ClientToken::generate).transpose() {
         Ok(token) => token,
         Err(e) => return fail(1, format!("cannot generate the client token: {e}")),
@@ -104,7 +102,7 @@ fn main() -> ExitCode {
     };
     let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| format!("listener: {e}"))?;
-        let state = codex_proxy::build_state(&config, pool, port, token).map_err(|e| e.to_string())?;
+        let state = codex_proxy::build_state(&config, credentials, port, token).map_err(|e| e.to_string())?;
         let stop = shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
         hardening::release_termination_signals().map_err(|e| format!("cannot unblock signals: {e}"))?;
         tracing::info!(port, upstream = %config.upstream.uri("/responses"), "listening on 127.0.0.1");

@@ -1,25 +1,34 @@
 //! The accounts the proxy sends requests with: their state, selection and health.
 //!
 //! Each account has a state machine ([`state`]), selection is a pure function ([`select`]),
-//! and remaining quota is learned from response headers ([`quota`]). Secrets stay in the
-//! locked arena; only the upstream's key injector and the redactor read them. Logs and
-//! `/health` name an account by its index in intake order, never by anything secret.
+//! and remaining quota is learned from response headers ([`quota`]). Secrets stay in locked
+//! memory ([`token`]); only the upstream's key injector, the token refresher and the
+//! redactor read them. Logs and `/health` name an account by its index in intake order,
+//! never by anything secret.
+//!
+//! The list of accounts only grows: accounts from `--auth-dir` files are appended as files
+//! appear, and an account whose file disappears is marked removed (never selected, not shown),
+//! so an index always names the same account.
 
 pub mod quota;
 pub mod select;
 pub mod state;
+pub mod token;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
+use http::HeaderValue;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::secret::{Credential, Credentials, SecretArena, SecretRange};
+use crate::secret::{ArenaError, Credential, Credentials, SecretRange};
 use select::Candidate;
 use state::{AccountStatus, Verdict};
+pub use token::{Swaps, Token};
 
 /// Sessions remembered for affinity; beyond this the map starts over (a session then simply
 /// lands on a fresh account once).
@@ -30,14 +39,24 @@ pub const MAX_SESSIONS: usize = 65_536;
 #[serde(rename_all = "snake_case")]
 pub enum AccountKind {
     ApiKey,
+    Chatgpt,
 }
 
-/// One account. No `Debug`: it refers to a secret.
+/// One account. No `Debug`: it refers to secrets.
 pub struct Account {
     /// Position in intake order; the only name logs and `/health` use.
     pub index: usize,
     pub kind: AccountKind,
-    secret: SecretRange,
+    token: RwLock<Arc<Token>>,
+    /// The swap of the token before the current one, removed at the next rotation.
+    previous_swap: Mutex<Option<u64>>,
+    /// `chatgpt-account-id` for ChatGPT accounts (an identifier; never logged or shown).
+    pub account_id: RwLock<Option<HeaderValue>>,
+    /// The `--auth-dir` file the account came from.
+    pub source: Option<PathBuf>,
+    /// One refresh at a time per account: refresh tokens are single-use.
+    pub refresh_lock: tokio::sync::Mutex<()>,
+    removed: AtomicBool,
     status: Mutex<AccountStatus>,
     /// Lock-free copy of what selection needs, refreshed whenever `status` changes: nanoseconds
     /// after the pool's epoch from which the account is available (0: now; `u64::MAX`: never).
@@ -50,6 +69,7 @@ impl Account {
     /// Refreshes the lock-free snapshot from `status` (call with the lock held).
     fn publish(&self, status: &AccountStatus, epoch: Instant, now: Instant) {
         let from = match status.unavailable_until(now) {
+            _ if self.removed.load(Ordering::Acquire) => u64::MAX,
             None => 0,
             Some(None) => u64::MAX,
             Some(Some(until)) => u64::try_from((until - epoch).as_nanos()).unwrap_or(u64::MAX),
@@ -60,12 +80,30 @@ impl Account {
             .store((remaining * 1000.0) as u32, Ordering::Release);
     }
 
-    fn status(&self) -> MutexGuard<'_, AccountStatus> {
+    pub fn status(&self) -> MutexGuard<'_, AccountStatus> {
         // A panic while holding this lock cannot leave the status half-written (plain copies),
         // so a poisoned lock is still usable.
         self.status
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The current token.
+    pub fn token(&self) -> Arc<Token> {
+        Arc::clone(&self.token.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// True once the account's file has gone.
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
+    }
+
+    /// The `chatgpt-account-id` header value, if any.
+    pub fn account_id(&self) -> Option<HeaderValue> {
+        self.account_id
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -81,10 +119,10 @@ pub enum Pick {
     NoneUsable,
 }
 
-/// All accounts, plus the arena that holds their secrets.
+/// All accounts and the swaps registry their tokens are registered with.
 pub struct Pool {
-    arena: Arc<SecretArena>,
-    accounts: Vec<Account>,
+    accounts: RwLock<Arc<Vec<Arc<Account>>>>,
+    swaps: Arc<dyn Swaps>,
     /// Time zero of the accounts' `available_from`.
     epoch: Instant,
     cursor: AtomicUsize,
@@ -108,56 +146,168 @@ pub struct AccountHealth {
     pub reason: Option<&'static str>,
 }
 
+/// A header value for a ChatGPT account id (visible ASCII, checked at intake).
+fn account_id_header(id: Option<&str>) -> Option<HeaderValue> {
+    let mut value = HeaderValue::from_str(id?).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
 impl Pool {
-    /// Builds accounts from parsed credentials.
-    pub fn new(credentials: Credentials) -> Self {
-        let Credentials { arena, accounts } = credentials;
-        let accounts = accounts
-            .into_iter()
-            .enumerate()
-            .map(|(index, credential)| {
-                let Credential::ApiKey { .. } = credential;
-                Account {
-                    index,
-                    kind: AccountKind::ApiKey,
-                    secret: credential.secret_range(),
-                    status: Mutex::new(AccountStatus::default()),
-                    available_from: AtomicU64::new(0),
-                    remaining_milli: AtomicU32::new(1000),
-                }
-            })
-            .collect();
-        Pool {
-            arena,
-            accounts,
+    /// Builds accounts from parsed credentials, registering their tokens with `swaps`.
+    pub fn new(credentials: Credentials, swaps: Arc<dyn Swaps>) -> Result<Self, ArenaError> {
+        let pool = Pool {
+            accounts: RwLock::new(Arc::new(Vec::new())),
+            swaps,
             epoch: Instant::now(),
             cursor: AtomicUsize::new(0),
             affinity: Mutex::new(HashMap::new()),
+        };
+        pool.add(credentials, None)?;
+        Ok(pool)
+    }
+
+    /// Appends the accounts in `credentials` (from `source`, an `--auth-dir` file, if given);
+    /// returns their indices.
+    pub fn add(
+        &self,
+        credentials: Credentials,
+        source: Option<PathBuf>,
+    ) -> Result<Vec<usize>, ArenaError> {
+        let Credentials { arena, accounts } = credentials;
+        let ranges: Vec<SecretRange> = accounts.iter().filter_map(|c| c.secret_range()).collect();
+        let mut swaps = self.swaps.add(&arena, &ranges)?.into_iter();
+        let mut list = self.accounts.write().unwrap_or_else(|p| p.into_inner());
+        let mut next: Vec<Arc<Account>> = list.as_ref().clone();
+        let mut added = Vec::new();
+        for credential in accounts {
+            let swap = credential.secret_range().and_then(|_| swaps.next());
+            let (kind, token, account_id) = match &credential {
+                Credential::ApiKey { .. } => (
+                    AccountKind::ApiKey,
+                    Token::registered(
+                        Arc::clone(&arena),
+                        credential.secret_range(),
+                        None,
+                        swap,
+                        None,
+                    ),
+                    None,
+                ),
+                Credential::Chatgpt(c) => (
+                    AccountKind::Chatgpt,
+                    Token::registered(Arc::clone(&arena), c.access, c.refresh, swap, c.expires_at),
+                    account_id_header(c.account_id.as_deref()),
+                ),
+            };
+            let index = next.len();
+            next.push(Arc::new(Account {
+                index,
+                kind,
+                token: RwLock::new(Arc::new(token)),
+                previous_swap: Mutex::new(None),
+                account_id: RwLock::new(account_id),
+                source: source.clone(),
+                refresh_lock: tokio::sync::Mutex::new(()),
+                removed: AtomicBool::new(false),
+                status: Mutex::new(AccountStatus::default()),
+                available_from: AtomicU64::new(0),
+                remaining_milli: AtomicU32::new(1000),
+            }));
+            added.push(index);
+        }
+        *list = Arc::new(next);
+        Ok(added)
+    }
+
+    /// Every account (removed ones included: indices are positions).
+    pub fn accounts(&self) -> Arc<Vec<Arc<Account>>> {
+        Arc::clone(&self.accounts.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// One account by index.
+    pub fn account(&self, index: usize) -> Option<Arc<Account>> {
+        self.accounts().get(index).cloned()
+    }
+
+    /// Installs a new token generation on account `index` (after a refresh or a changed
+    /// account file). The previous generation's swap stays registered until the next one, so
+    /// requests already in flight still go out with a real token.
+    pub fn replace_token(
+        &self,
+        index: usize,
+        arena: Arc<crate::secret::SecretArena>,
+        access: Option<SecretRange>,
+        refresh: Option<SecretRange>,
+        expires_at: Option<i64>,
+    ) -> Result<Arc<Token>, ArenaError> {
+        let Some(account) = self.account(index) else {
+            return Err(ArenaError::Map(std::io::Error::other("no such account")));
+        };
+        let generation = account.token().generation + 1;
+        let token = Arc::new(Token::new(
+            self.swaps.as_ref(),
+            arena,
+            access,
+            refresh,
+            expires_at,
+            generation,
+        )?);
+        let old = std::mem::replace(
+            &mut *account.token.write().unwrap_or_else(|p| p.into_inner()),
+            Arc::clone(&token),
+        );
+        let mut previous = account
+            .previous_swap
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(stale) = previous.take() {
+            self.swaps.remove(stale);
+        }
+        *previous = old.swap_id();
+        Ok(token)
+    }
+
+    /// Sets (or clears) a ChatGPT account's `chatgpt-account-id`.
+    pub fn set_account_id(&self, index: usize, id: Option<&str>) {
+        if let Some(account) = self.account(index) {
+            *account
+                .account_id
+                .write()
+                .unwrap_or_else(|p| p.into_inner()) = account_id_header(id);
         }
     }
 
-    /// The locked arena holding every account's secret, and each account's range in it (in
-    /// account order), for the upstream's key injector.
-    pub fn secret_ranges(&self) -> (Arc<SecretArena>, Vec<SecretRange>) {
-        (
-            Arc::clone(&self.arena),
-            self.accounts.iter().map(|a| a.secret).collect(),
-        )
+    /// Marks account `index` removed (its file is gone): never selected again, not shown.
+    pub fn remove(&self, index: usize) {
+        if let Some(account) = self.account(index) {
+            account.removed.store(true, Ordering::Release);
+            let s = account.status();
+            account.publish(&s, self.epoch, Instant::now());
+        }
     }
 
-    /// Every account's bare secret in account order, for redacting echoes in upstream error
-    /// bodies.
-    pub fn secrets(&self) -> impl Iterator<Item = &[u8]> + Clone {
-        self.accounts.iter().map(|a| self.arena.get(a.secret))
+    /// Applies `change` to account `index`'s status and republishes the selection snapshot.
+    pub fn update_status(&self, index: usize, change: impl FnOnce(&mut AccountStatus)) {
+        if let Some(account) = self.account(index) {
+            let mut s = account.status();
+            change(&mut s);
+            account.publish(&s, self.epoch, Instant::now());
+        }
+    }
+
+    /// Every account's current token, for redacting echoes of any secret in error bodies.
+    pub fn tokens(&self) -> Vec<Arc<Token>> {
+        self.accounts().iter().map(|a| a.token()).collect()
     }
 
     /// Chooses the account for the next attempt of a request of `session` (if it has one),
     /// skipping the accounts in `skip`.
     pub fn pick(&self, session: Option<u64>, skip: &[usize], now: Instant) -> Pick {
+        let accounts = self.accounts();
         let now_ns =
             u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
-        let candidates: Vec<Candidate> = self
-            .accounts
+        let candidates: Vec<Candidate> = accounts
             .iter()
             .map(|a| Candidate {
                 available: a.available_from.load(Ordering::Acquire) <= now_ns,
@@ -169,12 +319,15 @@ impl Pool {
         if let Some(index) = select::select(&candidates, cursor, affinity, skip) {
             return Pick::Account(index);
         }
-        // A cooldown after a transient server error only steers traffic elsewhere: with no
-        // other account, use the one that recovers first rather than refuse the request.
-        let transient = self
-            .accounts
-            .iter()
-            .filter(|a| !skip.contains(&a.index))
+        let open = || {
+            accounts
+                .iter()
+                .filter(|a| !a.is_removed() && !skip.contains(&a.index))
+        };
+        // A cooldown after a transient server error, or a refresh in progress, only steers
+        // traffic elsewhere: with no other account, use the one that recovers first rather
+        // than refuse the request (a refreshing account first: the request waits for it).
+        let transient = open()
             .filter_map(|a| {
                 let s = a.status();
                 s.is_last_resort(now)
@@ -184,12 +337,7 @@ impl Pool {
         if let Some((_, index)) = transient {
             return Pick::Account(index);
         }
-        let earliest = self
-            .accounts
-            .iter()
-            .filter(|a| !skip.contains(&a.index))
-            .filter_map(|a| a.status().cooling_until(now))
-            .min();
+        let earliest = open().filter_map(|a| a.status().cooling_until(now)).min();
         match earliest {
             Some(until) => Pick::AllCooling { wait: until - now },
             None => Pick::NoneUsable,
@@ -200,9 +348,9 @@ impl Pool {
     /// after a transient server error (which steers new requests elsewhere but does not
     /// forbid a retry). A limit announced meanwhile by another request forbids it.
     pub fn may_retry_on(&self, index: usize, now: Instant) -> bool {
-        self.accounts.get(index).is_some_and(|a| {
+        self.account(index).is_some_and(|a| {
             let s = a.status();
-            s.is_available(now) || s.is_last_resort(now)
+            !a.is_removed() && (s.is_available(now) || s.is_last_resort(now))
         })
     }
 
@@ -223,7 +371,7 @@ impl Pool {
         session: Option<u64>,
         now: Instant,
     ) {
-        let Some(account) = self.accounts.get(index) else {
+        let Some(account) = self.account(index) else {
             return;
         };
         {
@@ -249,8 +397,9 @@ impl Pool {
     /// The `/health` summary: never a secret or an account identifier.
     pub fn health(&self, now: Instant) -> Health {
         let accounts: Vec<AccountHealth> = self
-            .accounts
+            .accounts()
             .iter()
+            .filter(|a| !a.is_removed())
             .map(|a| {
                 let s = a.status();
                 let (state, reason, cooldown) = s.describe(now);
@@ -265,7 +414,13 @@ impl Pool {
             })
             .collect();
         let active = accounts.iter().filter(|a| a.state == "active").count();
-        let status = if active == 0 {
+        let usable = accounts
+            .iter()
+            .filter(|a| {
+                matches!(a.state, "active" | "refreshing") || a.reason == Some("server_error")
+            })
+            .count();
+        let status = if usable == 0 {
             "unavailable"
         } else if active == accounts.len() {
             "ok"
@@ -281,19 +436,73 @@ mod tests {
     use super::*;
     use crate::secret::IntakeBuffer;
 
+    /// Swaps that hand out numbered placeholders (the real ones need the HTTP layer).
+    #[derive(Default)]
+    pub(crate) struct CountingSwaps {
+        next: AtomicU64,
+        pub removed: Mutex<Vec<u64>>,
+    }
+
+    impl Swaps for CountingSwaps {
+        fn add(
+            &self,
+            _arena: &Arc<crate::secret::SecretArena>,
+            ranges: &[SecretRange],
+        ) -> Result<Vec<(u64, HeaderValue)>, ArenaError> {
+            Ok(ranges
+                .iter()
+                .map(|_| {
+                    let id = self.next.fetch_add(1, Ordering::Relaxed);
+                    (
+                        id,
+                        HeaderValue::from_str(&format!("Bearer placeholder-{id}")).unwrap(),
+                    )
+                })
+                .collect())
+        }
+        fn remove(&self, id: u64) {
+            self.removed.lock().unwrap().push(id);
+        }
+    }
+
     fn pool(keys: &'static [u8]) -> Pool {
         let mut intake = IntakeBuffer::new(1 << 20).unwrap();
         intake.read_slice(keys).unwrap();
-        Pool::new(intake.into_credentials().unwrap())
+        Pool::new(
+            intake.into_credentials().unwrap(),
+            Arc::new(CountingSwaps::default()),
+        )
+        .unwrap()
     }
 
     #[test]
     fn secrets_are_the_bare_keys_in_account_order() {
         let pool = pool(b"sk-one\nsk-two\n");
-        assert_eq!(
-            pool.secrets().collect::<Vec<_>>(),
-            vec![&b"sk-one"[..], &b"sk-two"[..]]
-        );
+        let tokens = pool.tokens();
+        let secrets: Vec<&[u8]> = tokens.iter().filter_map(|t| t.secret()).collect();
+        assert_eq!(secrets, vec![&b"sk-one"[..], &b"sk-two"[..]]);
+    }
+
+    #[test]
+    fn a_replaced_token_keeps_one_older_swap_for_requests_in_flight() {
+        let swaps = Arc::new(CountingSwaps::default());
+        let mut intake = IntakeBuffer::new(1 << 20).unwrap();
+        intake
+            .read_slice(br#"{"access_token":"at-0","refresh_token":"rt-0"}"#)
+            .unwrap();
+        let pool = Pool::new(intake.into_credentials().unwrap(), swaps.clone()).unwrap();
+        let account = pool.account(0).unwrap();
+        assert_eq!(account.kind, AccountKind::Chatgpt);
+        let first = account.token().swap_id();
+        for generation in 1..=2u64 {
+            let mut arena = crate::secret::SecretArena::with_capacity(16).unwrap();
+            let access = arena.push_concat(&[b"at-new"]);
+            pool.replace_token(0, Arc::new(arena), access, None, Some(1))
+                .unwrap();
+            assert_eq!(account.token().generation, generation);
+        }
+        assert_eq!(*swaps.removed.lock().unwrap(), vec![first.unwrap()]);
+        assert_eq!(account.token().secret(), Some(&b"at-new"[..]));
     }
 
     #[tokio::test(start_paused = true)]

@@ -6,6 +6,9 @@
 //! | 429 rate limit, hint H                    | `CoolingDown` for H, else `1 s × 2^level` (cap 30 min)    |
 //! | usage limit (`usage_limit_reached`, …)    | `CoolingDown` until the reset hint, else 60 s             |
 //! | 401 on an API key (nothing to refresh)    | `Disabled(unauthorized)`                                  |
+//! | 401 on a ChatGPT account                  | `Refreshing`, then retried once on it; a second 401: `Disabled(unauthorized)` |
+//! | refresh refused for good (`invalid_grant`, `refresh_token_reused`, revoked) | `Disabled(refresh_failed)` |
+//! | token endpoint 429/5xx/unreachable        | `CoolingDown` 60 s (`refresh_unavailable`)                |
 //! | 402/403 without a usage-limit code        | `CoolingDown` 5 min                                       |
 //! | 408/5xx/529                               | `CoolingDown` 15 s                                        |
 //! | connect failure, header timeout           | unchanged: the network's fault, not the account's         |
@@ -27,6 +30,8 @@ pub const RATE_LIMIT_BASE: Duration = Duration::from_secs(1);
 pub const RATE_LIMIT_CAP: Duration = Duration::from_secs(30 * 60);
 /// Cooldown after 402/403 without a usage-limit code.
 pub const FORBIDDEN_COOLDOWN: Duration = Duration::from_secs(5 * 60);
+/// Cooldown after the token endpoint could not refresh (429, 5xx, unreachable).
+pub const REFRESH_UNAVAILABLE_COOLDOWN: Duration = Duration::from_secs(60);
 /// Cooldown after a transient upstream error (408, 5xx, 529).
 pub const SERVER_ERROR_COOLDOWN: Duration = Duration::from_secs(15);
 
@@ -38,6 +43,10 @@ pub enum Reason {
     Unauthorized,
     Forbidden,
     ServerError,
+    /// The token endpoint refused the refresh token for good.
+    RefreshFailed,
+    /// The token endpoint could not refresh right now.
+    RefreshUnavailable,
 }
 
 impl Reason {
@@ -48,16 +57,26 @@ impl Reason {
             Reason::Unauthorized => "unauthorized",
             Reason::Forbidden => "forbidden",
             Reason::ServerError => "server_error",
+            Reason::RefreshFailed => "refresh_failed",
+            Reason::RefreshUnavailable => "refresh_unavailable",
         }
     }
 }
 
-/// The account state machine (`Refreshing` arrives with ChatGPT accounts).
+/// The account state machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     Active,
-    CoolingDown { until: Instant, reason: Reason },
-    Disabled { reason: Reason },
+    /// A ChatGPT account whose tokens are being refreshed: requests already bound to it wait
+    /// for the refresh; new ones go elsewhere while another account is available.
+    Refreshing,
+    CoolingDown {
+        until: Instant,
+        reason: Reason,
+    },
+    Disabled {
+        reason: Reason,
+    },
 }
 
 /// What one upstream attempt said about the account that served it.
@@ -81,6 +100,10 @@ pub enum Verdict {
     NetworkFault,
     /// 400, 404, 413, 422, context length: the request's fault.
     RequestError,
+    /// The token endpoint refused the refresh token for good.
+    RefreshFailed,
+    /// The token endpoint was unreachable, overloaded or rate limited.
+    RefreshUnavailable,
 }
 
 /// Everything the pool tracks about one account.
@@ -102,6 +125,8 @@ pub struct AccountStatus {
     pub rate_limit_level: u32,
     /// Remaining quota as a fraction (0–1), when the upstream has said.
     pub remaining: Option<f64>,
+    /// A token refresh is running.
+    pub refreshing: bool,
 }
 
 impl AccountStatus {
@@ -109,6 +134,9 @@ impl AccountStatus {
     pub fn state(&self, now: Instant) -> State {
         if let Some(reason) = self.disabled {
             return State::Disabled { reason };
+        }
+        if self.refreshing {
+            return State::Refreshing;
         }
         match (self.limit, self.transient_until) {
             (Some((until, reason)), _) if until > now => State::CoolingDown { until, reason },
@@ -130,16 +158,21 @@ impl AccountStatus {
     pub fn is_last_resort(&self, now: Instant) -> bool {
         matches!(
             self.state(now),
-            State::CoolingDown {
-                reason: Reason::ServerError,
-                ..
-            }
+            State::Refreshing
+                | State::CoolingDown {
+                    reason: Reason::ServerError,
+                    ..
+                }
         )
     }
 
     /// When the account is available again, if not now (`None`); `Some(None)`: never.
     pub fn unavailable_until(&self, now: Instant) -> Option<Option<Instant>> {
         if self.disabled.is_some() {
+            return Some(None);
+        }
+        if self.refreshing {
+            // Until the refresh ends (it clears this and republishes).
             return Some(None);
         }
         let hard = self
@@ -168,6 +201,7 @@ impl AccountStatus {
                 ("cooling_down", Some(reason.as_str()), Some(secs))
             }
             State::Disabled { reason } => ("disabled", Some(reason.as_str()), None),
+            State::Refreshing => ("refreshing", None, None),
             State::Active => ("active", None, None),
         }
     }
@@ -215,6 +249,12 @@ impl AccountStatus {
             }
             Verdict::Forbidden => limit(self, FORBIDDEN_COOLDOWN, Reason::Forbidden),
             Verdict::Unauthorized => self.disabled = Some(Reason::Unauthorized),
+            Verdict::RefreshFailed => self.disabled = Some(Reason::RefreshFailed),
+            Verdict::RefreshUnavailable => limit(
+                self,
+                REFRESH_UNAVAILABLE_COOLDOWN,
+                Reason::RefreshUnavailable,
+            ),
             Verdict::ServerError => {
                 let until = now + SERVER_ERROR_COOLDOWN;
                 self.transient_until = Some(self.transient_until.map_or(until, |t| t.max(until)));

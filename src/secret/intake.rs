@@ -6,14 +6,17 @@
 //! secret is copied once into a [`SecretArena`], and the intake buffer is wiped on every path,
 //! success or error. Errors name the problem and where it is, never the bytes.
 //!
-//! Formats are detected from the input. This release understands key lines: one API key per
-//! line (one line is the form `codex responses-api-proxy` takes), CRLF tolerated, blank lines
-//! skipped, duplicates merged. JSON account formats are recognised and refused with a clear
-//! message until ChatGPT accounts are supported.
+//! Formats are detected from the input: key lines (one API key per line; one line is the form
+//! `codex responses-api-proxy` takes; CRLF tolerated, blank lines skipped), or JSON when the
+//! first non-blank byte is `{` or `[` (a Codex `auth.json`, account objects, arrays, JSON
+//! lines: see [`accounts`](super::accounts)). Duplicates are merged.
 
 use std::io;
 use std::sync::Arc;
 
+use std::borrow::Cow;
+
+use super::accounts::{self, Parsed};
 use super::arena::{ArenaError, LockedBuf, SecretArena, SecretRange};
 
 /// The longest API key line accepted (the key itself, without line ending).
@@ -37,8 +40,18 @@ pub enum IntakeError {
     InvalidCharacter { line: usize, position: usize },
     #[error("line {line}: API key is longer than {MAX_KEY_LINE_BYTES} bytes")]
     KeyTooLong { line: usize },
-    #[error("JSON credential input (auth.json or account objects) is not supported by this release; pipe a single API key line")]
-    UnsupportedJson,
+    #[error("account {account} (line {line}, column {column}): malformed JSON or a field of the wrong type")]
+    InvalidJson {
+        account: usize,
+        line: usize,
+        column: usize,
+    },
+    #[error("account {account}: field `{field}` is not valid")]
+    BadField { account: usize, field: &'static str },
+    #[error(
+        "account {account}: no credential (needs OPENAI_API_KEY, access_token or refresh_token)"
+    )]
+    NoCredential { account: usize },
     #[error(transparent)]
     Memory(#[from] ArenaError),
 }
@@ -50,18 +63,31 @@ impl IntakeError {
     }
 }
 
-/// One credential, its secret bytes in the arena.
-#[derive(Clone, Copy)]
+/// One credential, its secret bytes in the arena. No `Debug`: it names an account.
+#[derive(Clone)]
 pub enum Credential {
     /// An OpenAI API key. `bearer` is `Bearer <key>`, ready to be an `Authorization` value.
     ApiKey { bearer: SecretRange },
+    /// A ChatGPT account: bare tokens (either may be missing, not both).
+    Chatgpt(ChatgptCredential),
+}
+
+#[derive(Clone)]
+pub struct ChatgptCredential {
+    pub access: Option<SecretRange>,
+    pub refresh: Option<SecretRange>,
+    /// Sent as `chatgpt-account-id`. Not a credential, but never logged or shown.
+    pub account_id: Option<String>,
+    /// Unix seconds after which the access token is refused (from `expired` or its JWT `exp`).
+    pub expires_at: Option<i64>,
 }
 
 impl Credential {
-    /// The bare secret (without any header prefix), used to redact echoes of it.
-    pub fn secret_range(&self) -> SecretRange {
+    /// The bare secret sent as the bearer token (an API key or an access token), if any.
+    pub fn secret_range(&self) -> Option<SecretRange> {
         match self {
-            Credential::ApiKey { bearer } => bearer.slice(BEARER_PREFIX.len()),
+            Credential::ApiKey { bearer } => Some(bearer.slice(BEARER_PREFIX.len())),
+            Credential::Chatgpt(c) => c.access,
         }
     }
 }
@@ -181,17 +207,21 @@ fn key_lines(input: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
         .filter(|(_, line)| !line.is_empty())
 }
 
-fn is_key_byte(b: u8) -> bool {
+pub(crate) fn is_key_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
 }
 
 fn parse(input: &[u8]) -> Result<Credentials, IntakeError> {
     let first = input.iter().find(|b| !b.is_ascii_whitespace());
-    match first {
+    let parsed = match first {
         None => return Err(IntakeError::Empty),
-        Some(b'{') | Some(b'[') => return Err(IntakeError::UnsupportedJson),
-        Some(_) => {}
-    }
+        Some(b'{') | Some(b'[') => accounts::parse(input)?,
+        Some(_) => parse_key_lines(input)?,
+    };
+    store(parsed)
+}
+
+fn parse_key_lines(input: &[u8]) -> Result<Vec<Parsed<'_>>, IntakeError> {
     let mut keys = Vec::new();
     for (line, key) in key_lines(input) {
         if key.len() > MAX_KEY_LINE_BYTES {
@@ -203,29 +233,86 @@ fn parse(input: &[u8]) -> Result<Credentials, IntakeError> {
                 position: pos + 1,
             });
         }
-        keys.push(key);
+        keys.push(Parsed::ApiKey(Cow::Borrowed(key)));
     }
-    if keys.is_empty() {
-        return Err(IntakeError::Empty);
+    Ok(keys)
+}
+
+/// True when `a` and `b` are the same account (merged at intake).
+fn same_account(a: &Parsed<'_>, b: &Parsed<'_>) -> bool {
+    match (a, b) {
+        (Parsed::ApiKey(a), Parsed::ApiKey(b)) => a == b,
+        (
+            Parsed::Chatgpt {
+                access: a1,
+                refresh: r1,
+                ..
+            },
+            Parsed::Chatgpt {
+                access: a2,
+                refresh: r2,
+                ..
+            },
+        ) => (r1.is_some() && r1 == r2) || (a1.is_some() && a1 == a2),
+        _ => false,
     }
-    // The same key twice is one account.
-    let mut unique: Vec<&[u8]> = Vec::with_capacity(keys.len());
-    for key in keys {
-        if !unique.contains(&key) {
-            unique.push(key);
+}
+
+/// Copies each account's secrets once into a new locked arena, duplicates merged.
+fn store(parsed: Vec<Parsed<'_>>) -> Result<Credentials, IntakeError> {
+    let mut unique: Vec<Parsed<'_>> = Vec::with_capacity(parsed.len());
+    for account in parsed {
+        if !unique.iter().any(|u| same_account(u, &account)) {
+            unique.push(account);
         }
     }
-    let keys = unique;
-    let needed: usize = keys.iter().map(|k| BEARER_PREFIX.len() + k.len()).sum();
-    let mut arena = SecretArena::with_capacity(needed)?;
-    let mut accounts = Vec::with_capacity(keys.len());
-    for key in keys {
-        let bearer = arena
-            .push_concat(&[BEARER_PREFIX, key])
-            .ok_or(IntakeError::Memory(ArenaError::Map(io::Error::other(
-                "secret arena too small",
-            ))))?;
-        accounts.push(Credential::ApiKey { bearer });
+    if unique.is_empty() {
+        return Err(IntakeError::Empty);
+    }
+    let needed: usize = unique
+        .iter()
+        .map(|p| match p {
+            Parsed::ApiKey(key) => BEARER_PREFIX.len() + key.len(),
+            Parsed::Chatgpt {
+                access, refresh, ..
+            } => access.as_ref().map_or(0, |a| a.len()) + refresh.as_ref().map_or(0, |r| r.len()),
+        })
+        .sum();
+    let mut arena = SecretArena::with_capacity(needed.max(1))?;
+    let too_small =
+        || IntakeError::Memory(ArenaError::Map(io::Error::other("secret arena too small")));
+    let mut accounts = Vec::with_capacity(unique.len());
+    for account in unique {
+        let credential = match account {
+            Parsed::ApiKey(key) => Credential::ApiKey {
+                bearer: arena
+                    .push_concat(&[BEARER_PREFIX, &key])
+                    .ok_or_else(too_small)?,
+            },
+            Parsed::Chatgpt {
+                access,
+                refresh,
+                account_id,
+                expires_at,
+            } => {
+                let mut push =
+                    |token: Option<Cow<'_, str>>| -> Result<Option<SecretRange>, IntakeError> {
+                        match token {
+                            Some(t) => Ok(Some(
+                                arena.push_concat(&[t.as_bytes()]).ok_or_else(too_small)?,
+                            )),
+                            None => Ok(None),
+                        }
+                    };
+                Credential::Chatgpt(ChatgptCredential {
+                    access: push(access)?,
+                    refresh: push(refresh)?,
+                    account_id,
+                    expires_at,
+                })
+            }
+        };
+        accounts.push(credential);
     }
     Ok(Credentials {
         arena: Arc::new(arena),
@@ -270,7 +357,9 @@ mod tests {
     }
 
     fn bearer_of(creds: &Credentials) -> &[u8] {
-        let Credential::ApiKey { bearer } = creds.accounts[0];
+        let Credential::ApiKey { bearer } = creds.accounts[0] else {
+            panic!("not an API key")
+        };
         creds.arena.get(bearer)
     }
 
@@ -279,7 +368,7 @@ mod tests {
         for chunk in [1, 2, 3, 7, 4096] {
             let creds = load(b"sk-test_KEY-123\r\n", chunk).unwrap();
             assert_eq!(bearer_of(&creds), b"Bearer sk-test_KEY-123");
-            let range = creds.accounts[0].secret_range();
+            let range = creds.accounts[0].secret_range().unwrap();
             assert_eq!(creds.arena.get(range), b"sk-test_KEY-123");
         }
     }
@@ -327,7 +416,7 @@ mod tests {
         let keys: Vec<&[u8]> = creds
             .accounts
             .iter()
-            .map(|c| creds.arena.get(c.secret_range()))
+            .map(|c| creds.arena.get(c.secret_range().unwrap()))
             .collect();
         assert_eq!(keys, vec![&b"key1"[..], b"key2", b"key3"]);
     }
@@ -349,11 +438,47 @@ mod tests {
     }
 
     #[test]
-    fn json_input_is_recognised_and_refused_clearly() {
-        assert!(matches!(
-            load(b"  {\"OPENAI_API_KEY\":\"x\"}", 5),
-            Err(IntakeError::UnsupportedJson)
-        ));
+    fn json_accounts_land_in_the_arena_and_duplicates_merge() {
+        let creds = load(
+            b"[{\"access_token\":\"at-1\",\"refresh_token\":\"rt-1\",\"account_id\":\"a1\"},\n {\"refresh_token\":\"rt-1\"}, {\"OPENAI_API_KEY\":\"sk-k\"}]",
+            7,
+        )
+        .unwrap();
+        assert_eq!(
+            creds.accounts.len(),
+            2,
+            "the same refresh token is one account"
+        );
+        let Credential::Chatgpt(c) = &creds.accounts[0] else {
+            panic!("expected a ChatGPT account")
+        };
+        assert_eq!(creds.arena.get(c.access.unwrap()), b"at-1");
+        assert_eq!(creds.arena.get(c.refresh.unwrap()), b"rt-1");
+        assert_eq!(c.account_id.as_deref(), Some("a1"));
+        assert_eq!(
+            creds.arena.get(creds.accounts[1].secret_range().unwrap()),
+            b"sk-k"
+        );
+    }
+
+    #[test]
+    fn a_thousand_chatgpt_accounts_fit_in_a_small_locked_arena() {
+        let access = "x".repeat(1800);
+        let mut input = String::new();
+        for i in 0..1000 {
+            input.push_str(&format!(
+                "{{\"access_token\":\"{access}{i}\",\"refresh_token\":\"rt_{i:04}_{}\",\"account_id\":\"acct-{i}\"}}\n",
+                "r".repeat(60)
+            ));
+        }
+        let input: &'static [u8] = Box::leak(input.into_bytes().into_boxed_slice());
+        let creds = load(input, 1 << 16).unwrap();
+        assert_eq!(creds.accounts.len(), 1000);
+        assert!(
+            creds.arena.len() < 2 * 1024 * 1024,
+            "{} bytes",
+            creds.arena.len()
+        );
     }
 
     #[test]

@@ -54,9 +54,6 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 pub struct Upstream {
     pub client: HttpClient,
     pub base: UpstreamBase,
-    /// Per account (by index): the sensitive `Authorization` value requests carry — a
-    /// placeholder that the connection layer swaps for the key (see `inject`).
-    pub authorizations: Vec<HeaderValue>,
     pub pool: Arc<Pool>,
     pub openai_organization: Option<HeaderValue>,
     pub openai_project: Option<HeaderValue>,
@@ -184,9 +181,10 @@ enum Answered {
 impl Upstream {
     fn build_request(&self, out: &Outbound<'_>, account: usize) -> Option<Request<Full<Bytes>>> {
         let mut headers = request_headers_for_upstream(out.headers);
+        // A placeholder that the connection layer swaps for the key (see `inject`).
         headers.insert(
             header::AUTHORIZATION,
-            self.authorizations.get(account)?.clone(),
+            self.pool.account(account)?.token().authorization.clone()?,
         );
         headers.insert(
             header::ACCEPT_ENCODING,
@@ -366,7 +364,9 @@ impl Upstream {
                 None,
                 Instant::now(),
             );
-            let bytes = match redact(&bytes, self.pool.secrets()) {
+            let tokens = self.pool.tokens();
+            let secrets = tokens.iter().filter_map(|t| t.secret());
+            let bytes = match redact(&bytes, secrets) {
                 Some(clean) => Bytes::from(clean),
                 None => bytes,
             };

@@ -23,6 +23,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use http::HeaderValue;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use zeroize::{Zeroize, Zeroizing};
@@ -41,23 +42,31 @@ struct Entry {
     /// The placeholder forms: the HTTP/1.1 header line and the HPACK field.
     h1_needle: Vec<u8>,
     h2_needle: Vec<u8>,
-    /// The key, in the credential arena (the line around it is public).
+    /// The arena holding the key (the line around it is public).
+    keys: Arc<SecretArena>,
     key: SecretRange,
-    /// The HPACK field of the real header, in `KeyInjector::huffman`.
+    /// The arena holding the HPACK field of the real header (locked too).
+    huffman: Arc<SecretArena>,
     h2_value: SecretRange,
 }
 
-/// The swaps to make on every upstream connection.
-pub struct KeyInjector {
-    entries: Vec<Entry>,
+/// The swaps in force at one moment; replaced whole when a token is added or removed, so a
+/// connection's write reads one consistent snapshot.
+#[derive(Default, Clone)]
+struct Table {
+    entries: std::collections::HashMap<u64, Arc<Entry>>,
     /// Entry by placeholder form: finding a placeholder costs one search for the field's fixed
     /// start plus a lookup, however many accounts there are.
-    by_h1_needle: std::collections::HashMap<Vec<u8>, usize>,
-    by_h2_needle: std::collections::HashMap<Vec<u8>, usize>,
-    /// The credentials (the only verbatim copy of each key).
-    keys: Arc<SecretArena>,
-    /// Derived secrets: the Huffman-coded HPACK field of each real header (locked too).
-    huffman: SecretArena,
+    by_h1_needle: std::collections::HashMap<Vec<u8>, u64>,
+    by_h2_needle: std::collections::HashMap<Vec<u8>, u64>,
+}
+
+/// The swaps to make on every upstream connection. Tokens are added and removed at run time
+/// (ChatGPT tokens rotate); each write takes the current table.
+#[derive(Default)]
+pub struct KeyInjector {
+    table: std::sync::RwLock<Arc<Table>>,
+    next_id: std::sync::atomic::AtomicU64,
 }
 
 /// What to write in place of a placeholder.
@@ -176,12 +185,22 @@ fn placeholder_for(key: &[u8]) -> Vec<u8> {
 }
 
 impl KeyInjector {
-    /// Builds the swaps for the keys at `ranges` of the credential arena; returns the
-    /// injector and, per key, the placeholder header value to put on requests.
-    pub fn new(
-        keys: Arc<SecretArena>,
+    /// An injector with no swaps yet.
+    pub fn new() -> KeyInjector {
+        KeyInjector::default()
+    }
+
+    fn current(&self) -> Arc<Table> {
+        Arc::clone(&self.table.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Registers a placeholder for each key at `ranges` of `keys`; returns (id, the sensitive
+    /// `Authorization` value requests carry) per key.
+    pub fn register(
+        &self,
+        keys: &Arc<SecretArena>,
         ranges: &[SecretRange],
-    ) -> Result<(KeyInjector, Vec<Vec<u8>>), ArenaError> {
+    ) -> Result<Vec<(u64, HeaderValue)>, ArenaError> {
         // The HPACK field of `Bearer <secret>` as h2 emits it for a sensitive authorization.
         let field = |secret: &[u8]| -> Result<Zeroizing<Vec<u8>>, ArenaError> {
             let mut value = Zeroizing::new(Vec::with_capacity(BEARER.len() + secret.len()));
@@ -201,51 +220,82 @@ impl KeyInjector {
         }
         let size: usize = huffman_fields.iter().map(|f| f.len()).sum();
         let mut huffman = SecretArena::with_capacity(size.max(1))?;
-        let mut entries = Vec::with_capacity(ranges.len());
-        let mut values = Vec::with_capacity(ranges.len());
-        for ((range, placeholder), h2_field) in
-            ranges.iter().zip(&placeholders).zip(&huffman_fields)
-        {
+        let mut h2_values = Vec::with_capacity(ranges.len());
+        for h2_field in &huffman_fields {
+            h2_values.push(
+                huffman.push_concat(&[h2_field]).ok_or_else(|| {
+                    ArenaError::Map(io::Error::other("injection arena too small"))
+                })?,
+            );
+        }
+        let huffman = Arc::new(huffman);
+        let mut added = Vec::with_capacity(ranges.len());
+        let mut new_entries = Vec::with_capacity(ranges.len());
+        for ((range, placeholder), h2_value) in ranges.iter().zip(&placeholders).zip(h2_values) {
             let mut h1_needle = Vec::with_capacity(H1_LINE_START.len() + placeholder.len() + 2);
             h1_needle.extend_from_slice(H1_LINE_START);
             h1_needle.extend_from_slice(placeholder);
             h1_needle.extend_from_slice(b"\r\n");
-            let h2_value = huffman
-                .push_concat(&[h2_field])
-                .ok_or_else(|| ArenaError::Map(io::Error::other("injection arena too small")))?;
             let h2_needle = field(placeholder)?.to_vec();
-            entries.push(Entry {
-                h1_needle,
-                h2_needle,
-                key: *range,
-                h2_value,
-            });
             let mut header = BEARER.to_vec();
             header.extend_from_slice(placeholder);
-            values.push(header);
+            let mut value = HeaderValue::from_bytes(&header)
+                .map_err(|_| ArenaError::Map(io::Error::other("invalid placeholder")))?;
+            value.set_sensitive(true);
+            let id = self
+                .next_id
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            added.push((id, value));
+            new_entries.push((
+                id,
+                Entry {
+                    h1_needle,
+                    h2_needle,
+                    keys: Arc::clone(keys),
+                    key: *range,
+                    huffman: Arc::clone(&huffman),
+                    h2_value,
+                },
+            ));
         }
-        let by_h1_needle = entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.h1_needle.clone(), i))
-            .collect();
-        let by_h2_needle = entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.h2_needle.clone(), i))
-            .collect();
-        Ok((
-            KeyInjector {
-                entries,
-                by_h1_needle,
-                by_h2_needle,
-                keys,
-                huffman,
-            },
-            values,
-        ))
+        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = Table::clone(&table);
+        for (id, entry) in new_entries {
+            next.by_h1_needle.insert(entry.h1_needle.clone(), id);
+            next.by_h2_needle.insert(entry.h2_needle.clone(), id);
+            next.entries.insert(id, Arc::new(entry));
+        }
+        *table = Arc::new(next);
+        Ok(added)
     }
 
+    /// Forgets swap `id`; its secrets are freed (and wiped) once no write uses them.
+    pub fn unregister(&self, id: u64) {
+        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = Table::clone(&table);
+        if let Some(entry) = next.entries.remove(&id) {
+            next.by_h1_needle.remove(&entry.h1_needle);
+            next.by_h2_needle.remove(&entry.h2_needle);
+        }
+        *table = Arc::new(next);
+    }
+}
+
+impl crate::pool::Swaps for KeyInjector {
+    fn add(
+        &self,
+        arena: &Arc<SecretArena>,
+        ranges: &[SecretRange],
+    ) -> Result<Vec<(u64, HeaderValue)>, ArenaError> {
+        self.register(arena, ranges)
+    }
+
+    fn remove(&self, id: u64) {
+        self.unregister(id)
+    }
+}
+
+impl Table {
     /// The earliest needle in `haystack` for this protocol: (offset, needle length, swap).
     fn find(&self, haystack: &[u8], h2: bool) -> Option<(usize, usize, Swap<'_>)> {
         if h2 {
@@ -258,11 +308,15 @@ impl KeyInjector {
                 let Some(field) = haystack.get(at..at + 2 + len) else {
                     continue;
                 };
-                if let Some(&i) = self.by_h2_needle.get(field) {
+                if let Some(entry) = self
+                    .by_h2_needle
+                    .get(field)
+                    .and_then(|id| self.entries.get(id))
+                {
                     return Some((
                         at,
                         len + 2,
-                        Swap::H2Field(self.huffman.get(self.entries[i].h2_value)),
+                        Swap::H2Field(entry.huffman.get(entry.h2_value)),
                     ));
                 }
             }
@@ -272,12 +326,12 @@ impl KeyInjector {
                     continue;
                 };
                 let line = &haystack[at..at + end + 2];
-                if let Some(&i) = self.by_h1_needle.get(line) {
-                    return Some((
-                        at,
-                        line.len(),
-                        Swap::H1Line(self.keys.get(self.entries[i].key)),
-                    ));
+                if let Some(entry) = self
+                    .by_h1_needle
+                    .get(line)
+                    .and_then(|id| self.entries.get(id))
+                {
+                    return Some((at, line.len(), Swap::H1Line(entry.keys.get(entry.key))));
                 }
             }
         }
@@ -450,7 +504,7 @@ impl<S: Connection> Injecting<S> {
 impl<S> Injecting<S> {
     /// The first placeholder in `buf` that lies wholly inside a swappable region:
     /// (offset, placeholder length, what to write instead).
-    fn scan<'i>(&self, injector: &'i KeyInjector, buf: &[u8]) -> Option<(usize, usize, Swap<'i>)> {
+    fn scan<'i>(&self, injector: &'i Table, buf: &[u8]) -> Option<(usize, usize, Swap<'i>)> {
         let h2 = matches!(self.tracker, Tracker::H2(_));
         let mut tracker = self.tracker.clone();
         let mut pos = 0;
@@ -525,8 +579,8 @@ impl<S: Write + Unpin> Write for Injecting<S> {
             Poll::Ready(Ok(())) => {}
             other => return other.map(|r| r.map(|()| 0)),
         }
-        let injector = Arc::clone(&this.injector);
-        let Some((at, placeholder_len, swap)) = this.scan(&injector, buf) else {
+        let table = this.injector.current();
+        let Some((at, placeholder_len, swap)) = this.scan(&table, buf) else {
             let written = match Pin::new(&mut this.inner).poll_write(cx, buf) {
                 Poll::Ready(Ok(n)) => n,
                 other => return other,
@@ -670,7 +724,8 @@ mod tests {
     /// send them to get the key swapped into something it controls.
     fn hostile_bodies() -> Vec<Bytes> {
         let (injector, _) = injector();
-        let e = &injector.entries[0];
+        let table = injector.current();
+        let e = table.entries.values().next().unwrap();
         let mut both = e.h1_needle.clone();
         both.extend_from_slice(&e.h2_needle[..]);
         vec![
@@ -683,9 +738,11 @@ mod tests {
     fn injector() -> (Arc<KeyInjector>, http::HeaderValue) {
         let mut arena = SecretArena::with_capacity(KEY.len()).unwrap();
         let range = arena.push_concat(&[KEY]).unwrap();
-        let (injector, values) = KeyInjector::new(Arc::new(arena), &[range]).unwrap();
-        let mut value = http::HeaderValue::from_bytes(&values[0]).unwrap();
-        value.set_sensitive(true);
+        let injector = KeyInjector::new();
+        let (_, value) = injector
+            .register(&Arc::new(arena), &[range])
+            .unwrap()
+            .remove(0);
         (Arc::new(injector), value)
     }
 
@@ -790,9 +847,10 @@ mod tests {
             } else {
                 Tracker::H1(H1::Body(1 << 20))
             };
-            let e = &injector.entries[0];
+            let table = injector.current();
+            let e = table.entries.values().next().unwrap();
             for needle in [&e.h1_needle[..], &e.h2_needle[..]] {
-                assert!(io.scan(&injector, needle).is_none(), "h2={h2}");
+                assert!(io.scan(&table, needle).is_none(), "h2={h2}");
             }
             // Control: the same bytes in a head / HEADERS payload are found.
             io.tracker = if h2 {
@@ -808,7 +866,7 @@ mod tests {
             } else {
                 &e.h1_needle[..]
             };
-            assert!(io.scan(&injector, needle).is_some(), "control h2={h2}");
+            assert!(io.scan(&table, needle).is_some(), "control h2={h2}");
         }
         // And end to end: hostile bodies arrive unchanged, never carrying the key.
         for h2 in [false, true] {
@@ -831,13 +889,16 @@ mod tests {
             .iter()
             .map(|k| arena.push_concat(&[k]).unwrap())
             .collect();
-        let (injector, _) = KeyInjector::new(Arc::new(arena), &ranges).unwrap();
-        for (i, e) in injector.entries.iter().enumerate() {
+        let injector = KeyInjector::new();
+        let ids = injector.register(&Arc::new(arena), &ranges).unwrap();
+        let table = injector.current();
+        for (i, (id, _)) in ids.iter().enumerate() {
+            let e = &table.entries[id];
             let mut head = b"POST /v1/responses HTTP/1.1\r\nhost: x\r\n".to_vec();
             let at = head.len();
             head.extend_from_slice(&e.h1_needle);
             head.extend_from_slice(b"content-length: 0\r\n\r\n");
-            match injector.find(&head, false) {
+            match table.find(&head, false) {
                 Some((found, len, Swap::H1Line(key))) => {
                     assert_eq!((found, len), (at, e.h1_needle.len()));
                     assert_eq!(key, &keys[i][..]);
@@ -846,18 +907,23 @@ mod tests {
             }
             let mut block = vec![0x82, 0x86];
             block.extend_from_slice(&e.h2_needle);
-            match injector.find(&block, true) {
+            match table.find(&block, true) {
                 Some((2, len, Swap::H2Field(field))) => {
                     assert_eq!(len, e.h2_needle.len());
-                    assert_eq!(field, injector.huffman.get(e.h2_value));
+                    assert_eq!(field, e.huffman.get(e.h2_value));
                 }
                 _ => panic!("account {i}: h2 placeholder not found"),
             }
         }
         // An authorization field that is not ours is left alone.
-        assert!(injector
+        assert!(table
             .find(b"authorization: Bearer sk-someone-else\r\n", false)
             .is_none());
+        // A removed swap is no longer made.
+        injector.unregister(ids[0].0);
+        let e = &table.entries[&ids[0].0];
+        let line = e.h1_needle.clone();
+        assert!(injector.current().find(&line, false).is_none());
     }
 
     #[test]

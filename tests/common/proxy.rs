@@ -8,7 +8,6 @@ use std::sync::Arc;
 use clap::Parser;
 use codex_proxy::cli::Args;
 use codex_proxy::config::Config;
-use codex_proxy::pool::Pool;
 use codex_proxy::secret::IntakeBuffer;
 use codex_proxy::server::token::ClientToken;
 use codex_proxy::server::State;
@@ -49,12 +48,17 @@ impl TestProxy {
         .into_bytes();
         intake.read_slice(&input).unwrap();
         input.fill(0);
-        let pool = Pool::new(intake.into_credentials().unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let token = wants_token.then(|| ClientToken::generate().unwrap());
         let token_text = token.as_ref().map(|t| t.expose().to_string());
-        let state = codex_proxy::build_state(&config, pool, addr.port(), token).unwrap();
+        let state = codex_proxy::build_state(
+            &config,
+            intake.into_credentials().unwrap(),
+            addr.port(),
+            token,
+        )
+        .unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(codex_proxy::run(listener, Arc::clone(&state), async {
             let _ = stopped.await;
