@@ -54,6 +54,33 @@ pub struct Args {
     #[arg(long, value_name = "ID")]
     pub openai_project: Option<String>,
 
+    /// Codex backend for ChatGPT accounts ({base}/responses). Plain http:// only for loopback.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "https://chatgpt.com/backend-api/codex"
+    )]
+    pub chatgpt_base_url: String,
+
+    /// OAuth token endpoint used to refresh ChatGPT account tokens. Plain http:// only for
+    /// loopback.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "https://auth.openai.com/oauth/token"
+    )]
+    pub oauth_token_url: String,
+
+    /// Directory of account files (auth.json or account objects, *.json), owned by the user the
+    /// proxy runs as and not accessible by group or others. Watched for changes; rotated tokens
+    /// are written back atomically under an advisory lock. Allows empty stdin.
+    #[arg(long, value_name = "DIR")]
+    pub auth_dir: Option<PathBuf>,
+
+    /// How often --auth-dir is rescanned for new, changed and removed files.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
+    pub auth_dir_interval: f64,
+
     /// Drop privileges to this user after binding and writing the server-info file.
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,

@@ -32,6 +32,12 @@ pub enum ConfigError {
     BadSudoUid,
     #[error("--client-token needs --server-info (the token is handed over in that file)")]
     TokenWithoutServerInfo,
+    #[error("--chatgpt-base-url: {0}")]
+    ChatgptBaseUrl(String),
+    #[error("--oauth-token-url: {0}")]
+    OauthTokenUrl(String),
+    #[error("--auth-dir {path}: {reason}")]
+    AuthDir { path: PathBuf, reason: String },
     #[error("--{flag} must be at least 1")]
     Zero { flag: &'static str },
     #[error("--{flag} is too large")]
@@ -182,6 +188,12 @@ pub struct Config {
     pub openai_organization: Option<HeaderValue>,
     pub openai_project: Option<HeaderValue>,
     pub drop_to: Option<DropTarget>,
+    /// The Codex backend for ChatGPT accounts.
+    pub chatgpt: UpstreamBase,
+    /// The OAuth token endpoint (full URL).
+    pub oauth_token_url: Uri,
+    pub auth_dir: Option<PathBuf>,
+    pub auth_dir_interval: Duration,
     pub client_token: bool,
     /// Owner of a server-info file that holds a token.
     pub info_owner: Uid,
@@ -213,6 +225,29 @@ impl Config {
         let openai_organization = header("openai-organization", &args.openai_organization)?;
         let openai_project = header("openai-project", &args.openai_project)?;
         let drop_to = args.user.as_deref().map(resolve_drop_target).transpose()?;
+        let chatgpt = UpstreamBase::parse(&args.chatgpt_base_url).map_err(|e| match e {
+            ConfigError::UpstreamUrl(why) => ConfigError::ChatgptBaseUrl(why),
+            other => other,
+        })?;
+        let oauth_token_url = match UpstreamBase::parse(&args.oauth_token_url) {
+            Ok(_) => args
+                .oauth_token_url
+                .parse::<Uri>()
+                .map_err(|_| ConfigError::OauthTokenUrl("not a valid URL".into()))?,
+            Err(ConfigError::UpstreamUrl(why)) => return Err(ConfigError::OauthTokenUrl(why)),
+            Err(other) => return Err(other),
+        };
+        if let Some(dir) = &args.auth_dir {
+            let owner = drop_to
+                .as_ref()
+                .map_or_else(crate::hardening::current_uid, |t| t.uid);
+            crate::pool::auth_dir::check_dir(dir, owner).map_err(|reason| {
+                ConfigError::AuthDir {
+                    path: dir.clone(),
+                    reason,
+                }
+            })?;
+        }
         if args.client_token && args.server_info.is_none() {
             return Err(ConfigError::TokenWithoutServerInfo);
         }
@@ -251,6 +286,10 @@ impl Config {
             openai_organization,
             openai_project,
             drop_to,
+            chatgpt,
+            oauth_token_url,
+            auth_dir: args.auth_dir,
+            auth_dir_interval: Duration::from_secs_f64(args.auth_dir_interval.max(0.05)),
             client_token: args.client_token,
             info_owner,
             timeouts: Timeouts {

@@ -50,13 +50,31 @@ pub fn build_state(
     let pool = Pool::new(credentials, Arc::clone(&injector) as Arc<dyn pool::Swaps>)
         .map_err(ClientError::Secrets)?;
     let client = upstream::client::build(config, Arc::clone(&injector))?;
+    let pool = Arc::new(pool);
+    let auth_dir = config.auth_dir.as_ref().map(|dir| {
+        let auth_dir = Arc::new(pool::auth_dir::AuthDir::new(
+            dir.clone(),
+            hardening::current_uid(),
+        ));
+        auth_dir.rescan(&pool);
+        auth_dir
+    });
+    let refresher = upstream::refresh::Refresher {
+        client: upstream::client::build_unpooled(config)?,
+        token_url: config.oauth_token_url.clone(),
+        pool: Arc::clone(&pool),
+        auth_dir,
+        rescan_every: config.auth_dir_interval,
+    };
     Ok(Arc::new(State {
         gate: Gate::new(port, config.http_shutdown),
         token,
         upstream: Upstream {
             client,
             base: config.upstream.clone(),
-            pool: Arc::new(pool),
+            chatgpt: config.chatgpt.clone(),
+            refresher: Arc::new(refresher),
+            pool,
             openai_organization: config.openai_organization.clone(),
             openai_project: config.openai_project.clone(),
             timeouts: config.timeouts,

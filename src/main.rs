@@ -46,6 +46,13 @@ fn main() -> ExitCode {
         .and_then(|i| i.into_credentials())
     {
         Ok(credentials) => credentials,
+        // With --auth-dir, accounts may all come from files.
+        Err(secret::IntakeError::Empty) if config.auth_dir.is_some() => {
+            match secret::Credentials::empty() {
+                Ok(credentials) => credentials,
+                Err(e) => return fail(5, e),
+            }
+        }
         Err(e) if e.is_hardening_failure() => return fail(5, e),
         Err(e) => return fail(3, e),
     };

@@ -10,6 +10,7 @@
 //! appear, and an account whose file disappears is marked removed (never selected, not shown),
 //! so an index always names the same account.
 
+pub mod auth_dir;
 pub mod quota;
 pub mod select;
 pub mod state;

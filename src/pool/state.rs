@@ -13,6 +13,7 @@
 //! | 408/5xx/529                               | `CoolingDown` 15 s                                        |
 //! | connect failure, header timeout           | unchanged: the network's fault, not the account's         |
 //! | 400/404/413/422, context length           | unchanged: the request's fault                            |
+//! | `invalid_encrypted_content`               | unchanged; retried once on the same account without the ciphertext |
 //!
 //! A cooldown that has ended counts as `Active` (checked lazily against the clock). A rate
 //! limit that arrives while the account is already cooling extends the cooldown but does not
@@ -104,6 +105,9 @@ pub enum Verdict {
     RefreshFailed,
     /// The token endpoint was unreachable, overloaded or rate limited.
     RefreshUnavailable,
+    /// Reasoning ciphertext minted by another account (or expired): the request's fault,
+    /// retried once on the same account without the ciphertext.
+    InvalidEncryptedContent,
 }
 
 /// Everything the pool tracks about one account.
@@ -259,7 +263,7 @@ impl AccountStatus {
                 let until = now + SERVER_ERROR_COOLDOWN;
                 self.transient_until = Some(self.transient_until.map_or(until, |t| t.max(until)));
             }
-            Verdict::NetworkFault | Verdict::RequestError => {}
+            Verdict::NetworkFault | Verdict::RequestError | Verdict::InvalidEncryptedContent => {}
         }
     }
 }

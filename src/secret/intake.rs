@@ -98,6 +98,16 @@ pub struct Credentials {
     pub accounts: Vec<Credential>,
 }
 
+impl Credentials {
+    /// No accounts (allowed when they come from `--auth-dir`).
+    pub fn empty() -> Result<Credentials, ArenaError> {
+        Ok(Credentials {
+            arena: Arc::new(SecretArena::with_capacity(1)?),
+            accounts: Vec::new(),
+        })
+    }
+}
+
 /// A growable locked buffer for the raw input.
 pub struct IntakeBuffer {
     buf: LockedBuf,

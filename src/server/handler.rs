@@ -274,7 +274,7 @@ async fn forward(
         return BodyError::OverBudget.response(state.limits.max_body_bytes);
     }
     let facts = request_facts(route, &parts.headers, decoded.as_deref().unwrap_or(&body));
-    drop(decoded);
+    let decoded = decoded.map(Bytes::from);
     let Some(RequestFacts { streaming, session }) = facts else {
         return openai_error(
             StatusCode::BAD_REQUEST,
@@ -289,6 +289,7 @@ async fn forward(
         endpoint,
         headers: &parts.headers,
         body,
+        decoded,
         streaming,
         session: session.map(|s| state.session_hasher.hash_one(s)),
         abort: state.abort.clone(),

@@ -73,6 +73,8 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
     let connections = Arc::new(Semaphore::new(state.limits.max_connections));
     let tracker = TaskTracker::new();
     let draining = CancellationToken::new();
+    let maintenance =
+        tokio::spawn(Arc::clone(&state.upstream.refresher).maintain(draining.clone()));
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -109,6 +111,7 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
         "shutting down: draining connections"
     );
     draining.cancel();
+    maintenance.abort();
     tracker.close();
     if tokio::time::timeout(state.timeouts.drain, tracker.wait())
         .await

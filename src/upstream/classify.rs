@@ -26,7 +26,6 @@ const REQUEST_CODES: &[&str] = &[
     "context_length_exceeded",
     "previous_response_not_found",
     "cyber_policy",
-    "invalid_encrypted_content",
     "invalid_prompt",
 ];
 /// Messages (lower case) known to mean an account-level limit or overload. One table, each
@@ -68,6 +67,13 @@ fn by_code(error: &Value, delay: Option<Duration>) -> Option<Verdict> {
         .any(|l| USAGE_LIMIT_CODES.contains(l))
     {
         return Some(Verdict::UsageLimit { reset_after: delay });
+    }
+    if labels
+        .iter()
+        .flatten()
+        .any(|l| *l == "invalid_encrypted_content")
+    {
+        return Some(Verdict::InvalidEncryptedContent);
     }
     if labels.iter().flatten().any(|l| REQUEST_CODES.contains(l)) {
         return Some(Verdict::RequestError);

@@ -47,6 +47,21 @@ pub enum ClientError {
 /// Builds the client. Loads the OS trust store (missing stores are not fatal: `--upstream-ca`
 /// may be all that is needed).
 pub fn build(config: &Config, injector: Arc<KeyInjector>) -> Result<HttpClient, ClientError> {
+    build_with(config, injector, true)
+}
+
+/// A client that keeps no idle connection: each request's buffers are freed (and so wiped
+/// by the wiping allocator) when it ends. For the token endpoint, whose request and response
+/// bodies carry refresh tokens.
+pub fn build_unpooled(config: &Config) -> Result<HttpClient, ClientError> {
+    build_with(config, Arc::new(KeyInjector::new()), false)
+}
+
+fn build_with(
+    config: &Config,
+    injector: Arc<KeyInjector>,
+    pooled: bool,
+) -> Result<HttpClient, ClientError> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for cert in native.certs {
@@ -90,6 +105,7 @@ pub fn build(config: &Config, injector: Arc<KeyInjector>) -> Result<HttpClient, 
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(if pooled { usize::MAX } else { 0 })
         .build(connector))
 }
 

@@ -37,12 +37,14 @@ use tokio_util::sync::CancellationToken;
 use super::classify::{classify, classify_in_band, unix_now};
 use super::client::{is_connect_timeout, HttpClient};
 use super::headers::{request_headers_for_upstream, response_headers_for_client};
+use super::profile;
 use super::redact::redact;
+use super::refresh::Refresher;
 use super::relay::{RelayBody, RelayFailure, RelayParts, RelayStats, SseWatch};
 use super::retry::{decide, jitter, Decision, RetryBudget};
 use crate::config::{Timeouts, UpstreamBase};
 use crate::pool::state::Verdict;
-use crate::pool::{quota, Pick, Pool};
+use crate::pool::{quota, Account, AccountKind, Pick, Pool};
 use crate::translate::sse::last_event_data;
 
 /// Largest upstream error body read (to classify and redact it) before relaying; beyond: 502.
@@ -53,7 +55,11 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// Everything the forwarder needs, shared by all requests.
 pub struct Upstream {
     pub client: HttpClient,
+    /// The API base, for API-key accounts.
     pub base: UpstreamBase,
+    /// The Codex backend, for ChatGPT accounts.
+    pub chatgpt: UpstreamBase,
+    pub refresher: Arc<Refresher>,
     pub pool: Arc<Pool>,
     pub openai_organization: Option<HeaderValue>,
     pub openai_project: Option<HeaderValue>,
@@ -66,7 +72,10 @@ pub struct Upstream {
 pub struct Outbound<'a> {
     pub endpoint: &'static str,
     pub headers: &'a HeaderMap,
+    /// The body as received (possibly compressed).
     pub body: Bytes,
+    /// The decoded body when the client compressed it (for upstream profiles).
+    pub decoded: Option<Bytes>,
     /// The client asked for an event stream (`"stream": true`).
     pub streaming: bool,
     /// The conversation this request belongs to, for account affinity.
@@ -84,6 +93,9 @@ pub struct Reply {
     /// The account that served it.
     pub account: usize,
     pub stats: Arc<RelayStats>,
+    /// The upstream streamed a request its client asked to get as one JSON document (the
+    /// Codex backend only streams): the events are to be aggregated.
+    pub aggregate: bool,
 }
 
 pub enum ReplyBody {
@@ -178,29 +190,91 @@ enum Answered {
     Retryable { verdict: Verdict, reply: Reply },
 }
 
+/// The body an attempt sends, per kind of account (computed once per request).
+#[derive(Default)]
+struct Bodies {
+    /// The Codex backend's version: `Some(None)` when the original fits as it is.
+    codex: Option<Option<Bytes>>,
+    /// After `invalid_encrypted_content`: the body without reasoning ciphertext.
+    stripped: Option<Bytes>,
+}
+
 impl Upstream {
-    fn build_request(&self, out: &Outbound<'_>, account: usize) -> Option<Request<Full<Bytes>>> {
+    /// The request for one attempt on `account`, and whether the upstream will stream a
+    /// request its client wanted as JSON.
+    fn build_request(
+        &self,
+        out: &Outbound<'_>,
+        account: &Account,
+        bodies: &mut Bodies,
+    ) -> Option<(Request<Full<Bytes>>, bool)> {
         let mut headers = request_headers_for_upstream(out.headers);
         // A placeholder that the connection layer swaps for the key (see `inject`).
         headers.insert(
             header::AUTHORIZATION,
-            self.pool.account(account)?.token().authorization.clone()?,
+            account.token().authorization.clone()?,
         );
         headers.insert(
             header::ACCEPT_ENCODING,
             HeaderValue::from_static("identity"),
         );
-        if let Some(org) = &self.openai_organization {
-            headers.insert("openai-organization", org.clone());
+        let chatgpt = account.kind == AccountKind::Chatgpt;
+        let mut body = out.body.clone();
+        let mut rewritten = false;
+        let mut aggregate = false;
+        if let Some(stripped) = &bodies.stripped {
+            body = stripped.clone();
+            rewritten = true;
         }
-        if let Some(project) = &self.openai_project {
-            headers.insert("openai-project", project.clone());
+        if chatgpt {
+            let compact = out.endpoint == "/responses/compact";
+            let source = if rewritten {
+                body.clone()
+            } else {
+                out.decoded.clone().unwrap_or_else(|| out.body.clone())
+            };
+            let fitted = match &bodies.codex {
+                Some(done) if !rewritten => done.clone(),
+                _ => {
+                    let fitted = profile::codex_backend(&source, compact).map(Bytes::from);
+                    if !rewritten {
+                        bodies.codex = Some(fitted.clone());
+                    }
+                    fitted
+                }
+            };
+            if let Some(fitted) = fitted {
+                body = fitted;
+                rewritten = true;
+            }
+            aggregate = !compact && !out.streaming;
+            if let Some(id) = account.account_id() {
+                headers.insert("chatgpt-account-id", id);
+            }
+            if !compact {
+                headers.insert(
+                    header::ACCEPT,
+                    HeaderValue::from_static("text/event-stream"),
+                );
+            }
+        } else {
+            if let Some(org) = &self.openai_organization {
+                headers.insert("openai-organization", org.clone());
+            }
+            if let Some(project) = &self.openai_project {
+                headers.insert("openai-project", project.clone());
+            }
         }
-        let mut request = Request::new(Full::new(out.body.clone()));
+        if rewritten {
+            // A rewritten body goes upstream uncompressed.
+            headers.remove(header::CONTENT_ENCODING);
+        }
+        let base = if chatgpt { &self.chatgpt } else { &self.base };
+        let mut request = Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
-        *request.uri_mut() = self.base.uri(out.endpoint);
+        *request.uri_mut() = base.uri(out.endpoint);
         *request.headers_mut() = headers;
-        Some(request)
+        Some((request, aggregate))
     }
 
     /// Sends `out` upstream: choose an account, attempt, and retry or fail over until the
@@ -214,6 +288,9 @@ impl Upstream {
         // What the client gets if the engine stops after the last attempt.
         let mut fallback: Option<Result<Reply, GiveUp>> = None;
         let mut same_account: Option<usize> = None;
+        let mut bodies = Bodies::default();
+        // ChatGPT accounts this request already refreshed after a 401 (once each).
+        let mut refreshed: Vec<usize> = Vec::new();
         loop {
             // A same-account retry only while that account may still take it (another request
             // may have hit a limit on it meanwhile); otherwise choose again.
@@ -232,8 +309,26 @@ impl Upstream {
                     }
                 },
             };
-            let Some(request) = self.build_request(&out, account) else {
+            let Some(chosen) = self.pool.account(account) else {
                 return Err(none_usable(attempts));
+            };
+            if chosen.kind == AccountKind::Chatgpt {
+                let seen = chosen.token().generation;
+                if self
+                    .refresher
+                    .ensure_fresh(account, false, seen)
+                    .await
+                    .is_err()
+                {
+                    // No usable token on this account (its state says why): try another.
+                    skip.push(account);
+                    continue;
+                }
+            }
+            let generation = chosen.token().generation;
+            let Some((request, aggregate)) = self.build_request(&out, &chosen, &mut bodies) else {
+                skip.push(account);
+                continue;
             };
             attempts += 1;
             let (verdict, answer) = match self.attempt(request, deadline, &out.abort).await {
@@ -242,13 +337,62 @@ impl Upstream {
                     None => return Err(error.give_up(attempts)),
                 },
                 Ok(response) => match self
-                    .answer(response, &out, deadline, attempts, account)
+                    .answer(response, &out, deadline, attempts, &chosen, aggregate)
                     .await
                 {
                     Answered::Final(reply) => return Ok(reply),
                     Answered::Retryable { verdict, reply } => (verdict, Ok(reply)),
                 },
             };
+            let stop = |answer: Result<Reply, GiveUp>| answer.map(gave_up_on);
+            match verdict {
+                // A ChatGPT token the upstream no longer takes: refresh once, retry on the
+                // same account (a second 401 disables it).
+                Verdict::Unauthorized if chosen.kind == AccountKind::Chatgpt => {
+                    if !refreshed.contains(&account) {
+                        refreshed.push(account);
+                        if self
+                            .refresher
+                            .ensure_fresh(account, true, generation)
+                            .await
+                            .is_ok()
+                        {
+                            same_account = Some(account);
+                            fallback = Some(stop(answer));
+                            continue;
+                        }
+                    } else {
+                        self.pool.record(
+                            account,
+                            Verdict::Unauthorized,
+                            Some(401),
+                            None,
+                            None,
+                            Instant::now(),
+                        );
+                    }
+                }
+                // Reasoning minted elsewhere: once, on the same account, without it. Never
+                // another account (the ciphertext is bound to the account).
+                Verdict::InvalidEncryptedContent => {
+                    let source = out.decoded.as_ref().unwrap_or(&out.body);
+                    match bodies
+                        .stripped
+                        .is_none()
+                        .then(|| profile::strip_encrypted_reasoning(source))
+                        .flatten()
+                    {
+                        Some(stripped) => {
+                            bodies.stripped = Some(Bytes::from(stripped));
+                            same_account = Some(account);
+                            fallback = Some(stop(answer));
+                            continue;
+                        }
+                        None => return stop(answer),
+                    }
+                }
+                _ => {}
+            }
             // (The account's state was updated where the answer was read; a network fault
             // leaves it alone.)
             let mut tried = skip.clone();
@@ -265,7 +409,6 @@ impl Upstream {
                 ?decision,
                 "upstream attempt failed"
             );
-            let stop = |answer: Result<Reply, GiveUp>| answer.map(gave_up_on);
             match decision {
                 Decision::Failover if ticket.may_retry() => {
                     skip.push(account);
@@ -326,8 +469,10 @@ impl Upstream {
         out: &Outbound<'_>,
         deadline: Option<Instant>,
         attempts: u32,
-        account: usize,
+        chosen: &Account,
+        aggregate: bool,
     ) -> Answered {
+        let account = chosen.index;
         let (parts, mut body) = response.into_parts();
         let mut headers = response_headers_for_client(&parts.headers);
         let stats = Arc::new(RelayStats::default());
@@ -340,6 +485,7 @@ impl Upstream {
             attempts,
             account,
             stats,
+            aggregate,
         };
 
         if !status.is_success() && !status.is_redirection() {
@@ -356,14 +502,19 @@ impl Upstream {
                 }
             };
             let verdict = classify(status, &parts.headers, &bytes, unix_now());
-            self.pool.record(
-                account,
-                verdict,
-                Some(status.as_u16()),
-                remaining,
-                None,
-                Instant::now(),
-            );
+            // A ChatGPT 401 is judged after the refresh it triggers (see `forward`).
+            let judged_later =
+                verdict == Verdict::Unauthorized && chosen.kind == AccountKind::Chatgpt;
+            if !judged_later {
+                self.pool.record(
+                    account,
+                    verdict,
+                    Some(status.as_u16()),
+                    remaining,
+                    None,
+                    Instant::now(),
+                );
+            }
             let tokens = self.pool.tokens();
             let secrets = tokens.iter().filter_map(|t| t.secret());
             let bytes = match redact(&bytes, secrets) {

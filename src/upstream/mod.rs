@@ -6,7 +6,9 @@ pub mod client;
 pub mod forward;
 pub mod headers;
 pub mod inject;
+pub mod profile;
 pub mod redact;
+pub mod refresh;
 pub mod relay;
 pub mod retry;
 
