@@ -33,6 +33,12 @@ impl TestProxy {
     }
 
     pub async fn start_with_key(upstream_url: &str, extra: &[&str], key: &str) -> TestProxy {
+        Self::start_with_input(upstream_url, extra, format!("{key}\n").as_bytes()).await
+    }
+
+    /// Starts the proxy with `input` as all of stdin (credentials in any format; empty is
+    /// allowed with `--auth-dir`).
+    pub async fn start_with_input(upstream_url: &str, extra: &[&str], input: &[u8]) -> TestProxy {
         let mut argv = vec!["codex-proxy", "--upstream-url", upstream_url];
         argv.extend_from_slice(extra);
         let wants_token = argv.contains(&"--client-token");
@@ -41,24 +47,19 @@ impl TestProxy {
         }
         let config = Config::from_args(Args::try_parse_from(argv).unwrap(), None).unwrap();
         let mut intake = IntakeBuffer::new(config.limits.max_stdin_bytes).unwrap();
-        let mut input = format!(
-            "{key}
-"
-        )
-        .into_bytes();
-        intake.read_slice(&input).unwrap();
-        input.fill(0);
+        intake.read_slice(input).unwrap();
+        let credentials = match intake.into_credentials() {
+            Ok(credentials) => credentials,
+            Err(codex_proxy::secret::IntakeError::Empty) if config.auth_dir.is_some() => {
+                codex_proxy::secret::Credentials::empty().unwrap()
+            }
+            Err(e) => panic!("credentials: {e}"),
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let token = wants_token.then(|| ClientToken::generate().unwrap());
         let token_text = token.as_ref().map(|t| t.expose().to_string());
-        let state = codex_proxy::build_state(
-            &config,
-            intake.into_credentials().unwrap(),
-            addr.port(),
-            token,
-        )
-        .unwrap();
+        let state = codex_proxy::build_state(&config, credentials, addr.port(), token).unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(codex_proxy::run(listener, Arc::clone(&state), async {
             let _ = stopped.await;

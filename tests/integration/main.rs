@@ -10,6 +10,7 @@
 //! - `tls`: an https upstream with a test CA over h2 and HTTP/1.1.
 //! - `proxying`: the upstream through an HTTP CONNECT or SOCKS5 proxy.
 //! - `pool`: several keys: failover, cooldowns, affinity, quota bias, give-up answers.
+//! - `chatgpt`: ChatGPT accounts: the Codex backend profile, token refresh, `--auth-dir`.
 //! - `chaos`: 300 concurrent streams over 3 accounts with random upstream faults.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -21,6 +22,7 @@ mod proxy;
 mod raw;
 
 mod chaos;
+mod chatgpt;
 mod lifecycle;
 mod limits;
 mod passthrough;
