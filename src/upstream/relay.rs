@@ -41,7 +41,7 @@ pub enum RelayFailure {
 }
 
 impl RelayFailure {
-    fn code(self) -> &'static str {
+    pub fn code(self) -> &'static str {
         match self {
             RelayFailure::Idle => "upstream_idle_timeout",
             RelayFailure::Truncated => "upstream_stream_truncated",
@@ -51,7 +51,7 @@ impl RelayFailure {
         }
     }
 
-    fn message(self) -> &'static str {
+    pub fn message(self) -> &'static str {
         match self {
             RelayFailure::Idle => "The upstream sent nothing for longer than the idle timeout; the response is incomplete.",
             RelayFailure::Truncated => "The upstream stream ended before a terminal event; the response is incomplete.",
@@ -81,6 +81,16 @@ impl std::fmt::Display for RelayFailure {
 }
 
 impl std::error::Error for RelayFailure {}
+
+/// Turns relayed upstream bytes into what the client gets: a dialect translator on the
+/// translated routes. Without a stage the bytes pass through unchanged.
+pub trait RelayStage: Send {
+    /// Upstream bytes in (any split), client bytes appended to `out`.
+    fn chunk(&mut self, upstream: &[u8], out: &mut Vec<u8>);
+    /// The upstream ended: cleanly after its terminal event (`None`), or with `failure`. The
+    /// stage appends its dialect's closing or error event.
+    fn end(&mut self, failure: Option<RelayFailure>, out: &mut Vec<u8>);
+}
 
 /// Counters shared with the request log.
 #[derive(Default, Debug)]
@@ -198,6 +208,7 @@ pub struct RelayBody {
     since_check: u32,
     state: State,
     stats: Arc<RelayStats>,
+    stage: Option<Box<dyn RelayStage>>,
 }
 
 /// While data flows, shutdown and the deadline are checked every this many chunks (and always
@@ -223,6 +234,26 @@ impl RelayBody {
             abort: Box::pin(parts.abort.cancelled_owned()),
             state: State::Streaming,
             stats,
+            stage: None,
+        }
+    }
+
+    /// The same relay with its bytes passed through `stage`.
+    pub fn with_stage(mut self, stage: Box<dyn RelayStage>) -> Self {
+        self.stage = Some(stage);
+        self
+    }
+
+    /// Upstream bytes as the client gets them: through the stage, if any (`None`: nothing to
+    /// send yet).
+    fn staged(&mut self, data: Bytes) -> Option<Bytes> {
+        match &mut self.stage {
+            None => Some(data),
+            Some(stage) => {
+                let mut out = Vec::new();
+                stage.chunk(&data, &mut out);
+                (!out.is_empty()).then(|| Bytes::from(out))
+            }
         }
     }
 
@@ -243,6 +274,15 @@ impl RelayBody {
         self.upstream = None;
         let _ = self.stats.failure.set(failure);
         self.state = State::Failing(failure, None);
+        if let Some(stage) = &mut self.stage {
+            let mut out = Vec::new();
+            stage.end(Some(failure), &mut out);
+            return if out.is_empty() {
+                self.poll_failing(cx)
+            } else {
+                self.emit(Bytes::from(out))
+            };
+        }
         match &self.sse {
             Some(watch) => {
                 let event = failure.sse_event(watch.scanner.mid_event());
@@ -303,7 +343,15 @@ impl RelayBody {
             Some(watch) if !watch.terminal_seen() => self.fail(RelayFailure::Truncated, cx),
             _ => {
                 self.state = State::Done;
-                Poll::Ready(None)
+                let mut out = Vec::new();
+                if let Some(stage) = &mut self.stage {
+                    stage.end(None, &mut out);
+                }
+                if out.is_empty() {
+                    Poll::Ready(None)
+                } else {
+                    self.emit(Bytes::from(out))
+                }
             }
         }
     }
@@ -325,7 +373,10 @@ impl Body for RelayBody {
                 State::Streaming => {}
             }
             if let Some(chunk) = this.held.pop_front() {
-                return this.emit(chunk);
+                match this.staged(chunk) {
+                    Some(out) => return this.emit(out),
+                    None => continue,
+                }
             }
             if this.since_check >= CHECK_EVERY {
                 this.since_check = 0;
@@ -349,7 +400,10 @@ impl Body for RelayBody {
                     }
                     this.last_data = Instant::now();
                     this.since_check += 1;
-                    return this.emit(data);
+                    match this.staged(data) {
+                        Some(out) => return this.emit(out),
+                        None => continue,
+                    }
                 }
                 Poll::Ready(Some(Err(_))) => return this.fail(RelayFailure::UpstreamError, cx),
                 Poll::Ready(None) => {
@@ -377,6 +431,7 @@ impl Body for RelayBody {
         // A plain body keeps the upstream's exact length (held bytes plus what is left), so
         // the client gets a content-length; event streams and failing bodies have none.
         if self.sse.is_some()
+            || self.stage.is_some()
             || self.pending_failure.is_some()
             || !matches!(self.state, State::Streaming)
         {
