@@ -81,6 +81,11 @@ pub struct Args {
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
     pub auth_dir_interval: f64,
 
+    /// Model aliases, default reasoning effort and forced per-model parameters (JSON; see the
+    /// README). Read once at start-up.
+    #[arg(long, value_name = "FILE")]
+    pub models: Option<PathBuf>,
+
     /// Drop privileges to this user after binding and writing the server-info file.
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,

@@ -36,6 +36,8 @@ pub enum ConfigError {
     ChatgptBaseUrl(String),
     #[error("--oauth-token-url: {0}")]
     OauthTokenUrl(String),
+    #[error("--models {path}: {reason}")]
+    Models { path: PathBuf, reason: String },
     #[error("--auth-dir {path}: {reason}")]
     AuthDir { path: PathBuf, reason: String },
     #[error("--{flag} must be at least 1")]
@@ -194,6 +196,8 @@ pub struct Config {
     pub oauth_token_url: Uri,
     pub auth_dir: Option<PathBuf>,
     pub auth_dir_interval: Duration,
+    /// Known models, `--models` aliases, defaults and overrides.
+    pub models: crate::translate::models::ModelTable,
     pub client_token: bool,
     /// Owner of a server-info file that holds a token.
     pub info_owner: Uid,
@@ -236,6 +240,17 @@ impl Config {
                 .map_err(|_| ConfigError::OauthTokenUrl("not a valid URL".into()))?,
             Err(ConfigError::UpstreamUrl(why)) => return Err(ConfigError::OauthTokenUrl(why)),
             Err(other) => return Err(other),
+        };
+        let models = match &args.models {
+            None => crate::translate::models::ModelTable::builtin(),
+            Some(path) => {
+                let err = |reason: String| ConfigError::Models {
+                    path: path.clone(),
+                    reason,
+                };
+                let bytes = std::fs::read(path).map_err(|e| err(e.kind().to_string()))?;
+                crate::translate::models::ModelTable::from_json(&bytes).map_err(err)?
+            }
         };
         if let Some(dir) = &args.auth_dir {
             let owner = drop_to
@@ -290,6 +305,7 @@ impl Config {
             oauth_token_url,
             auth_dir: args.auth_dir,
             auth_dir_interval: Duration::from_secs_f64(args.auth_dir_interval.max(0.05)),
+            models,
             client_token: args.client_token,
             info_owner,
             timeouts: Timeouts {

@@ -68,6 +68,7 @@ pub fn build_state(
     };
     Ok(Arc::new(State {
         gate: Gate::new(port, config.http_shutdown),
+        models: config.models.clone(),
         token,
         upstream: Upstream {
             client,

@@ -78,6 +78,14 @@ impl ProxyBody {
         }
     }
 
+    /// The bytes of a complete body (`None` for a relay).
+    pub fn full_bytes(&self) -> Option<&Bytes> {
+        match &self.inner {
+            Inner::Full(bytes) => bytes.as_ref(),
+            Inner::Relay(_) => None,
+        }
+    }
+
     /// Attaches the log line, emitted when this body is done with.
     pub fn with_log(mut self, mut log: RequestLog) -> Self {
         if let Inner::Full(Some(bytes)) = &self.inner {

@@ -17,7 +17,8 @@ use super::encoding::{self, DecodeError};
 use super::errors::{json_response, openai_error, refusal};
 use super::limits::Reservation;
 use super::routes::Route;
-use super::State;
+use super::{translated, State};
+use crate::translate::Dialect;
 use crate::upstream::{Outbound, ReplyBody};
 
 /// Longest pause tolerated between two chunks of a request body (slow senders).
@@ -40,6 +41,8 @@ pub async fn handle(
         full_bytes: 0,
         account: None,
     };
+    // Errors on the Anthropic routes (refusals included) use Anthropic's shape.
+    let anthropic = request.uri().path().starts_with("/v1/messages");
     let response = if head_size(&request) > super::MAX_HEADER_BYTES {
         openai_error(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -69,6 +72,11 @@ pub async fn handle(
                 }
             }
         }
+    };
+    let response = if anthropic {
+        translated::in_dialect(Dialect::Anthropic, response)
+    } else {
+        response
     };
     log.status = response.status().as_u16();
     let (parts, body) = response.into_parts();
@@ -101,7 +109,15 @@ async fn serve(
                 &serde_json::json!({"status": "shutting_down"}),
             )
         }
-        Route::Responses | Route::ResponsesCompact => forward(state, route, request, log).await,
+        Route::Models => {
+            let anthropic = request.headers().contains_key("anthropic-version");
+            json_response(StatusCode::OK, &state.models.list(anthropic))
+        }
+        Route::Responses
+        | Route::ResponsesCompact
+        | Route::ChatCompletions
+        | Route::Messages
+        | Route::CountTokens => forward(state, route, request, log).await,
     }
 }
 
@@ -206,13 +222,20 @@ async fn read_body(
     Ok((parts, body, reservation))
 }
 
+/// A string field borrowed from the body when it has no escapes.
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct Text<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
+
 /// The fields of a request body the proxy itself reads; the rest passes through unread.
 #[derive(Deserialize)]
 struct BodyFields<'a> {
     #[serde(default)]
     stream: Option<bool>,
     #[serde(default, borrow)]
-    prompt_cache_key: Option<std::borrow::Cow<'a, str>>,
+    prompt_cache_key: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    model: Option<Text<'a>>,
 }
 
 /// What the proxy reads from a request: whether it streams, and its conversation.
@@ -220,21 +243,53 @@ struct RequestFacts {
     streaming: bool,
     /// `prompt_cache_key`, else the `session-id`/`session_id`/`thread-id` header.
     session: Option<String>,
+    /// `model`, when it needs a rewrite (a suffix, an alias, defaults or overrides).
+    model_rewrite: bool,
+}
+
+/// The session of a request by its headers (Codex sends `session-id` or `session_id`, and
+/// `thread-id`).
+fn header_session(headers: &http::HeaderMap) -> Option<String> {
+    ["session-id", "session_id", "thread-id"]
+        .iter()
+        .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+        .map(str::to_string)
+}
+
+/// True when `--models` or a suffix changes a request for `model`.
+fn needs_model_rewrite(models: &crate::translate::models::ModelTable, model: &str) -> bool {
+    match models.resolve(model) {
+        // An unknown suffix: let the rewrite produce the 400.
+        Err(_) => true,
+        Ok(r) => {
+            r.upstream_model != model
+                || r.effort_from_suffix
+                || r.effort.is_some()
+                || r.default_effort.is_some()
+                || r.service_tier.is_some()
+                || !r.params.is_empty()
+                || r.append_to_last_user.is_some()
+        }
+    }
 }
 
 /// `None`: the body is not a JSON object.
-fn request_facts(route: Route, headers: &http::HeaderMap, json: &[u8]) -> Option<RequestFacts> {
+fn request_facts(
+    route: Route,
+    headers: &http::HeaderMap,
+    json: &[u8],
+    models: &crate::translate::models::ModelTable,
+) -> Option<RequestFacts> {
     let fields: BodyFields = serde_json::from_slice(json).ok()?;
-    let header_session = ["session-id", "session_id", "thread-id"]
-        .iter()
-        .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
-        .map(str::to_string);
     Some(RequestFacts {
         streaming: route == Route::Responses && fields.stream.unwrap_or(false),
         session: fields
             .prompt_cache_key
-            .map(|k| k.into_owned())
-            .or(header_session),
+            .map(|k| k.0.into_owned())
+            .or_else(|| header_session(headers)),
+        model_rewrite: fields
+            .model
+            .is_some_and(|m| needs_model_rewrite(models, &m.0)),
     })
 }
 
@@ -273,21 +328,80 @@ async fn forward(
     if decoded.as_ref().is_some_and(|d| !reservation.grow(d.len())) {
         return BodyError::OverBudget.response(state.limits.max_body_bytes);
     }
-    let facts = request_facts(route, &parts.headers, decoded.as_deref().unwrap_or(&body));
-    let decoded = decoded.map(Bytes::from);
-    let Some(RequestFacts { streaming, session }) = facts else {
+    let plain = decoded.as_deref().unwrap_or(&body);
+    match route {
+        Route::ChatCompletions | Route::Messages => {
+            let dialect = if route == Route::Messages {
+                Dialect::Anthropic
+            } else {
+                Dialect::Chat
+            };
+            return translated::forward(state, dialect, &parts.headers, plain, reservation, log).await;
+        }
+        Route::CountTokens => {
+            return match crate::translate::anthropic::count_tokens_bytes(plain) {
+                Ok(body) => {
+                    let mut response = Response::new(ProxyBody::full(Bytes::from(body)));
+                    response
+                        .headers_mut()
+                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                    response
+                }
+                Err(e) => translated::dialect_error(
+                    Dialect::Anthropic,
+                    StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+                    e.code,
+                    &e.message,
+                ),
+            };
+        }
+        _ => {}
+    }
+    let facts = request_facts(route, &parts.headers, plain, &state.models);
+    let Some(RequestFacts {
+        streaming,
+        session,
+        model_rewrite,
+    }) = facts
+    else {
         return openai_error(
             StatusCode::BAD_REQUEST,
             "invalid_json",
             "The request body is not a valid JSON object.",
         );
     };
+    let mut decoded = decoded.map(Bytes::from);
+    let mut body = body;
+    let mut headers = parts.headers;
+    let mut model = String::new();
+    if model_rewrite {
+        // A model suffix, alias or override: the body is rewritten (and goes out plain).
+        let mut value: serde_json::Value = match serde_json::from_slice(decoded.as_deref().unwrap_or(&body)) {
+            Ok(value) => value,
+            Err(_) => {
+                return openai_error(StatusCode::BAD_REQUEST, "invalid_json", "The request body is not a valid JSON object.")
+            }
+        };
+        if let Err(e) = state.models.rewrite_responses(&mut value) {
+            return translated::dialect_error(
+                Dialect::Responses,
+                StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+                e.code,
+                &e.message,
+            );
+        }
+        model = value.get("model").and_then(|m| m.as_str()).unwrap_or_default().to_string();
+        body = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
+        decoded = None;
+        headers.remove(header::CONTENT_ENCODING);
+    }
     let Some(endpoint) = route.upstream_endpoint() else {
         return openai_error(StatusCode::NOT_FOUND, "not_found", "Unknown route.");
     };
+    let parts_headers = headers;
     let outbound = Outbound {
         endpoint,
-        headers: &parts.headers,
+        headers: &parts_headers,
         body,
         decoded,
         streaming,
@@ -313,6 +427,11 @@ async fn forward(
                     .insert("x-codex-proxy-attempts", attempts_header(give_up.attempts));
             }
             response
+        }
+        Ok(reply) if reply.aggregate => {
+            // A stream-only upstream served a client that wants one JSON answer.
+            let ctx = crate::translate::responses::context(model);
+            translated::respond(reply, &ctx, false, log).await
         }
         Ok(reply) => {
             log.attempts = reply.attempts;

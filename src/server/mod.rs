@@ -13,6 +13,7 @@ pub mod info;
 pub mod limits;
 pub mod routes;
 pub mod token;
+pub mod translated;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,6 +47,8 @@ const ABORT_GRACE: Duration = Duration::from_secs(2);
 /// Everything a request handler needs, shared by all connections.
 pub struct State {
     pub gate: Gate,
+    /// Known models, aliases and overrides (`--models`).
+    pub models: crate::translate::models::ModelTable,
     pub token: Option<ClientToken>,
     pub upstream: Upstream,
     pub limits: Limits,

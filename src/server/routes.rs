@@ -4,13 +4,18 @@
 //! |-----------|-------------------------|--------------------------------------------|
 //! | POST      | `/v1/responses`         | Responses API, streaming or not            |
 //! | POST      | `/v1/responses/compact` | Responses compaction (JSON)                |
+//! | POST      | `/v1/chat/completions`  | Chat Completions, translated               |
+//! | POST      | `/v1/messages`          | Anthropic Messages, translated (`?beta=true` allowed) |
+//! | POST      | `/v1/messages/count_tokens` | local input-token estimate (`?beta=true` allowed) |
+//! | GET       | `/v1/models`            | the models this proxy serves (local)       |
 //! | GET       | `/health`               | liveness and account summary               |
 //! | GET, POST | `/shutdown`             | only with `--http-shutdown`                |
 //!
 //! Refused before anything else happens, never echoing input: a request target that is not a
 //! plain origin-form path (absolute-form, authority-form, `*`), `CONNECT`, any query string, a
 //! `Host` that is not this loopback listener, any `Origin` or `Sec-Fetch-*` header (browsers),
-//! and any non-WebSocket upgrade (h2c) — all 403; a WebSocket upgrade — 426 at once (Codex
+//! and any non-WebSocket upgrade (h2c) — all 403; a query string other than the exact ones a
+//! route allows — 403; a WebSocket upgrade — 426 at once (Codex
 //! then falls back to HTTP without retrying); a path variant of a known route (case, `%`
 //! escapes, dot segments, doubled or trailing slashes) or any non-canonical path — 403; a
 //! known path with another method — 405; anything else — 404.
@@ -22,6 +27,10 @@ use http::{header, HeaderMap, Method, Uri};
 pub enum Route {
     Responses,
     ResponsesCompact,
+    ChatCompletions,
+    Messages,
+    CountTokens,
+    Models,
     Health,
     Shutdown,
 }
@@ -32,6 +41,10 @@ impl Route {
         match self {
             Route::Responses => "responses",
             Route::ResponsesCompact => "responses_compact",
+            Route::ChatCompletions => "chat_completions",
+            Route::Messages => "messages",
+            Route::CountTokens => "count_tokens",
+            Route::Models => "models",
             Route::Health => "health",
             Route::Shutdown => "shutdown",
         }
@@ -42,8 +55,14 @@ impl Route {
         match self {
             Route::Responses => Some("/responses"),
             Route::ResponsesCompact => Some("/responses/compact"),
-            Route::Health | Route::Shutdown => None,
+            Route::ChatCompletions | Route::Messages => Some("/responses"),
+            Route::CountTokens | Route::Models | Route::Health | Route::Shutdown => None,
         }
+    }
+
+    /// True for the Anthropic-dialect routes (their errors use Anthropic's shape).
+    pub fn is_anthropic(self) -> bool {
+        matches!(self, Route::Messages | Route::CountTokens)
     }
 }
 
@@ -96,7 +115,13 @@ struct Entry {
     allow: &'static str,
     route: Route,
     enabled: fn(&Gate) -> bool,
+    /// The exact query strings the route accepts besides none (Claude Code sends
+    /// `?beta=true`).
+    queries: &'static [&'static str],
 }
+
+/// Anthropic SDKs add `?beta=true` to beta endpoints; it changes nothing here.
+const BETA: &[&str] = &["beta=true"];
 
 const TABLE: &[Entry] = &[
     Entry {
@@ -105,6 +130,7 @@ const TABLE: &[Entry] = &[
         allow: "POST",
         route: Route::Responses,
         enabled: |_| true,
+        queries: &[],
     },
     Entry {
         path: "/v1/responses/compact",
@@ -112,6 +138,39 @@ const TABLE: &[Entry] = &[
         allow: "POST",
         route: Route::ResponsesCompact,
         enabled: |_| true,
+        queries: &[],
+    },
+    Entry {
+        path: "/v1/chat/completions",
+        methods: &[Method::POST],
+        allow: "POST",
+        route: Route::ChatCompletions,
+        enabled: |_| true,
+        queries: &[],
+    },
+    Entry {
+        path: "/v1/messages",
+        methods: &[Method::POST],
+        allow: "POST",
+        route: Route::Messages,
+        enabled: |_| true,
+        queries: BETA,
+    },
+    Entry {
+        path: "/v1/messages/count_tokens",
+        methods: &[Method::POST],
+        allow: "POST",
+        route: Route::CountTokens,
+        enabled: |_| true,
+        queries: BETA,
+    },
+    Entry {
+        path: "/v1/models",
+        methods: &[Method::GET],
+        allow: "GET",
+        route: Route::Models,
+        enabled: |_| true,
+        queries: &[],
     },
     Entry {
         path: "/health",
@@ -119,6 +178,7 @@ const TABLE: &[Entry] = &[
         allow: "GET",
         route: Route::Health,
         enabled: |_| true,
+        queries: &[],
     },
     Entry {
         path: "/shutdown",
@@ -126,6 +186,7 @@ const TABLE: &[Entry] = &[
         allow: "GET, POST",
         route: Route::Shutdown,
         enabled: |g| g.http_shutdown,
+        queries: &[],
     },
 ];
 
@@ -183,11 +244,14 @@ impl Gate {
         if !self.host_is_loopback_listener(headers) {
             return forbid(Host);
         }
-        if uri.query().is_some() {
-            return forbid(QueryString);
-        }
         let path = uri.path();
-        match TABLE.iter().find(|e| e.path == path && (e.enabled)(self)) {
+        let entry = TABLE.iter().find(|e| e.path == path && (e.enabled)(self));
+        if let Some(query) = uri.query() {
+            if !entry.is_some_and(|e| e.queries.contains(&query)) {
+                return forbid(QueryString);
+            }
+        }
+        match entry {
             Some(entry) if entry.methods.contains(method) => Ok(entry.route),
             Some(entry) => Err(Refusal::MethodNotAllowed { allow: entry.allow }),
             None if self.is_variant_of_known_path(path) => forbid(PathVariant),

@@ -1,0 +1,199 @@
+//! The translated routes (`/v1/chat/completions`, `/v1/messages`), the local ones
+//! (`/v1/messages/count_tokens`, `/v1/models`), and the aggregation of an upstream event stream
+//! for a client that asked for one JSON answer.
+//!
+//! A translated request is mapped to a Responses request that always streams, sent through
+//! the same retry engine as `/v1/responses` (so pre-commit failover, cooldowns and affinity
+//! apply unchanged), and its answer is translated on the way back: event by event for a
+//! streaming client (a [`StreamPipeline`] as the relay's stage, so every upstream event is
+//! flushed as soon as its translation exists), or aggregated from the events for the rest.
+//! Errors are in the client's dialect: upstream error bodies are re-shaped, and the proxy's own
+//! answers are rendered in it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::BodyExt;
+use serde::Deserialize;
+
+use super::body::{ProxyBody, RequestLog};
+use super::State;
+use crate::translate::{self, AggregatePipeline, Dialect, ResponseContext, StreamPipeline};
+use crate::upstream::relay::{RelayBody, RelayFailure, RelayStage};
+use crate::upstream::{GiveUp, Reply, ReplyBody};
+
+/// A streaming translator as the relay's stage.
+impl RelayStage for StreamPipeline {
+    fn chunk(&mut self, upstream: &[u8], out: &mut Vec<u8>) {
+        self.push(upstream, out);
+    }
+
+    fn end(&mut self, failure: Option<RelayFailure>, out: &mut Vec<u8>) {
+        self.finish(failure.map(RelayFailure::message), out);
+    }
+}
+
+/// A JSON response in `dialect` made by the proxy.
+pub fn dialect_error(dialect: Dialect, status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
+    let body = translate::error_body(dialect, status.as_u16(), code, message);
+    let mut response = Response::new(ProxyBody::full(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if matches!(status.as_u16(), 429 | 502 | 503 | 504) {
+        response
+            .headers_mut()
+            .insert("x-should-retry", HeaderValue::from_static("false"));
+    }
+    response
+}
+
+/// The engine's give-up answer in `dialect`, with `Retry-After` and the attempt count.
+pub fn give_up_response(dialect: Dialect, give_up: &GiveUp) -> Response<ProxyBody> {
+    let mut response = dialect_error(dialect, give_up.status, give_up.code, give_up.message);
+    if let Some(wait) = give_up.retry_after {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
+    if give_up.attempts > 0 {
+        response
+            .headers_mut()
+            .insert("x-codex-proxy-attempts", HeaderValue::from(give_up.attempts));
+    }
+    response
+}
+
+#[derive(Deserialize)]
+struct OpenAiError<'a> {
+    #[serde(borrow)]
+    error: OpenAiErrorFields<'a>,
+}
+
+#[derive(Deserialize)]
+struct OpenAiErrorFields<'a> {
+    #[serde(borrow, default)]
+    message: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    code: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default, rename = "type")]
+    kind: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// An error body (the upstream's, already redacted, or the proxy's own in the OpenAI shape)
+/// re-shaped for a client of `dialect`. Chat clients speak the OpenAI shape already.
+pub fn reshape_error(dialect: Dialect, status: StatusCode, body: &[u8]) -> Bytes {
+    if dialect != Dialect::Anthropic {
+        return Bytes::copy_from_slice(body);
+    }
+    let (code, message) = match serde_json::from_slice::<OpenAiError<'_>>(body) {
+        Ok(e) => (
+            e.error.code.or(e.error.kind).unwrap_or_default().into_owned(),
+            e.error
+                .message
+                .map(|m| m.into_owned())
+                .unwrap_or_else(|| "The upstream returned an error.".to_owned()),
+        ),
+        Err(_) => (String::new(), format!("The upstream answered with status {}.", status.as_u16())),
+    };
+    Bytes::from(translate::error_body(dialect, status.as_u16(), &code, &message))
+}
+
+/// Turns a response the proxy or the upstream made in the OpenAI shape into `dialect`'s
+/// (used for refusals and front-end errors on the Anthropic routes).
+pub fn in_dialect(dialect: Dialect, response: Response<ProxyBody>) -> Response<ProxyBody> {
+    if dialect != Dialect::Anthropic || response.status().as_u16() < 400 {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    match body.full_bytes() {
+        Some(bytes) => {
+            let reshaped = reshape_error(dialect, parts.status, bytes);
+            Response::from_parts(parts, ProxyBody::full(reshaped))
+        }
+        None => Response::from_parts(parts, body),
+    }
+}
+
+/// Response headers for a translated answer: the upstream's end-to-end headers (request id,
+/// rate-limit headers) without those that described the upstream's own body.
+fn translated_headers(upstream: HeaderMap, content_type: &'static str) -> HeaderMap {
+    let mut headers = upstream;
+    for name in [header::CONTENT_TYPE, header::CONTENT_LENGTH, header::CONTENT_ENCODING] {
+        headers.remove(name);
+    }
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers
+}
+
+/// Reads an upstream event stream to its end (the relay enforces the idle timeout, the
+/// deadline and shutdown) and renders it as one answer.
+pub async fn aggregate(relay: RelayBody, ctx: &ResponseContext) -> translate::Rendered {
+    let mut pipeline = AggregatePipeline::new(ctx);
+    let mut body = relay;
+    let failure = loop {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    pipeline.push(&data);
+                }
+            }
+            Some(Err(e)) => break Some(e.to_string()),
+            None => break None,
+        }
+    };
+    pipeline.finish(failure.as_deref())
+}
+
+/// The client's answer for an upstream reply to a request translated with `ctx`.
+pub async fn respond(
+    reply: Reply,
+    ctx: &ResponseContext,
+    client_stream: bool,
+    log: &mut RequestLog,
+) -> Response<ProxyBody> {
+    log.attempts = reply.attempts;
+    log.account = Some(reply.account);
+    log.upstream_status = Some(reply.status.as_u16());
+    log.stats = Some(Arc::clone(&reply.stats));
+    let attempts = HeaderValue::from(reply.attempts);
+    let status = reply.status;
+    let mut response = match reply.body {
+        ReplyBody::Full(bytes) => {
+            // An upstream error (or a plain body where an event stream was expected).
+            let body = if status.is_success() {
+                bytes
+            } else {
+                reshape_error(ctx.dialect, status, &bytes)
+            };
+            let mut response = Response::new(ProxyBody::full(body));
+            *response.status_mut() = status;
+            *response.headers_mut() = translated_headers(reply.headers, "application/json");
+            response
+        }
+        ReplyBody::Relay(relay) if client_stream && status.is_success() => {
+            let relay = relay.with_stage(Box::new(StreamPipeline::new(ctx)));
+            let mut response = Response::new(ProxyBody::relay(Box::new(relay)));
+            *response.status_mut() = status;
+            *response.headers_mut() = translated_headers(reply.headers, "text/event-stream");
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            response
+        }
+        ReplyBody::Relay(relay) => {
+            let rendered = aggregate(*relay, ctx).await;
+            let status = StatusCode::from_u16(rendered.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let mut response = Response::new(ProxyBody::full(Bytes::from(rendered.body)));
+            *response.status_mut() = status;
+            *response.headers_mut() = translated_headers(reply.headers, "application/json");
+            response
+        }
+    };
+    response.headers_mut().insert("x-codex-proxy-attempts", attempts);
+    response
+}
