@@ -9,7 +9,10 @@
 //!   ([`MessagesStream`], fed one upstream event at a time).
 //! - [`render`]: the aggregated Response object → a non-streaming `message` body ([`render`]).
 //! - [`count_tokens`]: `POST /v1/messages/count_tokens`, answered locally with an estimate.
-//! - [`error`]: Anthropic error bodies and `event: error` events by status and upstream code.
+//!
+//! Error bodies and `event: error` events come from the shared
+//! [`crate::translate::error_body`] / [`crate::translate::error_event`] (Anthropic types by
+//! status, upstream codes by their status), so every path agrees on them.
 //!
 //! Shared choices (the stream and the non-stream renderer agree on all of them):
 //!
@@ -27,17 +30,51 @@
 //! - **Model** echoed to the client: the name the client asked for.
 
 pub mod count_tokens;
-pub mod error;
-mod json;
 pub mod render;
 pub mod request;
 pub mod stream;
 
 pub use count_tokens::count_tokens;
-pub use error::{error_body, error_event, error_type_for_code, error_type_for_status};
-pub use render::render;
 pub use request::map_request;
 pub use stream::MessagesStream;
+
+use crate::translate::aggregate::Aggregate;
+use crate::translate::{DialectParts, Rendered, ResponseContext, StreamTranslator};
+
+/// The Anthropic response side, reached through [`ResponseContext::parts`].
+///
+/// Whether the client asked for thinking is the one per-request fact the response side needs
+/// beyond the shared context, so it rides here: the request mapper picks
+/// [`WITH_THINKING`] or [`WITHOUT_THINKING`].
+#[derive(Debug)]
+pub struct AnthropicParts {
+    /// Emit `thinking` blocks for reasoning.
+    pub thinking: bool,
+}
+
+/// For requests that asked for thinking (`enabled`, `adaptive`, `auto`).
+pub static WITH_THINKING: AnthropicParts = AnthropicParts { thinking: true };
+/// For requests that did not.
+pub static WITHOUT_THINKING: AnthropicParts = AnthropicParts { thinking: false };
+
+/// The parts for a request that did (or did not) ask for thinking.
+pub fn parts(thinking: bool) -> &'static AnthropicParts {
+    if thinking {
+        &WITH_THINKING
+    } else {
+        &WITHOUT_THINKING
+    }
+}
+
+impl DialectParts for AnthropicParts {
+    fn stream(&self, ctx: &ResponseContext) -> Box<dyn StreamTranslator> {
+        Box::new(MessagesStream::new(ctx, self.thinking))
+    }
+
+    fn render(&self, ctx: &ResponseContext, aggregate: Aggregate) -> Rendered {
+        render::render(ctx, aggregate, self.thinking)
+    }
+}
 
 /// Token counts of an upstream `usage` object, in Anthropic's terms.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -11,17 +11,45 @@
 use serde_json::{json, Map, Value};
 
 use super::{stop_reason, Usage};
+use crate::translate::aggregate::{Aggregate, Outcome};
 use crate::translate::think::{ThinkFilter, ThinkMode, ThinkPiece};
-use crate::translate::ResponseContext;
+use crate::translate::{error_body, Dialect, Rendered, ResponseContext};
 
-/// The client's `message` body (JSON bytes) for a completed or incomplete response.
-pub fn render(response: &Value, ctx: &ResponseContext) -> Vec<u8> {
-    let message = render_value(response, ctx);
-    serde_json::to_vec(&message).unwrap_or_default()
+/// The non-streaming answer: a `message` (status 200) for a completed or incomplete response,
+/// else an Anthropic error body with the failure's status (502 for a truncated stream).
+/// `thinking`: the client asked for thinking blocks.
+pub fn render(ctx: &ResponseContext, aggregate: Aggregate, thinking: bool) -> Rendered {
+    let incomplete = match &aggregate.outcome {
+        Outcome::Completed => None,
+        Outcome::Incomplete { reason } => Some(reason.as_deref().unwrap_or("")),
+        Outcome::Failed(f) => {
+            return Rendered {
+                status: f.status,
+                body: error_body(Dialect::Anthropic, f.status, &f.code, &f.message),
+            }
+        }
+        Outcome::Truncated { message } => {
+            return Rendered {
+                status: 502,
+                body: error_body(Dialect::Anthropic, 502, "upstream_error", message),
+            }
+        }
+    };
+    let message = message(&aggregate.response, ctx, incomplete, thinking);
+    Rendered {
+        status: 200,
+        body: serde_json::to_vec(&message).unwrap_or_default(),
+    }
 }
 
-/// [`render`] as a JSON value.
-pub fn render_value(response: &Value, ctx: &ResponseContext) -> Value {
+/// The `message` object for a Response object; `incomplete`: the `incomplete_details.reason`
+/// of an incomplete response (`""` when it gave none).
+pub fn message(
+    response: &Value,
+    ctx: &ResponseContext,
+    incomplete: Option<&str>,
+    thinking: bool,
+) -> Value {
     let mut content = Content::default();
     let mut saw_refusal = false;
     let mut saw_tool_use = false;
@@ -32,7 +60,7 @@ pub fn render_value(response: &Value, ctx: &ResponseContext) -> Value {
         .flatten()
     {
         match item.get("type").and_then(Value::as_str) {
-            Some("reasoning") if ctx.thinking => content.reasoning(item),
+            Some("reasoning") if thinking => content.reasoning(item),
             Some("message") => {
                 let mut filter = (ctx.think != ThinkMode::Off).then(|| ThinkFilter::new(ctx.think));
                 for part in item
@@ -52,11 +80,11 @@ pub fn render_value(response: &Value, ctx: &ResponseContext) -> Value {
                     let Some(text) = text else { continue };
                     match filter.as_mut() {
                         None => content.text(text),
-                        Some(f) => f.push(text, |piece| content.piece(piece, ctx.thinking)),
+                        Some(f) => f.push(text, |piece| content.piece(piece, thinking)),
                     }
                 }
                 if let Some(mut f) = filter {
-                    f.finish(|piece| content.piece(piece, ctx.thinking));
+                    f.finish(|piece| content.piece(piece, thinking));
                 }
                 content.end_block();
             }
@@ -68,17 +96,7 @@ pub fn render_value(response: &Value, ctx: &ResponseContext) -> Value {
         }
     }
 
-    let incomplete = response.get("status").and_then(Value::as_str) == Some("incomplete");
-    let reason = stop_reason(
-        incomplete.then(|| {
-            response
-                .pointer("/incomplete_details/reason")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-        }),
-        saw_refusal,
-        saw_tool_use,
-    );
+    let reason = stop_reason(incomplete, saw_refusal, saw_tool_use);
     let usage = usage_of(response.get("usage"));
     json!({
         "id": response.get("id").and_then(Value::as_str).unwrap_or("msg_codex_proxy"),
@@ -202,7 +220,7 @@ impl Content {
         };
         self.blocks.push(json!({
             "type": "tool_use",
-            "id": id,
+            "id": ctx.client_call_id(id),
             "name": ctx.tool_names.original(s("name")),
             "input": input,
         }));

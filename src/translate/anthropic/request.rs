@@ -38,9 +38,10 @@
 //! and content blocks of other types (`server_tool_use`, `web_search_tool_result`, …), which
 //! only this proxy's own earlier answers could contain and which it never produces.
 //!
-//! Tool-call ids: ids that match `^[A-Za-z0-9_-]{1,64}$` pass unchanged; others become their
-//! sanitised prefix plus a 64-bit FNV-1a hash of the original (deterministic, so the id in a
-//! `tool_use` and the one echoed in its `tool_result` map to the same `call_id`). A missing id
+//! Tool-call ids: ids that match `^[A-Za-z0-9_-]{1,64}$` pass unchanged; others go through
+//! `tool_names::sanitize_call_id` (deterministic, so the id in a `tool_use` and the one echoed
+//! in its `tool_result` map to the same `call_id`; the pair is kept in
+//! [`ResponseContext::call_ids`] so any id coming back is restored). A missing id
 //! becomes `call_missing_<message>_<block>`. A `tool_result` that answers no earlier `tool_use`
 //! (an orphan) is dropped, as are repeated `tool_use` ids and repeated results for one id: the
 //! upstream rejects outputs without a call and duplicate call ids.
@@ -50,9 +51,9 @@ use std::collections::HashSet;
 use serde_json::{json, Map, Value};
 
 use crate::translate::error::TranslateError;
-use crate::translate::models::ModelTable;
+use crate::translate::models::{budget_effort, ModelTable};
 use crate::translate::schema;
-use crate::translate::tool_names::ToolNameMap;
+use crate::translate::tool_names::{sanitize_call_id, stable_hash64, ToolNameMap};
 use crate::translate::{Dialect, Mapped, ResponseContext};
 
 /// Marks the output of a `tool_result` with `is_error:true`: the Responses API has no error flag
@@ -77,7 +78,15 @@ pub fn map_request(body: &Value, models: &ModelTable) -> Result<Mapped, Translat
         .ok_or_else(|| invalid("model: a non-empty string is required"))?;
     let resolved = models.resolve(requested)?;
 
-    let mut names = ToolNameMap::default();
+    // Every declared name is registered first so that a name the client uses as is always
+    // wins over a shortened one.
+    let mut names = ToolNameMap::from_names(
+        obj.get("tools")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.get("name").and_then(Value::as_str)),
+    );
     let mut out = Map::new();
 
     let declared = map_tools(obj.get("tools"), &mut names, &mut out)?;
@@ -95,7 +104,7 @@ pub fn map_request(body: &Value, models: &ModelTable) -> Result<Mapped, Translat
         .get("messages")
         .and_then(Value::as_array)
         .ok_or_else(|| invalid("messages: an array is required"))?;
-    Messages::new(&mut names, &mut input).map_all(messages)?;
+    let call_ids = Messages::new(&mut names, &mut input).map_all(messages)?;
     out.insert("input".into(), Value::Array(input));
 
     let thinking = map_thinking(obj, &mut out)?;
@@ -140,27 +149,20 @@ pub fn map_request(body: &Value, models: &ModelTable) -> Result<Mapped, Translat
     let mut body = Value::Object(out);
     resolved.apply(&mut body);
 
+    let mut context = ResponseContext::new(Dialect::Anthropic, requested, super::parts(thinking));
+    context.tool_names = names;
+    context.think = resolved.think;
+    context.call_ids = call_ids;
     Ok(Mapped {
         body,
         client_stream: obj.get("stream").and_then(Value::as_bool).unwrap_or(false),
         session,
-        context: ResponseContext {
-            dialect: Dialect::Anthropic,
-            model: requested.to_owned(),
-            tool_names: names,
-            include_usage: false,
-            think: resolved.think,
-            thinking,
-        },
+        context,
     })
 }
 
 fn invalid(message: impl Into<String>) -> TranslateError {
-    TranslateError {
-        status: 400,
-        code: "invalid_request_error",
-        message: message.into(),
-    }
+    TranslateError::bad_request("invalid_request", message)
 }
 
 // === system ===
@@ -213,6 +215,8 @@ struct Messages<'a> {
     calls: HashSet<String>,
     /// Call ids that already have their `function_call_output`.
     answered: HashSet<String>,
+    /// Upstream → client ids, for ids that had to be sanitised.
+    renamed: Vec<(String, String)>,
 }
 
 impl<'a> Messages<'a> {
@@ -222,10 +226,12 @@ impl<'a> Messages<'a> {
             input,
             calls: HashSet::new(),
             answered: HashSet::new(),
+            renamed: Vec::new(),
         }
     }
 
-    fn map_all(mut self, messages: &[Value]) -> Result<(), TranslateError> {
+    /// Maps every message; returns the sanitised call ids (upstream → client).
+    fn map_all(mut self, messages: &[Value]) -> Result<Vec<(String, String)>, TranslateError> {
         for (i, message) in messages.iter().enumerate() {
             let role = message
                 .get("role")
@@ -242,7 +248,7 @@ impl<'a> Messages<'a> {
                 }
             }
         }
-        Ok(())
+        Ok(self.renamed)
     }
 
     fn user(&mut self, i: usize, content: &Value) -> Result<(), TranslateError> {
@@ -332,7 +338,13 @@ impl<'a> Messages<'a> {
 
     fn tool_use(&mut self, block: &Value, i: usize, j: usize) -> Result<(), TranslateError> {
         let call_id = match block.get("id").and_then(Value::as_str) {
-            Some(id) if !id.is_empty() => call_id(id),
+            Some(id) if !id.is_empty() => {
+                let upstream = sanitize_call_id(id).into_owned();
+                if upstream != id && !self.renamed.iter().any(|(u, _)| *u == upstream) {
+                    self.renamed.push((upstream.clone(), id.to_owned()));
+                }
+                upstream
+            }
             _ => format!("call_missing_{i}_{j}"),
         };
         if !self.calls.insert(call_id.clone()) {
@@ -361,7 +373,7 @@ impl<'a> Messages<'a> {
         let Some(id) = block.get("tool_use_id").and_then(Value::as_str) else {
             return Ok(()); // cannot be paired with a call: an orphan
         };
-        let call_id = call_id(id);
+        let call_id = sanitize_call_id(id).into_owned();
         if !self.calls.contains(&call_id) || !self.answered.insert(call_id.clone()) {
             return Ok(()); // orphan or repeated result (see the module docs)
         }
@@ -545,42 +557,6 @@ fn document_part(block: &Value, i: usize, j: usize) -> Result<Value, TranslateEr
     }
 }
 
-/// The upstream `call_id` for a client tool-use id (see the module docs).
-pub(crate) fn call_id(id: &str) -> String {
-    let valid = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if valid {
-        return id.to_owned();
-    }
-    let mut out: String = id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(64 - 17)
-        .collect();
-    out.push('_');
-    out.push_str(&format!("{:016x}", fnv1a(id.as_bytes())));
-    out
-}
-
-/// 64-bit FNV-1a: small, deterministic across runs and builds (unlike `DefaultHasher`).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
 /// `prompt_cache_key` from `metadata.user_id`: a short plain token as is, anything else (Claude
 /// Code sends long composite ids or JSON) hashed into a stable key.
 fn cache_key(user: &str) -> String {
@@ -592,13 +568,10 @@ fn cache_key(user: &str) -> String {
         return user.to_owned();
     }
     // Two independent 64-bit hashes: the key only has to be stable and collision-unlikely.
-    let mut salted = Vec::with_capacity(user.len() + 1);
-    salted.push(0x5a);
-    salted.extend_from_slice(user.as_bytes());
     format!(
         "user_{:016x}{:016x}",
-        fnv1a(user.as_bytes()),
-        fnv1a(&salted)
+        stable_hash64(user.as_bytes(), 0),
+        stable_hash64(user.as_bytes(), 1)
     )
 }
 
@@ -657,11 +630,11 @@ fn map_tools(
                 }
                 mapped.push(Value::Object(w));
             }
-            Some(t) => {
-                return Err(invalid(format!(
-                    "tools[{k}].type: the server tool type `{}` is not supported",
-                    field_name(t)
-                )))
+            Some(_) => {
+                return Err(TranslateError::unsupported(
+                    &format!("tools[{k}].type"),
+                    "only client tools and web_search server tools can be served",
+                ));
             }
         }
     }
@@ -669,12 +642,6 @@ fn map_tools(
         out.insert("tools".into(), Value::Array(mapped));
     }
     Ok(declared)
-}
-
-/// A client-supplied identifier, shortened for error messages (which must not echo input at
-/// length).
-fn field_name(s: &str) -> String {
-    s.chars().take(40).collect()
 }
 
 fn map_tool_choice(
@@ -702,10 +669,7 @@ fn map_tool_choice(
                 .and_then(Value::as_str)
                 .ok_or_else(|| invalid("tool_choice.name: a string is required"))?;
             if !declared.contains(name) {
-                return Err(invalid(format!(
-                    "tool_choice.name: no tool named `{}` in tools",
-                    field_name(name)
-                )));
+                return Err(invalid("tool_choice.name: the named tool is not in tools"));
             }
             Some(json!({"type": "function", "name": names.shorten(name)}))
         }
@@ -762,7 +726,7 @@ fn map_thinking(
                     .get("budget_tokens")
                     .and_then(Value::as_i64)
                     .ok_or_else(|| invalid("thinking.budget_tokens: an integer is required"))?;
-                (true, Some(effort_for_budget(budget)))
+                (true, Some(budget_effort(budget)))
             }
             Some("adaptive" | "auto") => (true, Some("high")),
             Some("disabled") => (false, Some("none")),
@@ -784,17 +748,6 @@ fn map_thinking(
         out.insert("reasoning".into(), json!({"summary": "auto"}));
     }
     Ok(requested)
-}
-
-/// The effort for a thinking budget (translation-cases §6).
-pub(crate) fn effort_for_budget(budget: i64) -> &'static str {
-    match budget {
-        i64::MIN..=0 => "none",
-        1..=1024 => "low",
-        1025..=8192 => "medium",
-        8193..=24576 => "high",
-        _ => "xhigh",
-    }
 }
 
 fn map_output_format(
@@ -833,45 +786,6 @@ fn map_output_format(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn budget_table() {
-        for (budget, effort) in [
-            (-5, "none"),
-            (0, "none"),
-            (1, "low"),
-            (1024, "low"),
-            (1025, "medium"),
-            (8192, "medium"),
-            (8193, "high"),
-            (24576, "high"),
-            (24577, "xhigh"),
-            (32768, "xhigh"),
-            (100_000, "xhigh"),
-        ] {
-            assert_eq!(effort_for_budget(budget), effort, "{budget}");
-        }
-    }
-
-    #[test]
-    fn call_ids() {
-        assert_eq!(call_id("toolu_01ABC-def"), "toolu_01ABC-def");
-        let odd = call_id("tool.use:1 x");
-        assert!(odd.starts_with("tool_use_1_x_"), "{odd}");
-        assert_eq!(odd, call_id("tool.use:1 x"), "deterministic");
-        assert_ne!(
-            odd,
-            call_id("tool_use_1_x"),
-            "sanitising alone would collide"
-        );
-        let long = "a".repeat(100);
-        let short = call_id(&long);
-        assert!(short.len() <= 64);
-        assert!(short
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
-        assert_ne!(short, call_id(&"a".repeat(101)));
-    }
 
     #[test]
     fn billing_header_lines_removed() {

@@ -34,15 +34,30 @@ use std::collections::{HashSet, VecDeque};
 
 use serde::Deserialize;
 
-use super::error::{error_type_for_code, write_error_event};
-use super::json::{write_str, write_u64};
 use super::{stop_reason, Usage};
+use crate::translate::codec::write_json_str as write_str;
 use crate::translate::think::{ThinkFilter, ThinkMode, ThinkPiece};
 use crate::translate::tool_names::ToolNameMap;
-use crate::translate::{ResponseContext, StreamEnd, StreamTranslator};
+use crate::translate::{write_error_event, Dialect, ResponseContext, StreamEnd, StreamTranslator};
 
 /// The error message when the upstream stream stops without a terminal event.
-const TRUNCATED: &str = "the upstream stream ended before the response was complete";
+const TRUNCATED: &str = "The upstream stream ended before the response was complete.";
+
+/// Appends an unsigned integer in decimal (no formatting machinery on the hot path).
+fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        // `n % 10` is below 10: the cast cannot truncate.
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
 
 // === upstream event shapes (borrowed; unknown fields skipped) ===
 
@@ -176,6 +191,13 @@ enum Open {
 /// stop reason needs to know.
 #[derive(Debug)]
 struct Blocks {
+    /// `message_start` is written. It waits for the first block (or the end of the message):
+    /// until then the stream has no client bytes, so a failure can still become an HTTP error.
+    started: bool,
+    /// The message id (`response.id` once known).
+    id: Option<String>,
+    /// The model name echoed to the client.
+    model: String,
     open: Open,
     /// Index of the open block, or of the next block when none is open.
     index: u64,
@@ -184,8 +206,26 @@ struct Blocks {
 }
 
 impl Blocks {
+    fn ensure_started(&mut self, out: &mut Vec<u8>) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        out.extend_from_slice(
+            b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":",
+        );
+        write_str(out, self.id.as_deref().unwrap_or("msg_codex_proxy"));
+        out.extend_from_slice(
+            b",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":",
+        );
+        write_str(out, &self.model);
+        out.extend_from_slice(b",\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":0,\"output_tokens\":0}}}\n\n");
+        out.extend_from_slice(PING);
+    }
+
     fn start(&mut self, kind: Open, out: &mut Vec<u8>) {
         self.stop(out);
+        self.ensure_started(out);
         out.extend_from_slice(
             b"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":",
         );
@@ -245,6 +285,7 @@ impl Blocks {
 
     fn tool_start(&mut self, id: &str, name: &str, out: &mut Vec<u8>) {
         self.stop(out);
+        self.ensure_started(out);
         out.extend_from_slice(
             b"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":",
         );
@@ -394,16 +435,14 @@ impl Slot {
 /// The Anthropic stream state machine; see the module docs. Build it with
 /// [`MessagesStream::new`] and drive it through [`StreamTranslator`].
 pub struct MessagesStream {
-    model: String,
     tool_names: ToolNameMap,
+    /// Upstream → client call ids, for ids the request mapper had to sanitise.
+    call_id_map: Vec<(String, String)>,
     /// The client asked for thinking blocks.
     thinking: bool,
     think: ThinkMode,
-    /// `message_start` is written.
-    started: bool,
     /// `message_stop` or `event: error` is written: nothing follows.
     ended: bool,
-    id: Option<String>,
     blocks: Blocks,
     /// Unfinished items in order of appearance; the front one streams live.
     slots: VecDeque<Slot>,
@@ -414,17 +453,19 @@ pub struct MessagesStream {
 }
 
 impl MessagesStream {
-    /// A translator for one response, from the context the request mapper produced.
-    pub fn new(ctx: &ResponseContext) -> MessagesStream {
+    /// A translator for one response, from the context the request mapper produced;
+    /// `thinking`: the client asked for thinking blocks ([`super::AnthropicParts::thinking`]).
+    pub fn new(ctx: &ResponseContext, thinking: bool) -> MessagesStream {
         MessagesStream {
-            model: ctx.model.clone(),
             tool_names: ctx.tool_names.clone(),
-            thinking: ctx.thinking,
+            call_id_map: ctx.call_ids.clone(),
+            thinking,
             think: ctx.think,
-            started: false,
             ended: false,
-            id: None,
             blocks: Blocks {
+                started: false,
+                id: None,
+                model: ctx.model.clone(),
                 open: Open::None,
                 index: 0,
                 saw_tool_use: false,
@@ -434,23 +475,6 @@ impl MessagesStream {
             finished: HashSet::new(),
             call_ids: HashSet::new(),
         }
-    }
-
-    fn ensure_started(&mut self, out: &mut Vec<u8>) {
-        if self.started {
-            return;
-        }
-        self.started = true;
-        out.extend_from_slice(
-            b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":",
-        );
-        write_str(out, self.id.as_deref().unwrap_or("msg_codex_proxy"));
-        out.extend_from_slice(
-            b",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":",
-        );
-        write_str(out, &self.model);
-        out.extend_from_slice(b",\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":0,\"output_tokens\":0}}}\n\n");
-        out.extend_from_slice(PING);
     }
 
     /// Position of the item's slot, creating it when the item is new; `None` for items that
@@ -635,6 +659,11 @@ impl MessagesStream {
             _ => format!("call_{}", slot.key.trim_start_matches('#')),
         };
         self.call_ids.insert(call_id.clone());
+        let call_id = self
+            .call_id_map
+            .iter()
+            .find(|(upstream, _)| *upstream == call_id)
+            .map_or(call_id, |(_, client)| client.clone());
         let name = self
             .tool_names
             .original(item.name.as_deref().unwrap_or(""))
@@ -817,7 +846,6 @@ impl MessagesStream {
 
     /// `response.completed` / `response.incomplete` (`incomplete` says which).
     fn on_done(&mut self, response: Option<&Response<'_>>, incomplete: bool, out: &mut Vec<u8>) {
-        self.ensure_started(out);
         if let Some(output) = response.and_then(|r| r.output.as_ref()) {
             self.hydrate(output, out);
         }
@@ -831,6 +859,7 @@ impl MessagesStream {
             self.close_slot(0, out);
         }
         self.blocks.stop(out);
+        self.blocks.ensure_started(out);
 
         let incomplete_reason = incomplete.then(|| {
             response
@@ -910,10 +939,11 @@ impl MessagesStream {
         }
     }
 
-    fn fail(&mut self, kind: &str, message: &str, out: &mut Vec<u8>) {
-        // No block is closed and no message_delta is sent: Anthropic ends a failed stream
-        // with the error event alone, and clients retry on it.
-        write_error_event(out, kind, message);
+    /// Ends the stream with one `event: error` (the type follows the upstream code). No block
+    /// is closed and no `message_delta` is sent: Anthropic ends a failed stream with the error
+    /// event alone, and clients retry on it.
+    fn fail(&mut self, code: &str, message: &str, out: &mut Vec<u8>) {
+        write_error_event(out, Dialect::Anthropic, code, message);
         self.ended = true;
     }
 }
@@ -966,28 +996,25 @@ impl StreamTranslator for MessagesStream {
             // cannot be read leaves the stream without a terminal, which `finish` reports.
             return;
         };
-        if self.id.is_none() {
+        if self.blocks.id.is_none() {
             if let Some(id) = ev.response.as_ref().and_then(|r| r.id.as_deref()) {
-                self.id = Some(id.to_owned());
+                self.blocks.id = Some(id.to_owned());
             }
         }
         match event_type {
-            "response.created" | "response.in_progress" => self.ensure_started(out),
+            // The id is taken above; `message_start` waits for the first block.
+            "response.created" | "response.in_progress" => {}
             "response.output_item.added" => {
-                self.ensure_started(out);
                 self.on_item_added(&ev, out);
             }
             "response.output_item.done" => {
-                self.ensure_started(out);
                 self.on_item_done(&ev, out);
             }
             "response.output_text.delta" => {
-                self.ensure_started(out);
                 self.on_text(&ev, PartNs::OutputText, true, out);
             }
             "response.output_text.done" => self.on_text(&ev, PartNs::OutputText, false, out),
             "response.refusal.delta" => {
-                self.ensure_started(out);
                 self.on_text(&ev, PartNs::Refusal, true, out);
             }
             "response.refusal.done" => self.on_text(&ev, PartNs::Refusal, false, out),
@@ -1003,21 +1030,18 @@ impl StreamTranslator for MessagesStream {
                 }
             }
             "response.reasoning_summary_text.delta" => {
-                self.ensure_started(out);
                 self.on_reasoning(&ev, PartNs::Summary, true, out);
             }
             "response.reasoning_summary_text.done" => {
                 self.on_reasoning(&ev, PartNs::Summary, false, out);
             }
             "response.reasoning_text.delta" => {
-                self.ensure_started(out);
                 self.on_reasoning(&ev, PartNs::ReasoningText, true, out);
             }
             "response.reasoning_text.done" => {
                 self.on_reasoning(&ev, PartNs::ReasoningText, false, out);
             }
             "response.function_call_arguments.delta" => {
-                self.ensure_started(out);
                 self.on_args_delta(&ev, out);
             }
             "response.function_call_arguments.done" => {
@@ -1037,8 +1061,7 @@ impl StreamTranslator for MessagesStream {
                 let message = err
                     .and_then(|e| e.message.as_deref())
                     .unwrap_or("the upstream response failed");
-                let kind = code.and_then(error_type_for_code).unwrap_or("api_error");
-                self.fail(kind, message, out);
+                self.fail(code.unwrap_or("upstream_error"), message, out);
             }
             "error" => {
                 let nested = ev.error.as_ref();
@@ -1051,8 +1074,7 @@ impl StreamTranslator for MessagesStream {
                     .as_deref()
                     .or(nested.and_then(|e| e.message.as_deref()))
                     .unwrap_or("upstream error");
-                let kind = code.and_then(error_type_for_code).unwrap_or("api_error");
-                self.fail(kind, message, out);
+                self.fail(code.unwrap_or("upstream_error"), message, out);
             }
             _ => {}
         }
@@ -1064,8 +1086,8 @@ impl StreamTranslator for MessagesStream {
         }
         match end {
             // The translator saw no terminal event, so a "clean" close is still a truncation.
-            StreamEnd::Clean => self.fail("api_error", TRUNCATED, out),
-            StreamEnd::Failed { message } => self.fail("api_error", &message, out),
+            StreamEnd::Clean => self.fail("upstream_error", TRUNCATED, out),
+            StreamEnd::Failed { message } => self.fail("upstream_error", &message, out),
         }
     }
 }
