@@ -1,0 +1,84 @@
+//! The Responses dialect's response side.
+//!
+//! Streaming `/v1/responses` clients are served by the relay (bytes verbatim), so
+//! [`Relay`] exists for completeness: it re-encodes each event unchanged. The part that
+//! matters is [`render`]: a non-streaming client of a stream-only upstream gets the Response
+//! object built from the events (never `response.completed.output` alone, which can be `[]`).
+
+use super::aggregate::{Aggregate, Outcome};
+use super::{
+    codec, error_body, write_error_event, Dialect, DialectParts, Rendered, ResponseContext,
+    StreamEnd, StreamTranslator,
+};
+
+/// The Responses dialect's [`DialectParts`].
+#[derive(Debug)]
+pub struct ResponsesParts;
+
+/// The one instance, for [`ResponseContext::parts`].
+pub static PARTS: ResponsesParts = ResponsesParts;
+
+impl DialectParts for ResponsesParts {
+    fn stream(&self, _ctx: &ResponseContext) -> Box<dyn StreamTranslator> {
+        Box::new(Relay::default())
+    }
+
+    fn render(&self, _ctx: &ResponseContext, aggregate: Aggregate) -> Rendered {
+        render(aggregate)
+    }
+}
+
+/// A context for a Responses client (model echo is the upstream's own).
+pub fn context(model: impl Into<String>) -> ResponseContext {
+    ResponseContext::new(Dialect::Responses, model, &PARTS)
+}
+
+/// Re-encodes every event as `event: <type>` plus its data, unchanged.
+#[derive(Debug, Default)]
+pub struct Relay {
+    done: bool,
+}
+
+impl StreamTranslator for Relay {
+    fn event(&mut self, event_type: &str, data: &[u8], out: &mut Vec<u8>) {
+        if self.done {
+            return;
+        }
+        let name = (!event_type.is_empty()).then_some(event_type);
+        codec::write_event(out, name, data);
+        self.done = super::is_terminal(event_type);
+    }
+
+    fn finish(&mut self, end: StreamEnd, out: &mut Vec<u8>) {
+        if let StreamEnd::Failed { message } = end {
+            if !self.done {
+                write_error_event(out, Dialect::Responses, "upstream_error", &message);
+            }
+        }
+        self.done = true;
+    }
+}
+
+/// The Response object (200) for a completed or incomplete stream; the OpenAI error shape
+/// with the failure's status otherwise (502 for a truncated stream).
+pub fn render(aggregate: Aggregate) -> Rendered {
+    match aggregate.outcome {
+        Outcome::Completed | Outcome::Incomplete { .. } => Rendered {
+            status: 200,
+            body: serde_json::to_vec(&aggregate.response).unwrap_or_default(),
+        },
+        Outcome::Failed(f) => Rendered {
+            status: f.status,
+            body: error_body(Dialect::Responses, f.status, &f.code, &f.message),
+        },
+        Outcome::Truncated { message } => Rendered {
+            status: 502,
+            body: error_body(
+                Dialect::Responses,
+                502,
+                "upstream_stream_truncated",
+                &message,
+            ),
+        },
+    }
+}
