@@ -17,6 +17,7 @@
 //! pipelines need no per-dialect dispatch.
 
 pub mod aggregate;
+pub mod anthropic;
 pub mod chat;
 pub mod codec;
 pub mod error;
