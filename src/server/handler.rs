@@ -249,7 +249,7 @@ struct RequestFacts {
 
 /// The session of a request by its headers (Codex sends `session-id` or `session_id`, and
 /// `thread-id`).
-fn header_session(headers: &http::HeaderMap) -> Option<String> {
+pub(super) fn header_session(headers: &http::HeaderMap) -> Option<String> {
     ["session-id", "session_id", "thread-id"]
         .iter()
         .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
@@ -336,15 +336,25 @@ async fn forward(
             } else {
                 Dialect::Chat
             };
-            return translated::forward(state, dialect, &parts.headers, plain, reservation, log).await;
+            return translated::forward(state, dialect, &parts.headers, plain, reservation, log)
+                .await;
         }
         Route::CountTokens => {
-            return match crate::translate::anthropic::count_tokens_bytes(plain) {
+            let counted = serde_json::from_slice::<serde_json::Value>(plain)
+                .map_err(|_| {
+                    crate::translate::TranslateError::bad_request(
+                        "invalid_json",
+                        "The request body is not valid JSON.",
+                    )
+                })
+                .and_then(|value| crate::translate::anthropic::count_tokens(&value));
+            return match counted {
                 Ok(body) => {
                     let mut response = Response::new(ProxyBody::full(Bytes::from(body)));
-                    response
-                        .headers_mut()
-                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
                     response
                 }
                 Err(e) => translated::dialect_error(
@@ -376,12 +386,17 @@ async fn forward(
     let mut model = String::new();
     if model_rewrite {
         // A model suffix, alias or override: the body is rewritten (and goes out plain).
-        let mut value: serde_json::Value = match serde_json::from_slice(decoded.as_deref().unwrap_or(&body)) {
-            Ok(value) => value,
-            Err(_) => {
-                return openai_error(StatusCode::BAD_REQUEST, "invalid_json", "The request body is not a valid JSON object.")
-            }
-        };
+        let mut value: serde_json::Value =
+            match serde_json::from_slice(decoded.as_deref().unwrap_or(&body)) {
+                Ok(value) => value,
+                Err(_) => {
+                    return openai_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_json",
+                        "The request body is not a valid JSON object.",
+                    )
+                }
+            };
         if let Err(e) = state.models.rewrite_responses(&mut value) {
             return translated::dialect_error(
                 Dialect::Responses,
@@ -390,7 +405,11 @@ async fn forward(
                 &e.message,
             );
         }
-        model = value.get("model").and_then(|m| m.as_str()).unwrap_or_default().to_string();
+        model = value
+            .get("model")
+            .and_then(|m| m.as_str())
+            .unwrap_or_default()
+            .to_string();
         body = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
         decoded = None;
         headers.remove(header::CONTENT_ENCODING);
@@ -466,7 +485,13 @@ mod tests {
         for (k, v) in headers {
             h.insert(*k, HeaderValue::from_static(v));
         }
-        request_facts(route, &h, body).map(|f| (f.streaming, f.session))
+        request_facts(
+            route,
+            &h,
+            body,
+            &crate::translate::models::ModelTable::builtin(),
+        )
+        .map(|f| (f.streaming, f.session))
     }
 
     #[test]

@@ -19,10 +19,12 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 
 use super::body::{ProxyBody, RequestLog};
+use super::limits::Reservation;
 use super::State;
 use crate::translate::{self, AggregatePipeline, Dialect, ResponseContext, StreamPipeline};
 use crate::upstream::relay::{RelayBody, RelayFailure, RelayStage};
-use crate::upstream::{GiveUp, Reply, ReplyBody};
+use crate::upstream::{GiveUp, Outbound, Reply, ReplyBody};
+use std::hash::BuildHasher;
 
 /// A streaming translator as the relay's stage.
 impl RelayStage for StreamPipeline {
@@ -36,13 +38,19 @@ impl RelayStage for StreamPipeline {
 }
 
 /// A JSON response in `dialect` made by the proxy.
-pub fn dialect_error(dialect: Dialect, status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
+pub fn dialect_error(
+    dialect: Dialect,
+    status: StatusCode,
+    code: &str,
+    message: &str,
+) -> Response<ProxyBody> {
     let body = translate::error_body(dialect, status.as_u16(), code, message);
     let mut response = Response::new(ProxyBody::full(Bytes::from(body)));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if matches!(status.as_u16(), 429 | 502 | 503 | 504) {
         response
             .headers_mut()
@@ -61,9 +69,10 @@ pub fn give_up_response(dialect: Dialect, give_up: &GiveUp) -> Response<ProxyBod
             .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
     }
     if give_up.attempts > 0 {
-        response
-            .headers_mut()
-            .insert("x-codex-proxy-attempts", HeaderValue::from(give_up.attempts));
+        response.headers_mut().insert(
+            "x-codex-proxy-attempts",
+            HeaderValue::from(give_up.attempts),
+        );
     }
     response
 }
@@ -92,15 +101,27 @@ pub fn reshape_error(dialect: Dialect, status: StatusCode, body: &[u8]) -> Bytes
     }
     let (code, message) = match serde_json::from_slice::<OpenAiError<'_>>(body) {
         Ok(e) => (
-            e.error.code.or(e.error.kind).unwrap_or_default().into_owned(),
+            e.error
+                .code
+                .or(e.error.kind)
+                .unwrap_or_default()
+                .into_owned(),
             e.error
                 .message
                 .map(|m| m.into_owned())
                 .unwrap_or_else(|| "The upstream returned an error.".to_owned()),
         ),
-        Err(_) => (String::new(), format!("The upstream answered with status {}.", status.as_u16())),
+        Err(_) => (
+            String::new(),
+            format!("The upstream answered with status {}.", status.as_u16()),
+        ),
     };
-    Bytes::from(translate::error_body(dialect, status.as_u16(), &code, &message))
+    Bytes::from(translate::error_body(
+        dialect,
+        status.as_u16(),
+        &code,
+        &message,
+    ))
 }
 
 /// Turns a response the proxy or the upstream made in the OpenAI shape into `dialect`'s
@@ -123,7 +144,11 @@ pub fn in_dialect(dialect: Dialect, response: Response<ProxyBody>) -> Response<P
 /// rate-limit headers) without those that described the upstream's own body.
 fn translated_headers(upstream: HeaderMap, content_type: &'static str) -> HeaderMap {
     let mut headers = upstream;
-    for name in [header::CONTENT_TYPE, header::CONTENT_LENGTH, header::CONTENT_ENCODING] {
+    for name in [
+        header::CONTENT_TYPE,
+        header::CONTENT_LENGTH,
+        header::CONTENT_ENCODING,
+    ] {
         headers.remove(name);
     }
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -147,6 +172,78 @@ pub async fn aggregate(relay: RelayBody, ctx: &ResponseContext) -> translate::Re
         }
     };
     pipeline.finish(failure.as_deref())
+}
+
+/// Serves a Chat Completions or Anthropic Messages request: map, forward, translate back.
+pub async fn forward(
+    state: &State,
+    dialect: Dialect,
+    headers: &HeaderMap,
+    body: &[u8],
+    reservation: Reservation,
+    log: &mut RequestLog,
+) -> Response<ProxyBody> {
+    let mapped = match translate::map_request(dialect, body, &state.models) {
+        Ok(mapped) => mapped,
+        Err(e) => {
+            let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+            return dialect_error(dialect, status, e.code, &e.message);
+        }
+    };
+    let upstream_body = match serde_json::to_vec(&mapped.body) {
+        Ok(bytes) => Bytes::from(bytes),
+        Err(_) => {
+            return dialect_error(
+                dialect,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "Could not encode the upstream request.",
+            )
+        }
+    };
+    let mut headers = headers.clone();
+    // The mapped body is plain JSON; the client's Anthropic headers mean nothing upstream.
+    headers.remove(header::CONTENT_ENCODING);
+    headers.remove(header::CONTENT_LENGTH);
+    let anthropic: Vec<_> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("anthropic-"))
+        .cloned()
+        .collect();
+    for name in anthropic {
+        headers.remove(name);
+    }
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        header::ACCEPT,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    let session = mapped
+        .session
+        .clone()
+        .or_else(|| super::handler::header_session(&headers))
+        .map(|s| state.session_hasher.hash_one(s));
+    let outbound = Outbound {
+        endpoint: "/responses",
+        headers: &headers,
+        body: upstream_body,
+        decoded: None,
+        streaming: mapped.client_stream,
+        session,
+        abort: state.abort.clone(),
+    };
+    let result = state.upstream.forward(outbound).await;
+    drop(reservation);
+    match result {
+        Err(give_up) => {
+            log.attempts = give_up.attempts;
+            give_up_response(dialect, &give_up)
+        }
+        Ok(reply) => respond(reply, &mapped.context, mapped.client_stream, log).await,
+    }
 }
 
 /// The client's answer for an upstream reply to a request translated with `ctx`.
@@ -194,6 +291,8 @@ pub async fn respond(
             response
         }
     };
-    response.headers_mut().insert("x-codex-proxy-attempts", attempts);
+    response
+        .headers_mut()
+        .insert("x-codex-proxy-attempts", attempts);
     response
 }

@@ -166,15 +166,12 @@ pub fn map_request(
     match dialect {
         Dialect::Chat => chat::map_request(body, models),
         Dialect::Responses => responses::map_request(body, models),
-        // MERGE (t4-anthropic): this arm becomes
-        //     Dialect::Anthropic => anthropic::map_request(body, models),
-        // with `pub mod anthropic;` above. Until that branch is merged this build has no
-        // Anthropic mapper, and says so instead of guessing.
-        Dialect::Anthropic => Err(TranslateError {
-            status: 501,
-            code: "dialect_not_built",
-            message: "Anthropic Messages translation is not part of this build.".to_owned(),
-        }),
+        Dialect::Anthropic => {
+            let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| {
+                TranslateError::bad_request("invalid_json", "The request body is not valid JSON.")
+            })?;
+            anthropic::map_request(&value, models)
+        }
     }
 }
 
