@@ -11,6 +11,7 @@
 //! - `proxying`: the upstream through an HTTP CONNECT or SOCKS5 proxy.
 //! - `pool`: several keys: failover, cooldowns, affinity, quota bias, give-up answers.
 //! - `chatgpt`: ChatGPT accounts: the Codex backend profile, token refresh, `--auth-dir`.
+//! - `translation`: Chat Completions and Anthropic Messages clients end to end, local routes.
 //! - `chaos`: 300 concurrent streams over 3 accounts with random upstream faults.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -32,3 +33,4 @@ mod resilience;
 mod streaming;
 mod surface;
 mod tls;
+mod translation;
