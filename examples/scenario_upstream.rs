@@ -18,8 +18,8 @@
 //! or `function_call`); that is the current turn:
 //! * the turn holds `function_call_output` items: a text that quotes every output,
 //!   `The tool returned: <output>` (outputs joined with "; "), so a test sees the round trip;
-//! * the turn's first user message (Claude Code appends a reminder message after the prompt)
-//!   mentions a function tool by name or the word "tool", or `tool_choice` is `required` or names
+//! * the turn's prompt (its first user text that does not start with `<`, Claude Code's
+//!   `<system-reminder>` blocks removed) mentions a function tool by name or the word "tool", or `tool_choice` is `required` or names
 //!   a function: one `function_call` per tool named in the text when `parallel_tool_calls` is not
 //!   false (else the first), or the first function tool. Arguments fill the schema's required
 //!   fields (and a string `description`) with plausible values; a `command` string is
@@ -387,14 +387,17 @@ fn plan(body: &Map<String, Value>, state: &State) -> Result<Plan, String> {
         .filter(|i| kind(i) == "function_call_output")
         .map(|i| output_text(i.get("output")))
         .collect();
+    // The turn's first user text that is not injected context: Claude Code appends a reminder
+    // message after the prompt; Codex puts `<environment_context>` and the like before it.
     let prompt = turn
         .iter()
-        .find(|i| kind(i) == "message" && i.get("role").and_then(Value::as_str) == Some("user"))
+        .filter(|i| kind(i) == "message" && i.get("role").and_then(Value::as_str) == Some("user"))
         .map(|i| prompt_text(i.get("content")))
+        .find(|text| !text.is_empty() && !text.starts_with('<'))
         .unwrap_or_default();
 
     let mut incomplete = false;
-    if items.last().map(|i| kind(i)) == Some("compaction_trigger") {
+    if items.last().map(kind) == Some("compaction_trigger") {
         let n = state.id();
         out.push(Item::Compaction {
             id: format!("cmp_scn_{n}"),
