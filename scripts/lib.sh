@@ -1,4 +1,4 @@
-# Shared by scripts/demo, scripts/e2e-codex and scripts/bench (sourced, not run): build the
+# Shared by scripts/demo, scripts/e2e-codex, scripts/e2e-clients and scripts/bench (sourced, not run): build the
 # release binaries, start the offline mock upstream and a proxy, read server-info files, and
 # stop everything that was started when the calling script exits.
 #
@@ -57,9 +57,16 @@ wait_for_line() {
 # start_mock [mock args...]: sets MOCK_PID, MOCK_PORT, MOCK_URL (http://127.0.0.1:PORT/v1).
 # The mock reads its stdin from a pipe this shell holds, so it also exits if this shell dies.
 start_mock() {
-    local port_file="$WORK/mock.port"
+    start_upstream "$MOCK_BIN" "$@"
+}
+
+# start_upstream BINARY [args...]: like start_mock, for any mock upstream that prints its port
+# and takes --exit-on-stdin-eof (examples/mock_upstream, examples/scenario_upstream).
+start_upstream() {
+    local bin=$1 port_file="$WORK/mock.port"
+    shift
     rm -f "$port_file"
-    exec {MOCK_STDIN}> >(exec "$MOCK_BIN" --exit-on-stdin-eof "$@" >"$port_file" 2>"$WORK/mock.log")
+    exec {MOCK_STDIN}> >(exec "$bin" --exit-on-stdin-eof "$@" >"$port_file" 2>"$WORK/mock.log")
     MOCK_PID=$!
     _children+=("$MOCK_PID")
     wait_for_line "$port_file" 30 || die "the mock upstream did not report its port (see $WORK/mock.log)"

@@ -1,0 +1,112 @@
+"""Claude Code (`claude -p`, the pinned @anthropic-ai/claude-code) through codex-proxy, hermetic:
+its HOME and config dir in a temporary directory, a fake ANTHROPIC_API_KEY, non-essential traffic
+(telemetry, error reports, auto-update) off, every run bounded by a timeout. Runs as root: tool
+permission comes from --allowedTools (--dangerously-skip-permissions is refused as root).
+
+Environment: CLAUDE_BIN (the claude executable), ANTHROPIC_BASE (the proxy, no /v1), RECORD.
+"""
+
+import json
+import os
+import subprocess
+import tempfile
+
+from harness import (
+    GREETING,
+    TOOL_RESULT,
+    Record,
+    check,
+    contains,
+    env,
+    eq,
+    function_tool_names,
+    items_of,
+    one_line,
+    run_all,
+    test,
+    user_texts,
+)
+
+CLAUDE = env("CLAUDE_BIN")
+BASE = env("ANTHROPIC_BASE")
+record = Record(env("RECORD"))
+TIMEOUT_S = 120
+# Only a shell that ran the scenario upstream's `echo tool-ran-$((6*7))` prints this.
+MARKER = "tool-ran-42"
+
+
+def claude(prompt, *args):
+    """Runs `claude -p PROMPT --output-format json ARGS…` in a fresh home; the parsed result."""
+    with tempfile.TemporaryDirectory(prefix="claude-e2e.") as home:
+        work = os.path.join(home, "work")
+        os.mkdir(work)
+        keep = ("PATH", "LANG", "LC_ALL", "TERM", "TMPDIR", "USER", "LOGNAME", "SHELL")
+        run_env = {k: v for k, v in os.environ.items() if k in keep}
+        run_env.update(
+            HOME=home,
+            CLAUDE_CONFIG_DIR=os.path.join(home, ".claude"),
+            ANTHROPIC_BASE_URL=BASE,
+            ANTHROPIC_API_KEY="sk-ant-e2e-dummy",
+            CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
+            DISABLE_AUTOUPDATER="1",
+            DISABLE_TELEMETRY="1",
+            DISABLE_ERROR_REPORTING="1",
+        )
+        try:
+            done = subprocess.run(
+                [CLAUDE, "-p", prompt, "--output-format", "json", *args],
+                cwd=work,
+                env=run_env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=TIMEOUT_S,
+            )
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"claude -p did not finish in {TIMEOUT_S} s") from None
+    if done.returncode != 0:
+        raise AssertionError(
+            f"claude exit status {done.returncode}; stdout: {one_line(done.stdout)}; stderr: {one_line(done.stderr)}"
+        )
+    try:
+        result = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        raise AssertionError(f"stdout is not JSON: {one_line(done.stdout)}") from None
+    check(not result.get("is_error"), f"claude reported an error: {one_line(json.dumps(result))}")
+    return result
+
+
+@test
+def test_claude_code_prompt():
+    record.mark()
+    result = claude("say hi")
+    eq(result.get("result"), GREETING + "say hi", "result")
+    bodies = record.responses_since_mark(wait_for=1)
+    check(bodies, "nothing reached the upstream")
+    body = bodies[0]
+    eq(body.get("stream"), True, "upstream stream")
+    contains("\n".join(user_texts(body)), "say hi", "upstream user text")
+    check("Bash" in function_tool_names(body), f"Claude Code's tools not sent upstream: {function_tool_names(body)}")
+    check("x-anthropic-billing-header" not in json.dumps(body), "billing header line forwarded upstream")
+
+
+@test
+def test_claude_code_tool_round_trip():
+    record.mark()
+    result = claude("Use the Bash tool to print a marker.", "--allowedTools", "Bash", "--model", "gpt-5.4")
+    contains(result.get("result"), TOOL_RESULT, "result")
+    contains(result.get("result"), MARKER, "result (the command's output)")
+    eq(result.get("num_turns"), 2, "turns")
+    bodies = record.responses_since_mark(wait_for=2)
+    calls = [c for b in bodies for c in items_of(b, "function_call") if c.get("name") == "Bash"]
+    check(calls, "no Bash function_call sent back upstream")
+    command = json.loads(calls[-1]["arguments"]).get("command")
+    eq(command, "echo tool-ran-$((6*7))", "Bash command")
+    outputs = [o for b in bodies for o in items_of(b, "function_call_output")]
+    check(any(o["call_id"] == calls[-1]["call_id"] and MARKER in json.dumps(o["output"]) for o in outputs),
+          f"no function_call_output with {MARKER} upstream")
+    eq(bodies[-1].get("model"), "gpt-5.4", "upstream model")
+
+
+if __name__ == "__main__":
+    run_all()
