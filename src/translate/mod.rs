@@ -150,6 +150,34 @@ pub struct Rendered {
     pub body: Vec<u8>,
 }
 
+// === Dispatch ===
+
+/// Maps a client request body (decoded, uncompressed JSON bytes) in `dialect` to the streaming
+/// Responses request to send upstream, plus what the response side needs.
+///
+/// The response side needs no dispatch: the [`ResponseContext`] built here carries its
+/// dialect's [`DialectParts`], which [`StreamPipeline::new`] and [`AggregatePipeline::new`]
+/// use. This `match` is the only per-dialect switch in the module.
+pub fn map_request(
+    dialect: Dialect,
+    body: &[u8],
+    models: &models::ModelTable,
+) -> Result<Mapped, TranslateError> {
+    match dialect {
+        Dialect::Chat => chat::map_request(body, models),
+        Dialect::Responses => responses::map_request(body, models),
+        // MERGE (t4-anthropic): this arm becomes
+        //     Dialect::Anthropic => anthropic::map_request(body, models),
+        // with `pub mod anthropic;` above. Until that branch is merged this build has no
+        // Anthropic mapper, and says so instead of guessing.
+        Dialect::Anthropic => Err(TranslateError {
+            status: 501,
+            code: "dialect_not_built",
+            message: "Anthropic Messages translation is not part of this build.".to_owned(),
+        }),
+    }
+}
+
 // === Event types ===
 
 /// True for the events after which a Responses stream says nothing more.
