@@ -237,21 +237,26 @@ impl Aggregator {
         it
     }
 
+    /// Takes the fields of a `response` snapshot, keeping earlier fields a later snapshot
+    /// leaves out (a terminal event without `created_at` keeps the one from `created`).
+    fn snapshot(&mut self, data: &[u8]) {
+        if let Ok(ResponseEvent { response: Some(r) }) = serde_json::from_slice(data) {
+            match &mut self.response {
+                Some(have) => have.extend(r),
+                None => self.response = Some(r),
+            }
+        }
+    }
+
     /// Feeds one event: its `type` and the raw JSON of its data.
     pub fn event(&mut self, event_type: &str, data: &[u8]) {
         if self.outcome.is_some() {
             return;
         }
         match event_type {
-            "response.created" | "response.in_progress" => {
-                if let Ok(ResponseEvent { response: Some(r) }) = serde_json::from_slice(data) {
-                    self.response = Some(r);
-                }
-            }
+            "response.created" | "response.in_progress" => self.snapshot(data),
             "response.completed" | "response.incomplete" | "response.failed" => {
-                if let Ok(ResponseEvent { response: Some(r) }) = serde_json::from_slice(data) {
-                    self.response = Some(r);
-                }
+                self.snapshot(data);
                 self.outcome = Some(match event_type {
                     "response.completed" => Outcome::Completed,
                     "response.incomplete" => Outcome::Incomplete {
@@ -385,7 +390,18 @@ impl Aggregator {
             let item = match (acc.done.is_some(), from_terminal) {
                 (true, _) => acc.done,
                 (false, Some(i)) => terminal_output.get(i).cloned(),
-                (false, None) => rebuild(acc),
+                (false, None) => rebuild(acc).map(|mut item| {
+                    // Rebuilt from `added`, which says `in_progress`: the item ended with the
+                    // response.
+                    if item.get("status").and_then(Value::as_str) == Some("in_progress") {
+                        let status = match outcome {
+                            Outcome::Completed => "completed",
+                            _ => "incomplete",
+                        };
+                        item["status"] = Value::String(status.into());
+                    }
+                    item
+                }),
             };
             output.extend(item);
         }

@@ -512,6 +512,11 @@ impl Resolved {
                 None => {
                     if let Some(r) = obj.get_mut("reasoning").and_then(Value::as_object_mut) {
                         changed_effort |= r.remove("effort").is_some();
+                        // `-auto` leaves the effort to the upstream; an empty object says no
+                        // more than its absence.
+                        if r.is_empty() {
+                            obj.remove("reasoning");
+                        }
                     }
                 }
             }
@@ -733,7 +738,7 @@ mod tests {
         let mut body =
             json!({"model":"gpt-5.4-auto","reasoning_effort":"high","reasoning":{"effort":"high"}});
         assert!(t.rewrite_responses(&mut body).unwrap());
-        assert_eq!(body, json!({"model":"gpt-5.4","reasoning":{}}));
+        assert_eq!(body, json!({"model":"gpt-5.4"}));
     }
 
     #[test]

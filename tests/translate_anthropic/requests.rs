@@ -225,3 +225,22 @@ fn count_tokens_is_a_local_estimate() {
         400
     );
 }
+
+#[test]
+fn bytes_and_parsed_bodies_map_the_same() {
+    let value = with(json!({"stream": true, "system": "s"}));
+    let bytes = serde_json::to_vec(&value).unwrap();
+    let models = ModelTable::builtin();
+    let a = anthropic::map_request(&value, &models).unwrap();
+    let b = anthropic::map_request(&bytes[..], &models).unwrap();
+    assert_eq!(a.body, b.body);
+    assert_eq!(a.client_stream, b.client_stream);
+    let e = anthropic::map_request(&b"{\"model\": sk-secret"[..], &models).unwrap_err();
+    assert_eq!((e.status, e.code), (400, "invalid_json"));
+    assert!(!e.message.contains("sk-secret"));
+    assert_eq!(
+        count_tokens(&bytes[..]).unwrap(),
+        count_tokens(&value).unwrap()
+    );
+    assert_eq!(count_tokens(&b"nope"[..]).unwrap_err().status, 400);
+}

@@ -37,9 +37,11 @@ pub const PER_IMAGE: u64 = 1600;
 /// Tokens per base64 or URL document.
 pub const PER_DOCUMENT: u64 = 3000;
 
-/// The estimate as the response body `{"input_tokens":N}`.
-pub fn count_tokens(body: &Value) -> Result<Vec<u8>, TranslateError> {
-    let n = estimate(body)?;
+/// The estimate as the response body `{"input_tokens":N}`, for a request body given as bytes
+/// or a parsed value (see [`super::Body`]).
+pub fn count_tokens<'a>(body: impl Into<super::Body<'a>>) -> Result<Vec<u8>, TranslateError> {
+    let body = body.into().parse()?;
+    let n = estimate(&body)?;
     Ok(format!("{{\"input_tokens\":{n}}}").into_bytes())
 }
 

@@ -38,8 +38,54 @@ pub use count_tokens::count_tokens;
 pub use request::map_request;
 pub use stream::MessagesStream;
 
+use std::borrow::Cow;
+
+use serde_json::Value;
+
 use crate::translate::aggregate::Aggregate;
+use crate::translate::error::TranslateError;
 use crate::translate::{DialectParts, Rendered, ResponseContext, StreamTranslator};
+
+/// A request body as the caller has it: the decoded JSON bytes (what the dispatcher in
+/// `translate::map_request` holds) or an already parsed value. [`map_request`] and
+/// [`count_tokens()`] take either.
+#[derive(Debug, Clone, Copy)]
+pub enum Body<'a> {
+    /// Raw JSON bytes (decoded, uncompressed).
+    Bytes(&'a [u8]),
+    /// A parsed JSON value.
+    Json(&'a Value),
+}
+
+impl<'a> From<&'a [u8]> for Body<'a> {
+    fn from(bytes: &'a [u8]) -> Self {
+        Body::Bytes(bytes)
+    }
+}
+
+impl<'a> From<&'a Vec<u8>> for Body<'a> {
+    fn from(bytes: &'a Vec<u8>) -> Self {
+        Body::Bytes(bytes)
+    }
+}
+
+impl<'a> From<&'a Value> for Body<'a> {
+    fn from(value: &'a Value) -> Self {
+        Body::Json(value)
+    }
+}
+
+impl<'a> Body<'a> {
+    /// The parsed body; invalid JSON is a 400 that does not echo the bytes.
+    pub(crate) fn parse(self) -> Result<Cow<'a, Value>, TranslateError> {
+        match self {
+            Body::Json(v) => Ok(Cow::Borrowed(v)),
+            Body::Bytes(b) => serde_json::from_slice(b).map(Cow::Owned).map_err(|_| {
+                TranslateError::bad_request("invalid_json", "The request body is not valid JSON.")
+            }),
+        }
+    }
+}
 
 /// The Anthropic response side, reached through [`ResponseContext::parts`].
 ///

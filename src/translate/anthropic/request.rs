@@ -66,8 +66,13 @@ const MIN_OUTPUT_TOKENS: u64 = 16;
 /// Claude Code's attribution line: it changes per request and would defeat prompt caching.
 const BILLING_HEADER_PREFIX: &str = "x-anthropic-billing-header:";
 
-/// Maps a Messages request body to the upstream Responses request (see the module docs).
-pub fn map_request(body: &Value, models: &ModelTable) -> Result<Mapped, TranslateError> {
+/// Maps a Messages request body (bytes or a parsed value, see [`super::Body`]) to the upstream
+/// Responses request (see the module docs).
+pub fn map_request<'a>(
+    body: impl Into<super::Body<'a>>,
+    models: &ModelTable,
+) -> Result<Mapped, TranslateError> {
+    let body = body.into().parse()?;
     let obj = body
         .as_object()
         .ok_or_else(|| invalid("the request body must be a JSON object"))?;

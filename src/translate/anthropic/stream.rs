@@ -138,15 +138,15 @@ struct Response<'a> {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub(crate) struct UpstreamUsage {
-    pub(crate) input_tokens: u64,
-    pub(crate) output_tokens: u64,
+    pub(crate) input_tokens: Option<u64>,
+    pub(crate) output_tokens: Option<u64>,
     pub(crate) input_tokens_details: Option<InputDetails>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub(crate) struct InputDetails {
-    pub(crate) cached_tokens: u64,
+    pub(crate) cached_tokens: Option<u64>,
 }
 
 impl UpstreamUsage {
@@ -154,8 +154,13 @@ impl UpstreamUsage {
         let cached = self
             .input_tokens_details
             .as_ref()
-            .map_or(0, |d| d.cached_tokens);
-        Usage::from_upstream(self.input_tokens, cached, self.output_tokens)
+            .and_then(|d| d.cached_tokens)
+            .unwrap_or(0);
+        Usage::from_upstream(
+            self.input_tokens.unwrap_or(0),
+            cached,
+            self.output_tokens.unwrap_or(0),
+        )
     }
 }
 
@@ -992,8 +997,17 @@ impl StreamTranslator for MessagesStream {
             return;
         }
         let Ok(ev) = serde_json::from_slice::<Event<'_>>(data) else {
-            // Malformed upstream JSON: nothing trustworthy to translate. A terminal event that
-            // cannot be read leaves the stream without a terminal, which `finish` reports.
+            // Unreadable upstream JSON: nothing trustworthy to translate, except that a
+            // terminal event still ends the message as its type says (the pipeline counts it
+            // as terminal too, so the non-stream answer agrees).
+            match event_type {
+                "response.completed" => self.on_done(None, false, out),
+                "response.incomplete" => self.on_done(None, true, out),
+                "response.failed" | "error" => {
+                    self.fail("upstream_error", "the upstream response failed", out);
+                }
+                _ => {}
+            }
             return;
         };
         if self.blocks.id.is_none() {
@@ -1097,4 +1111,145 @@ impl StreamTranslator for MessagesStream {
 struct PartAdded<'a> {
     #[serde(borrow)]
     part: Option<Part<'a>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(thinking: bool) -> MessagesStream {
+        let ctx = ResponseContext::new(
+            Dialect::Anthropic,
+            "claude-x",
+            super::super::parts(thinking),
+        );
+        MessagesStream::new(&ctx, thinking)
+    }
+
+    fn text(out: &[u8]) -> &str {
+        std::str::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn nothing_is_written_before_the_first_block() {
+        let mut t = stream(false);
+        let mut out = Vec::new();
+        t.event(
+            "response.created",
+            br#"{"response":{"id":"resp_1"}}"#,
+            &mut out,
+        );
+        t.event(
+            "response.in_progress",
+            br#"{"response":{"id":"resp_1"}}"#,
+            &mut out,
+        );
+        t.event(
+            "response.output_item.added",
+            br#"{"output_index":0,"item":{"id":"rs_1","type":"reasoning"}}"#,
+            &mut out,
+        );
+        t.event("codex.rate_limits", br#"{"x":1}"#, &mut out);
+        assert!(out.is_empty(), "{}", text(&out));
+        t.event(
+            "response.failed",
+            br#"{"response":{"error":{"code":"server_is_overloaded","message":"busy"}}}"#,
+            &mut out,
+        );
+        assert_eq!(
+            text(&out),
+            "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"busy\"}}\n\n"
+        );
+    }
+
+    #[test]
+    fn a_clean_close_without_a_terminal_event_is_an_error() {
+        let mut t = stream(false);
+        let mut out = Vec::new();
+        t.event(
+            "response.output_text.delta",
+            br#"{"item_id":"m","delta":"hi"}"#,
+            &mut out,
+        );
+        t.finish(StreamEnd::Clean, &mut out);
+        let s = text(&out);
+        assert!(s.contains("\"text_delta\",\"text\":\"hi\""), "{s}");
+        assert!(s.ends_with("\"type\":\"api_error\",\"message\":\"The upstream stream ended before the response was complete.\"}}\n\n"), "{s}");
+        assert!(!s.contains("message_stop"));
+        assert!(!s.contains("message_delta"));
+    }
+
+    #[test]
+    fn null_usage_fields_and_unreadable_terminals_still_complete() {
+        let mut t = stream(false);
+        let mut out = Vec::new();
+        t.event(
+            "response.completed",
+            br#"{"response":{"id":"r","usage":{"input_tokens":null,"output_tokens":7,"input_tokens_details":null}}}"#,
+            &mut out,
+        );
+        let s = text(&out);
+        assert!(
+            s.contains(
+                "\"usage\":{\"input_tokens\":0,\"cache_read_input_tokens\":0,\"output_tokens\":7}"
+            ),
+            "{s}"
+        );
+        assert!(s.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"));
+
+        let mut t = stream(false);
+        let mut out = Vec::new();
+        t.event("response.incomplete", b"{not json", &mut out);
+        assert!(text(&out).contains("\"stop_reason\":\"max_tokens\""));
+        assert!(text(&out).contains("message_stop"));
+    }
+
+    #[test]
+    fn nothing_follows_the_end() {
+        let mut t = stream(true);
+        let mut out = Vec::new();
+        t.event(
+            "response.completed",
+            br#"{"response":{"id":"r"}}"#,
+            &mut out,
+        );
+        let len = out.len();
+        t.event(
+            "response.output_text.delta",
+            br#"{"item_id":"m","delta":"late"}"#,
+            &mut out,
+        );
+        t.finish(
+            StreamEnd::Failed {
+                message: "transport".into(),
+            },
+            &mut out,
+        );
+        assert_eq!(out.len(), len, "an error after completion is ignored");
+    }
+
+    #[test]
+    fn one_signature_per_reasoning_item_even_with_several_parts() {
+        let mut t = stream(true);
+        let mut out = Vec::new();
+        for (kind, data) in [
+            ("response.output_item.added", &br#"{"output_index":0,"item":{"id":"rs","type":"reasoning","encrypted_content":"gAAAAAold"}}"#[..]),
+            ("response.reasoning_summary_text.delta", br#"{"item_id":"rs","summary_index":0,"delta":"a"}"#),
+            ("response.reasoning_summary_text.done", br#"{"item_id":"rs","summary_index":0,"text":"a"}"#),
+            ("response.reasoning_summary_text.done", br#"{"item_id":"rs","summary_index":1,"text":"b"}"#),
+            ("response.output_item.done", br#"{"output_index":0,"item":{"id":"rs","type":"reasoning","summary":[{"type":"summary_text","text":"a"},{"type":"summary_text","text":"b"}]}}"#),
+        ] {
+            t.event(kind, data, &mut out);
+        }
+        let s = text(&out);
+        assert_eq!(s.matches("signature_delta").count(), 1, "{s}");
+        assert!(
+            s.contains("\"signature\":\"gAAAAAold\""),
+            "falls back to the added item"
+        );
+        assert_eq!(s.matches("\"thinking\":\"a\"").count(), 1, "{s}");
+        assert_eq!(s.matches("\"thinking\":\"\\n\\n\"").count(), 1, "{s}");
+        assert_eq!(s.matches("\"thinking\":\"b\"").count(), 1, "{s}");
+        assert_eq!(s.matches("event: content_block_stop").count(), 1, "{s}");
+    }
 }

@@ -1,0 +1,274 @@
+//! Translation cost: a 10,000-event upstream stream (created, reasoning summary deltas, a
+//! message of many text deltas, a function call with argument deltas, completed with usage),
+//! fed in 1,400-byte chunks through
+//! * `scan`: the relay's passthrough scanner (`SseScanner`, what `/v1/responses` costs),
+//! * `decode`: the SSE decoder alone,
+//! * `chat_stream`: the Chat `StreamPipeline` (decoder + state machine + chunk encoding),
+//! * `chat_aggregate`: the Chat `AggregatePipeline` (non-stream clients),
+//!
+//! and reports events/s and CPU µs per event (user + system time of the process, from
+//! `getrusage(RUSAGE_SELF)`), plus the cost added over `scan`. Prints one JSON object last.
+//! Run with `cargo run --release --example translate_bench [ITERATIONS]`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_types
+)]
+
+use std::time::{Duration, Instant};
+
+use codex_proxy::translate::codec::Decoder;
+use codex_proxy::translate::models::ModelTable;
+use codex_proxy::translate::sse::SseScanner;
+use codex_proxy::translate::{
+    map_request, AggregatePipeline, Dialect, ResponseContext, StreamPipeline,
+};
+use nix::sys::resource::{getrusage, UsageWho};
+use serde_json::json;
+
+const EVENTS: usize = 10_000;
+const CHUNK: usize = 1400;
+
+fn event(out: &mut String, v: serde_json::Value) {
+    let t = v["type"].as_str().unwrap().to_owned();
+    out.push_str(&format!("event: {t}\ndata: {v}\n\n"));
+}
+
+/// The upstream transcript and its event count.
+fn transcript() -> (Vec<u8>, usize) {
+    let mut s = String::new();
+    let mut seq = 0usize;
+    let mut ev = |s: &mut String, mut v: serde_json::Value| {
+        v["sequence_number"] = seq.into();
+        seq += 1;
+        event(s, v);
+        seq
+    };
+    let response = json!({"id":"resp_bench","object":"response","created_at":1760000000,"model":"gpt-5.4","status":"in_progress","output":[],"usage":null});
+    ev(
+        &mut s,
+        json!({"type":"response.created","response":response}),
+    );
+    ev(
+        &mut s,
+        json!({"type":"response.in_progress","response":response}),
+    );
+    ev(
+        &mut s,
+        json!({"type":"response.output_item.added","output_index":0,"item":{"id":"rs_1","type":"reasoning","summary":[]}}),
+    );
+    ev(
+        &mut s,
+        json!({"type":"response.reasoning_summary_part.added","item_id":"rs_1","output_index":0,"summary_index":0,"part":{"type":"summary_text","text":""}}),
+    );
+    for i in 0..300 {
+        ev(
+            &mut s,
+            json!({"type":"response.reasoning_summary_text.delta","item_id":"rs_1","output_index":0,"summary_index":0,"delta":format!(" thought {i}")}),
+        );
+    }
+    ev(
+        &mut s,
+        json!({"type":"response.output_item.done","output_index":0,"item":{"id":"rs_1","type":"reasoning","summary":[{"type":"summary_text","text":"…"}],"encrypted_content":"gAAAAB".repeat(200)}}),
+    );
+    ev(
+        &mut s,
+        json!({"type":"response.output_item.added","output_index":1,"item":{"id":"msg_1","type":"message","status":"in_progress","role":"assistant","content":[]}}),
+    );
+    ev(
+        &mut s,
+        json!({"type":"response.content_part.added","item_id":"msg_1","output_index":1,"content_index":0,"part":{"type":"output_text","text":"","annotations":[]}}),
+    );
+    let text_deltas = EVENTS - 300 - 400 - 16;
+    let words = [
+        "The",
+        " quick",
+        " brown",
+        " fox",
+        " jumps",
+        " over",
+        " the",
+        " lazy",
+        " dög",
+        " — ",
+        "\"quoted\"",
+        "\n",
+        " 😀",
+    ];
+    let mut full = String::new();
+    for i in 0..text_deltas {
+        let w = words[i % words.len()];
+        full.push_str(w);
+        ev(
+            &mut s,
+            json!({"type":"response.output_text.delta","item_id":"msg_1","output_index":1,"content_index":0,"delta":w,"logprobs":[]}),
+        );
+    }
+    ev(
+        &mut s,
+        json!({"type":"response.output_text.done","item_id":"msg_1","output_index":1,"content_index":0,"text":full}),
+    );
+    ev(
+        &mut s,
+        json!({"type":"response.content_part.done","item_id":"msg_1","output_index":1,"content_index":0,"part":{"type":"output_text","text":full,"annotations":[]}}),
+    );
+    let message = json!({"id":"msg_1","type":"message","status":"completed","role":"assistant","content":[{"type":"output_text","text":full,"annotations":[]}]});
+    ev(
+        &mut s,
+        json!({"type":"response.output_item.done","output_index":1,"item":message}),
+    );
+    ev(
+        &mut s,
+        json!({"type":"response.output_item.added","output_index":2,"item":{"id":"fc_1","type":"function_call","status":"in_progress","call_id":"call_1","name":"write_file","arguments":""}}),
+    );
+    let mut args = String::new();
+    for i in 0..400 {
+        let d = if i == 0 {
+            "{\"content\":\"".to_owned()
+        } else {
+            format!("line {i}\\n")
+        };
+        args.push_str(&d);
+        ev(
+            &mut s,
+            json!({"type":"response.function_call_arguments.delta","item_id":"fc_1","output_index":2,"delta":d}),
+        );
+    }
+    args.push_str("\"}");
+    ev(
+        &mut s,
+        json!({"type":"response.function_call_arguments.done","item_id":"fc_1","output_index":2,"arguments":args}),
+    );
+    let call = json!({"id":"fc_1","type":"function_call","status":"completed","call_id":"call_1","name":"write_file","arguments":args});
+    let mut n = ev(
+        &mut s,
+        json!({"type":"response.output_item.done","output_index":2,"item":call}),
+    );
+    while n < EVENTS - 1 {
+        n = ev(
+            &mut s,
+            json!({"type":"codex.rate_limits","rate_limits":{"primary":{"used_percent":1.0}}}),
+        );
+    }
+    let done = json!({"id":"resp_bench","object":"response","created_at":1760000000,"model":"gpt-5.4","status":"completed",
+        "output":[message, call],
+        "usage":{"input_tokens":12000,"input_tokens_details":{"cached_tokens":8000},"output_tokens":9000,"output_tokens_details":{"reasoning_tokens":300},"total_tokens":21000}});
+    let n = ev(&mut s, json!({"type":"response.completed","response":done}));
+    (s.into_bytes(), n)
+}
+
+fn cpu() -> Duration {
+    let u = getrusage(UsageWho::RUSAGE_SELF).unwrap();
+    let tv = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
+    };
+    tv(u.user_time()) + tv(u.system_time())
+}
+
+struct Measure {
+    name: &'static str,
+    cpu: Duration,
+    wall: Duration,
+    out_bytes: usize,
+}
+
+fn measure(name: &'static str, iterations: usize, mut run: impl FnMut() -> usize) -> Measure {
+    run(); // warm-up
+    let (c0, w0) = (cpu(), Instant::now());
+    let mut out_bytes = 0;
+    for _ in 0..iterations {
+        out_bytes = std::hint::black_box(run());
+    }
+    Measure {
+        name,
+        cpu: cpu() - c0,
+        wall: w0.elapsed(),
+        out_bytes,
+    }
+}
+
+fn main() {
+    let iterations: usize = std::env::args()
+        .nth(1)
+        .map_or(50, |a| a.parse().expect("ITERATIONS"));
+    let (upstream, events) = transcript();
+    let body = json!({"model":"gpt-5.4","stream":true,"stream_options":{"include_usage":true},
+        "messages":[{"role":"user","content":"go"}],
+        "tools":[{"type":"function","function":{"name":"write_file","parameters":{"type":"object","properties":{"content":{"type":"string"}}}}}]});
+    let ctx: ResponseContext = map_request(
+        Dialect::Chat,
+        &serde_json::to_vec(&body).unwrap(),
+        &ModelTable::builtin(),
+    )
+    .unwrap()
+    .context;
+
+    let results = [
+        measure("scan", iterations, || {
+            let mut scanner = SseScanner::new();
+            let mut n = 0;
+            for chunk in upstream.chunks(CHUNK) {
+                scanner.feed(chunk, |_| n += 1);
+            }
+            assert_eq!(n, events);
+            0
+        }),
+        measure("decode", iterations, || {
+            let mut decoder = Decoder::new();
+            let mut n = 0;
+            for chunk in upstream.chunks(CHUNK) {
+                decoder.push(chunk, |_| n += 1).unwrap();
+            }
+            decoder.finish().unwrap();
+            assert_eq!(n, events);
+            0
+        }),
+        measure("chat_stream", iterations, || {
+            let mut p = StreamPipeline::new(&ctx);
+            let mut out = Vec::with_capacity(1 << 20);
+            for chunk in upstream.chunks(CHUNK) {
+                p.push(chunk, &mut out);
+            }
+            p.finish(None, &mut out);
+            assert!(out.ends_with(b"data: [DONE]\n\n"));
+            out.len()
+        }),
+        measure("chat_aggregate", iterations, || {
+            let mut p = AggregatePipeline::new(&ctx);
+            for chunk in upstream.chunks(CHUNK) {
+                p.push(chunk);
+            }
+            let r = p.finish(None);
+            assert_eq!(r.status, 200);
+            r.body.len()
+        }),
+    ];
+
+    let total = (events * iterations) as f64;
+    let per_event = |m: &Measure| m.cpu.as_secs_f64() * 1e6 / total;
+    let base = per_event(&results[0]);
+    println!(
+        "{events} events, {} upstream bytes, {iterations} iterations, {CHUNK}-byte chunks",
+        upstream.len()
+    );
+    let mut json_rows = Vec::new();
+    for m in &results {
+        let us = per_event(m);
+        let eps = total / m.wall.as_secs_f64();
+        println!(
+            "{:<15} {:>12.0} events/s  {:>7.3} µs CPU/event  (+{:.3} over scan)  out {} bytes",
+            m.name,
+            eps,
+            us,
+            us - base,
+            m.out_bytes
+        );
+        json_rows.push(json!({"case": m.name, "events_per_s": eps.round(), "cpu_us_per_event": (us * 1000.0).round() / 1000.0,
+            "added_cpu_us_per_event": ((us - base) * 1000.0).round() / 1000.0}));
+    }
+    println!(
+        "{}",
+        json!({"events": events, "iterations": iterations, "results": json_rows})
+    );
+}
