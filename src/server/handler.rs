@@ -340,15 +340,7 @@ async fn forward(
                 .await;
         }
         Route::CountTokens => {
-            let counted = serde_json::from_slice::<serde_json::Value>(plain)
-                .map_err(|_| {
-                    crate::translate::TranslateError::bad_request(
-                        "invalid_json",
-                        "The request body is not valid JSON.",
-                    )
-                })
-                .and_then(|value| crate::translate::anthropic::count_tokens(&value));
-            return match counted {
+            return match crate::translate::anthropic::count_tokens(plain) {
                 Ok(body) => {
                     let mut response = Response::new(ProxyBody::full(Bytes::from(body)));
                     response.headers_mut().insert(

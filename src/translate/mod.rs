@@ -166,12 +166,7 @@ pub fn map_request(
     match dialect {
         Dialect::Chat => chat::map_request(body, models),
         Dialect::Responses => responses::map_request(body, models),
-        Dialect::Anthropic => {
-            let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| {
-                TranslateError::bad_request("invalid_json", "The request body is not valid JSON.")
-            })?;
-            anthropic::map_request(&value, models)
-        }
+        Dialect::Anthropic => anthropic::map_request(body, models),
     }
 }
 
