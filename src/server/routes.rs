@@ -379,6 +379,23 @@ mod tests {
             check(Method::POST, "/v1/responses/compact", &[]),
             Ok(Route::ResponsesCompact)
         );
+        assert_eq!(
+            check(Method::POST, "/v1/chat/completions", &[]),
+            Ok(Route::ChatCompletions)
+        );
+        assert_eq!(
+            check(Method::POST, "/v1/messages", &[]),
+            Ok(Route::Messages)
+        );
+        assert_eq!(
+            check(Method::POST, "/v1/messages?beta=true", &[]),
+            Ok(Route::Messages)
+        );
+        assert_eq!(
+            check(Method::POST, "/v1/messages/count_tokens?beta=true", &[]),
+            Ok(Route::CountTokens)
+        );
+        assert_eq!(check(Method::GET, "/v1/models", &[]), Ok(Route::Models));
         assert_eq!(check(Method::GET, "/health", &[]), Ok(Route::Health));
         assert_eq!(check(Method::GET, "/shutdown", &[]), Ok(Route::Shutdown));
         assert_eq!(check(Method::POST, "/shutdown", &[]), Ok(Route::Shutdown));
@@ -421,8 +438,9 @@ mod tests {
     fn unknown_paths_are_404() {
         for p in [
             "/",
-            "/v1/models",
-            "/v1/chat/completions",
+            "/v1/completions",
+            "/v1/embeddings",
+            "/v1/messages/batches",
             "/v2/responses",
             "/healthz",
         ] {
@@ -474,7 +492,15 @@ mod tests {
 
     #[test]
     fn any_query_string_is_403() {
-        for t in ["/v1/responses?x=1", "/v1/responses?", "/health?verbose"] {
+        for t in [
+            "/v1/responses?x=1",
+            "/v1/responses?",
+            "/health?verbose",
+            "/v1/responses?beta=true",
+            "/v1/messages?beta=true&x=1",
+            "/v1/messages?beta=false",
+            "/v1/models?beta=true",
+        ] {
             assert_eq!(
                 check(Method::POST, t, &[]),
                 Err(Refusal::Forbidden(Forbidden::QueryString)),

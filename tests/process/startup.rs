@@ -67,6 +67,12 @@ fn configuration_errors_exit_2() {
         vec!["--upstream-ca", "/nonexistent/ca.pem"],
         vec!["--max-attempts", "0"],
         vec!["--header-timeout", "-1"],
+        vec!["--models", "/nonexistent/models.json"],
+        vec!["--chatgpt-base-url", "http://chatgpt.example/backend-api/codex"],
+        vec!["--oauth-token-url", "ftp://auth.example/token"],
+        // World-writable: never a place for account files.
+        vec!["--auth-dir", "/tmp"],
+        vec!["--auth-dir", "/nonexistent/accounts"],
     ] {
         let (code, stderr) = exit(&args, b"sk-valid\n");
         assert_eq!(code, 2, "{args:?}: {stderr}");
@@ -75,12 +81,23 @@ fn configuration_errors_exit_2() {
 
 #[test]
 fn bad_stdin_exits_3_and_never_echoes_the_bytes() {
-    let cases: [(&[u8], &str); 5] = [
+    let cases: [(&[u8], &str); 7] = [
         (b"", "no credentials"),
         (b"\n\n", "no credentials"),
         (b"sk-secret value-SHOULDNOTECHO\n", "invalid character"),
         (b"sk-one\nsk-bad key\n", "line 2: invalid character"),
-        (b"{\"OPENAI_API_KEY\":\"sk-SHOULDNOTECHO\"}", "JSON"),
+        (
+            b"{\"OPENAI_API_KEY\":\"sk-SHOULDNOTECHO\",\"tokens\":{\"access_token\":12345}}",
+            "account 1 (line 1, column",
+        ),
+        (
+            b"[{\"email\":\"SHOULDNOTECHO@example.com\"}]",
+            "account 1: no credential",
+        ),
+        (
+            b"{\"OPENAI_API_KEY\":\"sk bad SHOULDNOTECHO\"}",
+            "OPENAI_API_KEY",
+        ),
     ];
     for (input, expected) in cases {
         let (code, stderr) = exit(&[], input);
