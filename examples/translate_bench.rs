@@ -204,6 +204,17 @@ fn main() {
     .unwrap()
     .context;
 
+    let anthropic_body = json!({"model":"gpt-5.4","max_tokens":4096,"stream":true,
+        "messages":[{"role":"user","content":"go"}],
+        "tools":[{"name":"write_file","input_schema":{"type":"object","properties":{"content":{"type":"string"}}}}]});
+    let anthropic: ResponseContext = map_request(
+        Dialect::Anthropic,
+        &serde_json::to_vec(&anthropic_body).unwrap(),
+        &ModelTable::builtin(),
+    )
+    .unwrap()
+    .context;
+
     let results = [
         measure("scan", iterations, || {
             let mut scanner = SseScanner::new();
@@ -233,6 +244,25 @@ fn main() {
             p.finish(None, &mut out);
             assert!(out.ends_with(b"data: [DONE]\n\n"));
             out.len()
+        }),
+        measure("anthropic_stream", iterations, || {
+            let mut p = StreamPipeline::new(&anthropic);
+            let mut out = Vec::with_capacity(1 << 20);
+            for chunk in upstream.chunks(CHUNK) {
+                p.push(chunk, &mut out);
+            }
+            p.finish(None, &mut out);
+            assert!(out.ends_with(b"data: {\"type\":\"message_stop\"}\n\n"));
+            out.len()
+        }),
+        measure("anthropic_aggregate", iterations, || {
+            let mut p = AggregatePipeline::new(&anthropic);
+            for chunk in upstream.chunks(CHUNK) {
+                p.push(chunk);
+            }
+            let r = p.finish(None);
+            assert_eq!(r.status, 200);
+            r.body.len()
         }),
         measure("chat_aggregate", iterations, || {
             let mut p = AggregatePipeline::new(&ctx);

@@ -68,7 +68,10 @@ fn configuration_errors_exit_2() {
         vec!["--max-attempts", "0"],
         vec!["--header-timeout", "-1"],
         vec!["--models", "/nonexistent/models.json"],
-        vec!["--chatgpt-base-url", "http://chatgpt.example/backend-api/codex"],
+        vec![
+            "--chatgpt-base-url",
+            "http://chatgpt.example/backend-api/codex",
+        ],
         vec!["--oauth-token-url", "ftp://auth.example/token"],
         // World-writable: never a place for account files.
         vec!["--auth-dir", "/tmp"],
