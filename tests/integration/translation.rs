@@ -354,3 +354,36 @@ async fn a_model_suffix_on_a_responses_body_is_rewritten_and_a_plain_body_is_not
     assert_eq!(sent["reasoning"]["effort"], "high");
     assert_eq!(sent["service_tier"], "priority");
 }
+
+#[tokio::test]
+async fn an_anthropic_conversation_stays_on_one_account_by_its_metadata_user_id() {
+    let mock = MockUpstream::start("ok").await;
+    let proxy = TestProxy::start_with_key(
+        &mock.base_url,
+        &[],
+        "sk-test-aff-A\nsk-test-aff-B\nsk-test-aff-C",
+    )
+    .await;
+    let mut body = messages(false);
+    body["metadata"] = json!({"user_id": "user_abc_session_42"});
+    for _ in 0..6 {
+        assert_eq!(post(&proxy, "/v1/messages", &body, &[]).await.status, 200);
+    }
+    let used: std::collections::HashSet<String> = mock.authorizations().into_iter().collect();
+    assert_eq!(
+        used.len(),
+        1,
+        "one account for the whole conversation: {used:?}"
+    );
+    // Without a session key, requests spread.
+    for _ in 0..6 {
+        assert_eq!(
+            post(&proxy, "/v1/messages", &messages(false), &[])
+                .await
+                .status,
+            200
+        );
+    }
+    let used: std::collections::HashSet<String> = mock.authorizations().into_iter().collect();
+    assert_eq!(used.len(), 3);
+}
