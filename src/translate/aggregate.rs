@@ -168,23 +168,25 @@ pub struct Aggregator {
     outcome: Option<Outcome>,
 }
 
+/// The fields of a delta-like event (`*.delta`, `*.done`) that the translators read, borrowed
+/// from the event's JSON (shared by the aggregator and the Chat stream).
 #[derive(Deserialize)]
-struct Delta<'a> {
+pub(crate) struct Delta<'a> {
     #[serde(borrow)]
-    item_id: Option<Cow<'a, str>>,
-    output_index: Option<u64>,
-    content_index: Option<u64>,
-    summary_index: Option<u64>,
+    pub(crate) item_id: Option<Cow<'a, str>>,
+    pub(crate) output_index: Option<u64>,
+    pub(crate) content_index: Option<u64>,
+    pub(crate) summary_index: Option<u64>,
     #[serde(borrow)]
-    delta: Option<Cow<'a, str>>,
+    pub(crate) delta: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    text: Option<Cow<'a, str>>,
+    pub(crate) text: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    arguments: Option<Cow<'a, str>>,
+    pub(crate) arguments: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    input: Option<Cow<'a, str>>,
+    pub(crate) input: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    refusal: Option<Cow<'a, str>>,
+    pub(crate) refusal: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]

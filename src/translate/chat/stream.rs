@@ -84,25 +84,6 @@ struct CreatedResponse<'a> {
 }
 
 #[derive(Deserialize)]
-struct Delta<'a> {
-    #[serde(borrow)]
-    item_id: Option<Cow<'a, str>>,
-    output_index: Option<u64>,
-    content_index: Option<u64>,
-    summary_index: Option<u64>,
-    #[serde(borrow)]
-    delta: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    text: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    arguments: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    input: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    refusal: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
 struct ItemEvent<'a> {
     output_index: Option<u64>,
     #[serde(borrow)]
@@ -491,7 +472,7 @@ impl ChatStream {
     }
 
     fn on_delta(&mut self, kind: &str, data: &[u8], out: &mut Vec<u8>) {
-        let Ok(d) = serde_json::from_slice::<Delta>(data) else {
+        let Ok(d) = serde_json::from_slice::<crate::translate::aggregate::Delta>(data) else {
             return;
         };
         let item = d.item_id.as_deref().unwrap_or("");
