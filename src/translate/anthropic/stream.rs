@@ -253,27 +253,34 @@ impl Blocks {
     }
 
     fn text(&mut self, text: &str, out: &mut Vec<u8>) {
-        if text.is_empty() {
-            return;
-        }
-        if self.open != Open::Text {
-            self.start(Open::Text, out);
-        }
-        self.delta_head(out);
-        out.extend_from_slice(b",\"delta\":{\"type\":\"text_delta\",\"text\":");
-        write_str(out, text);
-        out.extend_from_slice(b"}}\n\n");
+        self.block_text(
+            Open::Text,
+            b",\"delta\":{\"type\":\"text_delta\",\"text\":",
+            text,
+            out,
+        );
     }
 
     fn thinking(&mut self, text: &str, out: &mut Vec<u8>) {
+        self.block_text(
+            Open::Thinking,
+            b",\"delta\":{\"type\":\"thinking_delta\",\"thinking\":",
+            text,
+            out,
+        );
+    }
+
+    /// A text-like delta (`delta_head` is the delta object up to its string value) in a block
+    /// of kind `block`, opening that block first if another one is open.
+    fn block_text(&mut self, block: Open, delta_head: &[u8], text: &str, out: &mut Vec<u8>) {
         if text.is_empty() {
             return;
         }
-        if self.open != Open::Thinking {
-            self.start(Open::Thinking, out);
+        if self.open != block {
+            self.start(block, out);
         }
         self.delta_head(out);
-        out.extend_from_slice(b",\"delta\":{\"type\":\"thinking_delta\",\"thinking\":");
+        out.extend_from_slice(delta_head);
         write_str(out, text);
         out.extend_from_slice(b"}}\n\n");
     }
