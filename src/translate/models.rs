@@ -8,15 +8,18 @@
 //!    carry suffixes).
 //! 2. A name that is a known model is taken as is, so real names ending in a level-like word
 //!    (`gpt-5.1-codex-max`) are never parsed.
-//! 3. Otherwise suffixes are stripped from the right, in any order, at most one of each kind:
-//!    `-fast` sets `service_tier:"priority"`; an effort word (`none`, `minimal`, `low`,
-//!    `medium`, `high`, `xhigh`, `max`/`ultra` → `xhigh`, `auto` → no effort) or an integer
-//!    budget above 100 (≤1024 `low`, ≤8192 `medium`, ≤24576 `high`, more `xhigh`) sets
-//!    `reasoning.effort`. The effort must be one the base model's row accepts, else 400.
-//! 4. A name that starts with a known model plus `-` but does not parse is an unknown suffix:
-//!    400. Other unknown names go upstream unchanged (new models, open models on
-//!    Responses-compatible upstreams), except that the `gpt-5…` family is parsed the same way
-//!    so a newer `gpt-5.x-high` works before the table learns it.
+//! 3. A name is parsed only when its last `-` segment is a suffix word: `-fast` (sets
+//!    `service_tier:"priority"`), an effort word (`none`, `minimal`, `low`, `medium`, `high`,
+//!    `xhigh`, `max`/`ultra` → `xhigh`, `auto` → no effort) or an integer budget above 100
+//!    (≤1024 `low`, ≤8192 `medium`, ≤24576 `high`, more `xhigh`). Every other name
+//!    (`gpt-5-mini`, `gpt-5-pro`, `gpt-5-chat-latest`, `gpt-5-2025-08-07`, `gpt-5.4-mini`, …)
+//!    goes upstream unchanged and the upstream decides. Suffixes are stripped from the right,
+//!    in any order, at most one of each kind, until a known model is reached.
+//! 4. The effort must be one the base model's row accepts, else 400; two suffixes of one
+//!    kind are a 400 too. Both messages name the model. When the base is not a known model,
+//!    the name goes upstream unchanged (open models on Responses-compatible upstreams), except
+//!    that the `gpt-5…` family is parsed so a newer `gpt-5.x-high` (or `gpt-5-mini-high`) works
+//!    before the table learns it.
 //!
 //! A suffix effort **overrides** the body's `reasoning.effort`/`reasoning_effort` (and `auto`
 //! removes them); a configured `default_effort` applies only when neither is given.
@@ -169,6 +172,10 @@ fn effort_suffix(segment: &str) -> Option<(String, Option<String>)> {
         "max" | "ultra" => Some("xhigh".to_owned()),
         "auto" => None,
         _ => {
+            // A budget is written without leading zeros (`0317` is part of a date).
+            if segment.starts_with('0') {
+                return None;
+            }
             let budget: u64 = segment.parse().ok().filter(|n| *n > 100)?;
             let level = budget_effort(budget.try_into().unwrap_or(i64::MAX));
             return Some((level.to_owned(), Some(level.to_owned())));
@@ -186,6 +193,44 @@ pub fn budget_effort(budget: i64) -> &'static str {
         8193..=24576 => "high",
         _ => "xhigh",
     }
+}
+
+/// Longest model name an error message repeats.
+const MAX_LABEL_LEN: usize = 128;
+
+/// A requested model name as an error message may show it: in backquotes when it is a short
+/// name of model-name characters that does not look like a key, else a neutral phrase (an
+/// error never carries arbitrary request bytes).
+fn model_label(name: &str) -> String {
+    let plausible = name.len() <= MAX_LABEL_LEN
+        && !name.starts_with("sk-")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:/@+".contains(&b));
+    if plausible {
+        format!("`{name}`")
+    } else {
+        "(as requested)".to_owned()
+    }
+}
+
+/// The 400 for an effort suffix the model's row does not accept: names the model and the
+/// suffixes it takes (both from the table, not from the request).
+fn unaccepted_effort(known: &Known, word: &str) -> TranslateError {
+    let accepted: Vec<String> = known.efforts.iter().map(|e| format!("-{e}")).collect();
+    let accepted = if accepted.is_empty() {
+        "none".to_owned()
+    } else {
+        accepted.join(", ")
+    };
+    TranslateError::bad_request(
+        "model_not_found",
+        format!(
+            "The model `{}` does not take reasoning effort `{word}` from a name suffix (its \
+             suffixes: {accepted}; any model also takes -fast).",
+            known.name
+        ),
+    )
 }
 
 impl Default for ModelTable {
@@ -331,50 +376,46 @@ impl ModelTable {
         let mut base = name;
         let mut fast = false;
         let mut effort: Option<(String, Option<String>)> = None;
+        // A suffix word seen twice (`-high-low`, `-fast-fast`).
+        let mut repeated = false;
         while let Some((rest, last)) = base.rsplit_once('-') {
-            if last == "fast" && !fast {
+            if last == "fast" {
+                repeated |= fast;
                 fast = true;
-            } else if effort.is_none() {
-                match effort_suffix(last) {
-                    Some(e) => effort = Some(e),
-                    None => break,
-                }
+            } else if let Some(e) = effort_suffix(last) {
+                repeated |= effort.is_some();
+                effort = Some(e);
             } else {
+                // Not a suffix word: this (and everything left of it) is the model name.
                 break;
             }
             base = rest;
-            if self.is_known(base) {
+            if repeated || self.is_known(base) {
                 break;
             }
         }
-        let unknown_suffix = || {
-            TranslateError::bad_request(
+        if base == name {
+            // The last segment is no suffix word: the name is the upstream's to judge.
+            return Ok(plain);
+        }
+        let known = self.known(base);
+        // Unknown families go upstream untouched; gpt-5 names are parsed (module docs).
+        if known.is_none() && !base.starts_with("gpt-5") {
+            return Ok(plain);
+        }
+        if repeated {
+            return Err(TranslateError::bad_request(
                 "model_not_found",
-                "The model name has a suffix this model does not accept (known suffixes: an \
-                 effort level such as -low, -medium, -high, and -fast).",
-            )
-        };
-        match self.known(base) {
-            Some(known) => {
-                if let Some((word, _)) = &effort {
-                    if !known.efforts.iter().any(|e| e == word) {
-                        return Err(unknown_suffix());
-                    }
-                }
-            }
-            None => {
-                let prefix_of_known = self.known.iter().any(|k| {
-                    name.len() > k.name.len()
-                        && name.starts_with(&k.name)
-                        && name.as_bytes()[k.name.len()] == b'-'
-                });
-                if prefix_of_known {
-                    return Err(unknown_suffix());
-                }
-                // Unknown families go upstream untouched; gpt-5 names are parsed (module docs).
-                if base == name || !base.starts_with("gpt-5") {
-                    return Ok(plain);
-                }
+                format!(
+                    "The model name {} has two suffixes of one kind (at most one effort level \
+                     and one -fast).",
+                    model_label(name)
+                ),
+            ));
+        }
+        if let (Some(known), Some((word, _))) = (known, &effort) {
+            if !known.efforts.iter().any(|e| e == word) {
+                return Err(unaccepted_effort(known, word));
             }
         }
         Ok(Resolved {
@@ -632,20 +673,106 @@ mod tests {
     }
 
     #[test]
-    fn unknown_or_unaccepted_suffixes_on_known_models_are_400() {
+    fn unaccepted_or_repeated_suffixes_on_known_models_are_400_naming_the_model() {
         let t = ModelTable::builtin();
-        for bad in [
-            "gpt-5.4-turbo",
-            "gpt-5-none",
-            "gpt-5-xhigh",
-            "gpt-5.4-high-low",
-            "gpt-5.4-fast-fast",
-            "gpt-5-100000",
+        for (bad, names) in [
+            ("gpt-5-none", "`gpt-5`"),
+            ("gpt-5-xhigh", "`gpt-5`"),
+            ("gpt-5-xhigh-fast", "`gpt-5`"),
+            ("gpt-5-100000", "`gpt-5`"),
+            ("gpt-5-minimal", "`gpt-5`"),
+            ("gpt-5.1-codex-mini-xhigh", "`gpt-5.1-codex-mini`"),
+            ("gpt-5.4-high-low", "`gpt-5.4-high-low`"),
+            ("gpt-5.4-fast-fast", "`gpt-5.4-fast-fast`"),
+            ("gpt-5.9-low-high", "`gpt-5.9-low-high`"),
         ] {
             let e = t.resolve(bad).unwrap_err();
-            assert_eq!(e.status, 400, "{bad}");
-            assert!(!e.message.contains(bad), "no echo");
+            assert_eq!((e.status, e.code), (400, "model_not_found"), "{bad}");
+            assert!(e.message.contains(names), "{bad}: {}", e.message);
         }
+        let e = t.resolve("gpt-5-xhigh").unwrap_err();
+        assert_eq!(
+            e.message,
+            "The model `gpt-5` does not take reasoning effort `xhigh` from a name suffix (its \
+             suffixes: -low, -medium, -high, -auto; any model also takes -fast)."
+        );
+    }
+
+    #[test]
+    fn a_name_whose_last_segment_is_no_suffix_word_goes_upstream_unchanged() {
+        let t = ModelTable::builtin();
+        for name in [
+            "gpt-5-mini",
+            "gpt-5-nano",
+            "gpt-5-pro",
+            "gpt-5-chat-latest",
+            "gpt-5-2025-08-07",
+            "gpt-5.4-mini",
+            "gpt-5.4-pro",
+            "gpt-5.4-turbo",
+            "gpt-5.1-codex-mini-2026-0317",
+            "gpt-5-codex-preview",
+        ] {
+            assert_eq!(
+                r(&t, name),
+                Resolved {
+                    upstream_model: name.into(),
+                    ..Default::default()
+                },
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn suffixes_on_real_names_outside_the_table_are_parsed_in_the_gpt5_family() {
+        let t = ModelTable::builtin();
+        let got = r(&t, "gpt-5-mini-high");
+        assert_eq!(
+            (got.upstream_model.as_str(), got.effort.as_deref()),
+            ("gpt-5-mini", Some("high"))
+        );
+        let got = r(&t, "gpt-5.4-mini-minimal-fast");
+        assert_eq!(
+            (
+                got.upstream_model.as_str(),
+                got.effort.as_deref(),
+                got.service_tier.as_deref()
+            ),
+            ("gpt-5.4-mini", Some("minimal"), Some("priority"))
+        );
+    }
+
+    #[test]
+    fn error_messages_do_not_repeat_names_that_are_not_model_names() {
+        let t = ModelTable::builtin();
+        for bad in [
+            "gpt-5 <script>-high-low".to_owned(),
+            format!("gpt-5{}-high-low", "x".repeat(200)),
+            "sk-secret-gpt-5-high-low".to_owned(),
+        ] {
+            // Only the gpt-5 family is parsed; the key-like one is an unknown family.
+            if let Err(e) = t.resolve(&bad) {
+                assert!(!e.message.contains(&bad), "echoed: {}", e.message);
+                assert!(e.message.contains("(as requested)"), "{}", e.message);
+            }
+        }
+        assert_eq!(model_label("sk-abc-high"), "(as requested)");
+        assert_eq!(model_label("gpt-5.4-high-low"), "`gpt-5.4-high-low`");
+    }
+
+    #[test]
+    fn a_readme_alias_to_a_real_name_outside_the_table_loads() {
+        let t = ModelTable::from_json(
+            br#"{"aliases":{"claude-haiku-4-5":"gpt-5.4-mini","fast-one":"gpt-5-mini-low"}}"#,
+        )
+        .unwrap();
+        assert_eq!(r(&t, "claude-haiku-4-5").upstream_model, "gpt-5.4-mini");
+        let got = r(&t, "fast-one");
+        assert_eq!(
+            (got.upstream_model.as_str(), got.effort.as_deref()),
+            ("gpt-5-mini", Some("low"))
+        );
     }
 
     #[test]
@@ -744,7 +871,10 @@ mod tests {
     #[test]
     fn bad_configs_are_rejected_with_the_key() {
         for (bad, needle) in [
-            (r#"{"aliases":{"a":"gpt-5.4-bogus"}}"#, "alias \"a\""),
+            (
+                r#"{"aliases":{"a":"gpt-5-xhigh"}}"#,
+                "alias \"a\": The model `gpt-5`",
+            ),
             (r#"{"aliases":{"gpt-5.4":"gpt-5"}}"#, "hides"),
             (r#"{"aliases":{"a":"b","b":"gpt-5"}}"#, "another alias"),
             (

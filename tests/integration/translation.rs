@@ -283,7 +283,7 @@ async fn a_bad_request_is_refused_locally_in_the_clients_dialect() {
     let response = post(
         &proxy,
         "/v1/chat/completions",
-        &json!({"model":"gpt-5.4-bogus-suffix","messages":[]}),
+        &json!({"model":"gpt-5-xhigh","messages":[]}),
         &[],
     )
     .await;
@@ -386,4 +386,87 @@ async fn an_anthropic_conversation_stays_on_one_account_by_its_metadata_user_id(
     }
     let used: std::collections::HashSet<String> = mock.authorizations().into_iter().collect();
     assert_eq!(used.len(), 3);
+}
+
+/// Real OpenAI model names that are not in the built-in table (and do not end in a suffix
+/// word): the upstream decides about them.
+const REAL_NAMES: [&str; 7] = [
+    "gpt-5-mini",
+    "gpt-5-nano",
+    "gpt-5-pro",
+    "gpt-5-chat-latest",
+    "gpt-5-2025-08-07",
+    "gpt-5.4-mini",
+    "gpt-5.4-pro",
+];
+
+#[tokio::test]
+async fn real_model_names_go_upstream_unchanged_on_every_route() {
+    let mock = MockUpstream::start("ok").await;
+    let proxy = TestProxy::start(&mock.base_url, &[]).await;
+    for name in REAL_NAMES {
+        for stream in [false, true] {
+            let body = format!(r#"{{"model":"{name}","stream":{stream},"input":"hi"}}"#);
+            let response = raw::exchange(
+                proxy.addr,
+                &raw::post(proxy.addr, "/v1/responses", &body, &[]),
+                LIMIT,
+            )
+            .await;
+            assert_eq!(response.status, 200, "{name}: {}", response.text());
+            let sent = mock.requests().last().unwrap().body.clone();
+            assert_eq!(sent, Bytes::from(body), "{name}: byte for byte");
+
+            let mut chat = chat(stream);
+            chat["model"] = json!(name);
+            let response = post(&proxy, "/v1/chat/completions", &chat, &[]).await;
+            assert_eq!(response.status, 200, "{name}: {}", response.text());
+            let sent: Value =
+                serde_json::from_slice(&mock.requests().last().unwrap().body).unwrap();
+            assert_eq!(sent["model"], name, "chat, stream {stream}");
+            assert_eq!(sent.get("service_tier"), None);
+
+            let mut messages = messages(stream);
+            messages["model"] = json!(name);
+            let response = post(&proxy, "/v1/messages", &messages, &[]).await;
+            assert_eq!(response.status, 200, "{name}: {}", response.text());
+            let sent: Value =
+                serde_json::from_slice(&mock.requests().last().unwrap().body).unwrap();
+            assert_eq!(sent["model"], name, "messages, stream {stream}");
+        }
+    }
+    assert_eq!(mock.count(), REAL_NAMES.len() * 2 * 3);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_suffix_the_model_does_not_take_is_a_local_400_naming_the_model_on_every_route() {
+    let mock = MockUpstream::start("unused").await;
+    let proxy = TestProxy::start(&mock.base_url, &[]).await;
+    let mut chat = chat(false);
+    chat["model"] = json!("gpt-5-xhigh");
+    let mut messages = messages(false);
+    messages["model"] = json!("gpt-5-xhigh");
+    let responses = json!({"model":"gpt-5-xhigh","input":"hi"});
+    for (path, body, message) in [
+        ("/v1/responses", &responses, "/error/message"),
+        ("/v1/chat/completions", &chat, "/error/message"),
+        ("/v1/messages", &messages, "/error/message"),
+    ] {
+        let response = post(&proxy, path, body, &[]).await;
+        assert_eq!(response.status, 400, "{path}: {}", response.text());
+        let text = response
+            .json()
+            .pointer(message)
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            text.contains("`gpt-5`") && text.contains("xhigh"),
+            "{path}: {text}"
+        );
+    }
+    assert_eq!(mock.count(), 0, "nothing reached the upstream");
+    proxy.shutdown().await;
 }

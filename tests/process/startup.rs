@@ -225,3 +225,50 @@ fn a_server_info_file_holding_the_token_is_0600_and_owned_by_the_info_owner() {
     assert!(!proxy.info_text.contains("token"));
     let _ = proxy.terminate();
 }
+
+/// The `--models` example the README shows (the JSON block after "`--models FILE` adds").
+fn readme_models_example() -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let after = &readme[readme
+        .find("`--models FILE` adds")
+        .expect("README --models section")..];
+    let block = &after[after.find("```json\n").unwrap() + "```json\n".len()..];
+    block[..block.find("```").unwrap()].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_models_example_loads_and_its_aliases_reach_the_upstream() {
+    let example = readme_models_example();
+    assert!(example.contains("gpt-5.4-mini"), "{example}");
+    let dir = temp_dir("readme-models");
+    let file = dir.join("models.json");
+    std::fs::write(&file, &example).unwrap();
+    let mock = crate::mock::MockUpstream::start("aliased").await;
+    let proxy = crate::spawn::start(
+        Launch {
+            args: vec![
+                "--upstream-url".into(),
+                mock.base_url.clone(),
+                "--models".into(),
+                file.display().to_string(),
+            ],
+            stdin: b"sk-valid\n",
+            as_uid: None,
+            env: vec![],
+        },
+        &dir,
+    );
+    let body = r#"{"model":"claude-haiku-4-5","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}"#;
+    let response = crate::raw::exchange(
+        proxy.addr,
+        &crate::raw::post(proxy.addr, "/v1/messages", body, &[]),
+        std::time::Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let sent: serde_json::Value = serde_json::from_slice(&mock.requests()[0].body).unwrap();
+    assert_eq!(sent["model"], "gpt-5.4-mini");
+    let (status, logs) = proxy.terminate();
+    assert_eq!(status.code(), Some(0), "{logs}");
+}

@@ -92,12 +92,12 @@ fn a_model_suffix_overrides_the_thinking_budget() {
 }
 
 #[test]
-fn fast_tier_and_unknown_suffix() {
+fn fast_tier_and_unaccepted_suffix() {
     let body = map(with(json!({"speed": "fast"})));
     assert_eq!(body["service_tier"], "priority");
     let body = map(with(json!({"service_tier": "standard_only"})));
     assert_eq!(body.get("service_tier"), None);
-    let (status, _) = refuse(with(json!({"model": "gpt-5.4-turbo-deluxe"})));
+    let (status, _) = refuse(with(json!({"model": "gpt-5-xhigh"})));
     assert_eq!(status, 400);
 }
 

@@ -856,7 +856,7 @@ mod tests {
             ),
             (json!({"model":"gpt-5.4","messages":[]}), "invalid_request"),
             (
-                json!({"model":"gpt-5.4-bogus","messages":[{"role":"user","content":"x"}]}),
+                json!({"model":"gpt-5-xhigh","messages":[{"role":"user","content":"x"}]}),
                 "model_not_found",
             ),
             (
