@@ -381,9 +381,7 @@ impl Pool {
             if status.is_some() {
                 s.last_status = status;
             }
-            if remaining.is_some() {
-                s.remaining = remaining;
-            }
+            s.observe_quota(verdict, remaining);
             account.publish(&s, self.epoch, now);
         }
         if let (Verdict::Served, Some(key)) = (verdict, session) {

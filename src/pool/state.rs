@@ -15,10 +15,12 @@
 //! | 400/404/413/422, context length           | unchanged: the request's fault                            |
 //! | `invalid_encrypted_content`               | unchanged; retried once on the same account without the ciphertext |
 //!
-//! A cooldown that has ended counts as `Active` (checked lazily against the clock). A rate
-//! limit that arrives while the account is already cooling extends the cooldown but does not
-//! raise the level, so a burst of concurrent 429s does not escalate. All time is
-//! `tokio::time`, so tests can pause it.
+//! A cooldown that has ended counts as `Active` (checked lazily against the clock), and no
+//! cooldown outlives its reset: the quota reading that came with a limit (0 % left) is
+//! dropped with it, so the next request after the reset probes the account instead of
+//! steering around it. A rate limit that arrives while the account is already cooling
+//! extends the cooldown but does not raise the level, so a burst of concurrent 429s does not
+//! escalate. All time is `tokio::time`, so tests can pause it.
 
 use std::time::Duration;
 
@@ -207,6 +209,17 @@ impl AccountStatus {
             State::Disabled { reason } => ("disabled", Some(reason.as_str()), None),
             State::Refreshing => ("refreshing", None, None),
             State::Active => ("active", None, None),
+        }
+    }
+
+    /// Takes the remaining-quota reading of a response that said `verdict`. A reading that came
+    /// with a limit describes the window the limit closes: the cooldown keeps the account out
+    /// until the window resets, and after that the reading is stale, so it is forgotten.
+    pub fn observe_quota(&mut self, verdict: Verdict, remaining: Option<f64>) {
+        match verdict {
+            Verdict::RateLimited { .. } | Verdict::UsageLimit { .. } => self.remaining = None,
+            _ if remaining.is_some() => self.remaining = remaining,
+            _ => {}
         }
     }
 
@@ -442,6 +455,26 @@ mod tests {
             s.describe(now),
             ("cooling_down", Some("rate_limited"), Some(60))
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_limit_forgets_the_quota_reading_so_the_account_is_probed_after_its_reset() {
+        let now = Instant::now();
+        let mut s = AccountStatus::default();
+        s.observe_quota(Verdict::Served, Some(0.4));
+        assert_eq!(s.remaining, Some(0.4));
+        s.observe_quota(Verdict::Served, None);
+        assert_eq!(s.remaining, Some(0.4), "no reading keeps the last one");
+        let limit = Verdict::RateLimited {
+            retry_after: Some(secs(1)),
+        };
+        s.record(limit, now);
+        s.observe_quota(limit, Some(0.0));
+        assert_eq!(s.remaining, None);
+        s.observe_quota(Verdict::UsageLimit { reset_after: None }, Some(0.0));
+        assert_eq!(s.remaining, None);
+        tokio::time::advance(secs(1)).await;
+        assert_eq!(s.describe(Instant::now()), ("active", None, None));
     }
 
     #[tokio::test(start_paused = true)]

@@ -426,17 +426,7 @@ async fn forward(
         Err(give_up) => {
             log.attempts = give_up.attempts;
             let mut response = openai_error(give_up.status, give_up.code, give_up.message);
-            if let Some(wait) = give_up.retry_after {
-                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-            }
-            if give_up.attempts > 0 {
-                response
-                    .headers_mut()
-                    .insert("x-codex-proxy-attempts", attempts_header(give_up.attempts));
-            }
+            give_up.decorate(response.headers_mut());
             response
         }
         Ok(reply) if reply.aggregate => {

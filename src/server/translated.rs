@@ -62,18 +62,7 @@ pub fn dialect_error(
 /// The engine's give-up answer in `dialect`, with `Retry-After` and the attempt count.
 pub fn give_up_response(dialect: Dialect, give_up: &GiveUp) -> Response<ProxyBody> {
     let mut response = dialect_error(dialect, give_up.status, give_up.code, give_up.message);
-    if let Some(wait) = give_up.retry_after {
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-    }
-    if give_up.attempts > 0 {
-        response.headers_mut().insert(
-            "x-codex-proxy-attempts",
-            HeaderValue::from(give_up.attempts),
-        );
-    }
+    give_up.decorate(response.headers_mut());
     response
 }
 

@@ -4,6 +4,12 @@
 //! account's usage limit, not the request's fault. Then the status class decides (see
 //! `pool::state` for what each verdict does to the account).
 //!
+//! A 4xx other than 401, 402, 403, 408, 409 and 429 is the request's fault whatever its error
+//! `type` or message says: only an account-level usage-limit code (or the usage-limit message)
+//! overrides it, and `invalid_encrypted_content` keeps its own handling. So a 400 that calls
+//! itself `"type":"server_error"` goes back to the client at once instead of being tried on
+//! every account.
+//!
 //! The server's delay hint is read, first valid wins, from `retry-after-ms`, `Retry-After`
 //! (seconds, fractional allowed, or an HTTP date), the body's `error.resets_in_seconds` or
 //! `error.resets_at` (unix seconds), and "try again in N s" in an error message.
@@ -58,8 +64,9 @@ fn field<'a>(error: &'a Value, name: &str) -> Option<&'a str> {
     error.get(name).and_then(Value::as_str)
 }
 
-/// The verdict an error object carries by its code, type or message alone.
-fn by_code(error: &Value, delay: Option<Duration>) -> Option<Verdict> {
+/// The verdict an error object carries by an account-level code or message, which overrides
+/// any status: a usage limit, or reasoning ciphertext this account cannot read.
+fn by_account_code(error: &Value, delay: Option<Duration>) -> Option<Verdict> {
     let labels = [field(error, "code"), field(error, "type")];
     if labels
         .iter()
@@ -75,6 +82,19 @@ fn by_code(error: &Value, delay: Option<Duration>) -> Option<Verdict> {
     {
         return Some(Verdict::InvalidEncryptedContent);
     }
+    let message = field(error, "message")?.to_ascii_lowercase();
+    KNOWN_MESSAGES
+        .iter()
+        .find(|(m, v)| matches!(v, Verdict::UsageLimit { .. }) && message.contains(m))
+        .map(|_| Verdict::UsageLimit { reset_after: delay })
+}
+
+/// The verdict an error object carries by its code, type or message alone.
+fn by_code(error: &Value, delay: Option<Duration>) -> Option<Verdict> {
+    if let Some(verdict) = by_account_code(error, delay) {
+        return Some(verdict);
+    }
+    let labels = [field(error, "code"), field(error, "type")];
     if labels.iter().flatten().any(|l| REQUEST_CODES.contains(l)) {
         return Some(Verdict::RequestError);
     }
@@ -173,21 +193,31 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8], now_unix: 
     }
     let json: Option<Value> = serde_json::from_slice(body).ok();
     let delay = server_delay(headers, json.as_ref(), now_unix);
-    if let Some(verdict) = json
-        .as_ref()
-        .and_then(error_object)
-        .and_then(|e| by_code(e, delay))
-    {
+    let error = json.as_ref().and_then(error_object);
+    if request_scoped(status) {
+        // Only an account-level code turns the request's fault into the account's.
+        return error
+            .and_then(|e| by_account_code(e, delay))
+            .unwrap_or(Verdict::RequestError);
+    }
+    if let Some(verdict) = error.and_then(|e| by_code(e, delay)) {
         return verdict;
     }
     match status.as_u16() {
         429 => Verdict::RateLimited { retry_after: delay },
         401 => Verdict::Unauthorized,
         402 | 403 => Verdict::Forbidden,
-        408 | 500 | 502 | 503 | 504 | 529 => Verdict::ServerError,
+        408 | 409 | 500 | 502 | 503 | 504 | 529 => Verdict::ServerError,
         s if s >= 500 => Verdict::ServerError,
         _ => Verdict::RequestError,
     }
+}
+
+/// A 4xx status that is the request's own fault unless an account-level code says otherwise:
+/// every 4xx but 401, 402, 403 (the account's credential or plan), 408, 409 (transient: SDKs
+/// retry them) and 429 (a limit).
+pub fn request_scoped(status: StatusCode) -> bool {
+    status.is_client_error() && !matches!(status.as_u16(), 401 | 402 | 403 | 408 | 409 | 429)
 }
 
 /// What an in-band failure event (`response.failed`, `error`) before any output says.
@@ -277,6 +307,59 @@ mod tests {
         assert_eq!(
             classify(StatusCode::BAD_GATEWAY, &HeaderMap::new(), b"<html>", NOW),
             Verdict::ServerError
+        );
+    }
+
+    #[test]
+    fn a_request_scoped_4xx_is_the_requests_fault_whatever_its_type_says() {
+        for status in [400, 404, 405, 413, 415, 422] {
+            for body in [
+                json!({"error":{"message":"bad","type":"server_error","code":null}}),
+                json!({"error":{"message":"x","type":"server_is_overloaded"}}),
+                json!({"error":{"message":"x","code":"rate_limit_exceeded"}}),
+                json!({"error":{"message":"The selected model is at capacity."}}),
+                json!({"error":{"message":"x","code":"context_length_exceeded"}}),
+            ] {
+                assert_eq!(
+                    verdict(status, body.clone()),
+                    Verdict::RequestError,
+                    "{status} {body}"
+                );
+            }
+            // Account-level codes (and the usage-limit message) still override the status.
+            assert_eq!(
+                verdict(
+                    status,
+                    json!({"error":{"type":"server_error","code":"usage_limit_reached"}})
+                ),
+                Verdict::UsageLimit { reset_after: None },
+                "{status}"
+            );
+            assert_eq!(
+                verdict(
+                    status,
+                    json!({"error":{"code":"invalid_encrypted_content"}})
+                ),
+                Verdict::InvalidEncryptedContent,
+                "{status}"
+            );
+        }
+        assert!(request_scoped(StatusCode::BAD_REQUEST));
+        for status in [401, 402, 403, 408, 409, 429, 500, 200] {
+            assert!(
+                !request_scoped(StatusCode::from_u16(status).unwrap()),
+                "{status}"
+            );
+        }
+        // Outside the request-scoped set, codes still decide.
+        assert_eq!(
+            verdict(429, json!({"error":{"type":"server_error"}})),
+            Verdict::ServerError
+        );
+        assert_eq!(
+            verdict(409, json!({})),
+            Verdict::ServerError,
+            "409 is transient"
         );
     }
 

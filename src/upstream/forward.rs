@@ -3,8 +3,10 @@
 //! Phases of an attempt (see `shared/reference/retry-semantics.md`): connect; awaiting
 //! headers; headers received; streaming but not yet committed; committed. Until the commit
 //! point the engine may retry or switch accounts:
-//! - a connect failure or (for streaming requests) a response-header timeout: the network's
-//!   fault, no penalty for the account;
+//! - a connect failure, (for streaming requests) a response-header timeout, or a connection
+//!   that resets or closes after the request was written and before any response header: the
+//!   network's fault, no penalty for the account (SDKs retry that last case themselves, so a
+//!   retry here adds nothing they would not do);
 //! - an error status: classified by its error code first, then its status
 //!   ([`classify`](super::classify)); the account's state is updated
 //!   ([`pool::state`](crate::pool::state)) and the retry decision is the pure
@@ -17,6 +19,10 @@
 //! content-bearing or terminal event, at most for the header timeout; a plain body goes out
 //! with its first bytes. From then on every chunk is relayed as it arrives
 //! ([`relay`](super::relay)) and nothing is retried.
+//!
+//! When every account the request may use is cooling down and the first is usable again
+//! within [`MAX_COOLDOWN_WAIT`](super::retry::MAX_COOLDOWN_WAIT) (and before the request's
+//! deadline), the request waits for it ([`pool_wait`]); otherwise it gets the 429 at once.
 //!
 //! Retries are bounded by `--max-attempts` and by a global [`RetryBudget`]. When the engine
 //! gives up it relays the last upstream answer (redacted) or answers itself: 502/504 for
@@ -41,7 +47,7 @@ use super::profile;
 use super::redact::redact;
 use super::refresh::Refresher;
 use super::relay::{RelayBody, RelayFailure, RelayParts, RelayStats, SseWatch};
-use super::retry::{decide, jitter, Decision, RetryBudget};
+use super::retry::{decide, jitter, pool_wait, Decision, RetryBudget};
 use crate::config::{Timeouts, UpstreamBase};
 use crate::pool::state::Verdict;
 use crate::pool::{quota, Account, AccountKind, Pick, Pool};
@@ -116,13 +122,37 @@ pub struct GiveUp {
     pub retry_after: Option<Duration>,
 }
 
+impl GiveUp {
+    /// Adds what the client needs besides the body: `Retry-After`, the attempt count, and
+    /// `x-should-retry: false` exactly where an immediate retry cannot help — every proxy-made
+    /// 429/502/503/504, except a 429 with a `Retry-After` (the client's own wait-and-retry is
+    /// what works, as it would be against the upstream).
+    pub fn decorate(&self, headers: &mut HeaderMap) {
+        let should_retry = HeaderValue::from_static("false");
+        match self.retry_after {
+            Some(wait) => {
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+                headers.remove("x-should-retry");
+            }
+            None if matches!(self.status.as_u16(), 429 | 502 | 503 | 504) => {
+                headers.insert("x-should-retry", should_retry);
+            }
+            None => {}
+        }
+        if self.attempts > 0 {
+            headers.insert("x-codex-proxy-attempts", HeaderValue::from(self.attempts));
+        }
+    }
+}
+
 /// An attempt that did not produce response headers.
 enum AttemptError {
     /// Connection refused, reset, DNS, proxy or TLS failure before the request was sent.
     Connect,
     ConnectTimeout,
     HeaderTimeout,
-    /// The connection failed after the request was sent: the upstream may have acted on it.
+    /// The connection reset or closed after the request was sent, before any response header.
     AfterSend,
     /// The non-streaming request deadline passed.
     Deadline,
@@ -134,7 +164,10 @@ impl AttemptError {
     fn verdict(&self) -> Option<Verdict> {
         matches!(
             self,
-            AttemptError::Connect | AttemptError::ConnectTimeout | AttemptError::HeaderTimeout
+            AttemptError::Connect
+                | AttemptError::ConnectTimeout
+                | AttemptError::HeaderTimeout
+                | AttemptError::AfterSend
         )
         .then_some(Verdict::NetworkFault)
     }
@@ -291,6 +324,8 @@ impl Upstream {
         let mut bodies = Bodies::default();
         // ChatGPT accounts this request already refreshed after a 401 (once each).
         let mut refreshed: Vec<usize> = Vec::new();
+        // Time spent waiting for a cooling pool.
+        let mut waited = Duration::ZERO;
         loop {
             // A same-account retry only while that account may still take it (another request
             // may have hit a limit on it meanwhile); otherwise choose again.
@@ -302,7 +337,22 @@ impl Upstream {
                 None => match self.pool.pick(out.session, &skip, Instant::now()) {
                     Pick::Account(account) => account,
                     Pick::AllCooling { wait } => {
-                        return fallback.unwrap_or_else(|| Err(all_cooling(wait, attempts)))
+                        let now = Instant::now();
+                        let left = deadline.map(|d| d.saturating_duration_since(now));
+                        let Some(pause) = pool_wait(wait, waited, left, jitter()) else {
+                            return fallback.unwrap_or_else(|| Err(all_cooling(wait, attempts)));
+                        };
+                        tracing::debug!(
+                            wait_ms = pause.as_millis(),
+                            "every account cooling: waiting"
+                        );
+                        tokio::select! {
+                            _ = tokio::time::sleep(pause) => {}
+                            _ = out.abort.cancelled() => return Err(AttemptError::Shutdown.give_up(attempts)),
+                        }
+                        // At least a millisecond, so a zero-length wait cannot spin.
+                        waited += pause.max(Duration::from_millis(1));
+                        continue;
                     }
                     Pick::NoneUsable => {
                         return fallback.unwrap_or_else(|| Err(none_usable(attempts)))
@@ -684,9 +734,13 @@ fn pre_commit_verdict(relay: &RelayParts) -> Verdict {
     Verdict::Served
 }
 
-/// Marks an upstream error the engine gave up on: SDKs should not retry it again.
+/// Marks an upstream error the engine gave up on: SDKs should not retry it again — except a
+/// 429 that carries `Retry-After`, which leaves the client free to wait and retry.
 fn gave_up_on(mut reply: Reply) -> Reply {
-    if reply.status.is_client_error() || reply.status.is_server_error() {
+    let waitable = reply.status == StatusCode::TOO_MANY_REQUESTS
+        && (reply.headers.contains_key(header::RETRY_AFTER)
+            || reply.headers.contains_key("retry-after-ms"));
+    if (reply.status.is_client_error() || reply.status.is_server_error()) && !waitable {
         reply
             .headers
             .insert("x-should-retry", HeaderValue::from_static("false"));

@@ -3,10 +3,14 @@
 //! | verdict                                   | another account left | only this account            |
 //! |-------------------------------------------|----------------------|------------------------------|
 //! | served, request error                     | give up (relay)      | give up (relay)              |
-//! | network fault (connect, header timeout)   | fail over            | retry after backoff          |
+//! | network fault (connect, header timeout, connection cut before headers) | fail over | retry after backoff |
 //! | 5xx / overload                            | fail over            | retry after backoff          |
-//! | 429 with a hint ≤ 5 s                     | fail over            | retry after the hint         |
+//! | 429 with a hint ≤ 10 s                    | fail over            | retry after the hint         |
 //! | 429 otherwise, usage limit, 401, 403      | fail over            | give up                      |
+//!
+//! Before an attempt, when every account the request may use is cooling down, [`pool_wait`]
+//! says whether to wait for the first one: at most [`MAX_COOLDOWN_WAIT`] in all, and only
+//! if the wait ends before the request's own deadline. Longer waits get the 429 at once.
 //!
 //! Every retry also needs `--max-attempts` left and a place in the retry budget: at most
 //! max(3, 20 % of the requests in flight) requests may be retrying at once (Envoy's retry
@@ -21,8 +25,9 @@ use crate::pool::state::Verdict;
 /// First backoff step before a same-account retry; doubled per attempt, capped, full jitter.
 pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(2);
-/// The longest server-hinted wait taken on the same account when no other is left.
-pub const SAME_ACCOUNT_WAIT_CAP: Duration = Duration::from_secs(5);
+/// The longest wait for a cooldown to end: a server-hinted wait on the same account when no
+/// other is left, and all the waits of one request for a cooling pool together.
+pub const MAX_COOLDOWN_WAIT: Duration = Duration::from_secs(10);
 
 /// What to do after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,9 +61,39 @@ pub fn decide(
         },
         Verdict::RateLimited {
             retry_after: Some(hint),
-        } if hint <= SAME_ACCOUNT_WAIT_CAP => Decision::RetrySame { after: hint },
+        } if hint <= MAX_COOLDOWN_WAIT => Decision::RetrySame { after: hint },
         _ => Decision::GiveUp,
     }
+}
+
+/// How long to wait when every account the request may use is cooling down and the first is
+/// usable after `cooling`: `None` to answer 429 at once. `waited` is what this request has
+/// already waited for the pool; `time_left` is what remains of its deadline (`None`: no
+/// deadline, as for a streaming request).
+///
+/// The wait is stretched by up to half again (`jitter` in 0–1, Envoy's hinted-wait jitter),
+/// within the same bounds, so the requests that queued up behind one cooldown do not all hit
+/// the account in the same instant it resets: the first to wake probes it, and a new limit it
+/// meets is seen by the others.
+pub fn pool_wait(
+    cooling: Duration,
+    waited: Duration,
+    time_left: Option<Duration>,
+    jitter: f64,
+) -> Option<Duration> {
+    let allowance = MAX_COOLDOWN_WAIT.saturating_sub(waited);
+    let within_cap = cooling <= allowance;
+    let within_deadline = time_left.is_none_or(|left| cooling < left);
+    if !(within_cap && within_deadline) {
+        return None;
+    }
+    let mut pause = cooling + (cooling / 2).mul_f64(jitter.clamp(0.0, 1.0));
+    pause = pause.min(allowance);
+    if let Some(left) = time_left {
+        // The stretch takes at most half of what the deadline leaves after the cooldown.
+        pause = pause.min(cooling + (left - cooling) / 2);
+    }
+    Some(pause.max(cooling))
 }
 
 /// Full-jitter exponential backoff before retry number `retry` (1-based).
@@ -228,6 +263,54 @@ mod tests {
             decide(Verdict::Unauthorized, 1, 3, false, 0.5),
             Decision::GiveUp
         );
+    }
+
+    #[test]
+    fn a_cooling_pool_is_waited_for_only_briefly_and_within_the_deadline() {
+        let none = Duration::ZERO;
+        assert_eq!(pool_wait(SECS(1), none, None, 0.0), Some(SECS(1)));
+        assert_eq!(pool_wait(SECS(10), none, None, 0.0), Some(SECS(10)));
+        assert_eq!(pool_wait(SECS(11), none, None, 0.0), None);
+        assert_eq!(
+            pool_wait(SECS(3), SECS(8), None, 0.0),
+            None,
+            "the cap bounds all waits of a request together"
+        );
+        assert_eq!(pool_wait(SECS(2), SECS(8), None, 0.0), Some(SECS(2)));
+        assert_eq!(pool_wait(SECS(4), none, Some(SECS(2)), 0.0), None);
+        assert_eq!(
+            pool_wait(SECS(2), none, Some(SECS(2)), 0.0),
+            None,
+            "no time left for the attempt itself"
+        );
+        assert_eq!(
+            pool_wait(SECS(1), none, Some(SECS(600)), 0.0),
+            Some(SECS(1))
+        );
+    }
+
+    #[test]
+    fn the_wait_is_stretched_by_up_to_half_within_the_same_bounds() {
+        let none = Duration::ZERO;
+        assert_eq!(pool_wait(SECS(2), none, None, 1.0), Some(SECS(3)));
+        assert_eq!(
+            pool_wait(SECS(2), none, None, 0.5),
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(
+            pool_wait(SECS(8), none, None, 1.0),
+            Some(SECS(10)),
+            "never past the cap"
+        );
+        assert_eq!(
+            pool_wait(SECS(2), none, Some(SECS(3)), 1.0),
+            Some(Duration::from_millis(2500)),
+            "half of what the deadline leaves"
+        );
+        for j in 0..=10 {
+            let pause = pool_wait(SECS(4), SECS(1), Some(SECS(9)), f64::from(j) / 10.0).unwrap();
+            assert!(pause >= SECS(4) && pause <= SECS(6), "{pause:?}");
+        }
     }
 
     #[test]

@@ -63,8 +63,10 @@ pub enum Script {
     HangBeforeHeaders,
     /// Wait, then answer like `Respond`.
     DelayHeaders(Duration, Box<Script>),
-    /// Close the connection without any response.
+    /// Close the connection without any response (a FIN after the request was read).
     Reset,
+    /// Abort the connection without any response (an RST after the request was read).
+    Abort,
 }
 
 impl Script {
@@ -77,6 +79,7 @@ impl Script {
             Script::HangBeforeHeaders => "hang".into(),
             Script::DelayHeaders(_, inner) => inner.label(),
             Script::Reset => "reset".into(),
+            Script::Abort => "abort".into(),
         }
     }
 
@@ -326,17 +329,30 @@ impl MockUpstream {
                 let _ = stream.set_nodelay(true);
                 let shared = Arc::clone(&shared);
                 let acceptor = acceptor.clone();
+                // A second handle on the socket, so `Script::Abort` can set a zero linger.
+                let Ok((stream, socket)) = duplicate(stream) else {
+                    continue;
+                };
                 tokio::spawn(async move {
                     shared.open_connections.fetch_add(1, Ordering::SeqCst);
-                    let kill = Arc::new(Notify::new());
+                    let conn = Arc::new(Conn {
+                        kill: Notify::new(),
+                        socket: Mutex::new(Some(socket)),
+                    });
                     match acceptor {
                         Some(acceptor) => {
                             if let Ok(tls) = acceptor.accept(stream).await {
-                                serve(TokioIo::new(tls), Arc::clone(&shared), kill).await;
+                                serve(TokioIo::new(tls), Arc::clone(&shared), Arc::clone(&conn))
+                                    .await;
                             }
                         }
-                        None => serve(TokioIo::new(stream), Arc::clone(&shared), kill).await,
+                        None => {
+                            serve(TokioIo::new(stream), Arc::clone(&shared), Arc::clone(&conn))
+                                .await
+                        }
                     }
+                    // The socket closes when its last handle does.
+                    conn.socket.lock().unwrap().take();
                     shared.open_connections.fetch_sub(1, Ordering::SeqCst);
                     shared.closed_connections.fetch_add(1, Ordering::SeqCst);
                     shared.changed.notify_waiters();
@@ -423,28 +439,45 @@ impl MockUpstream {
 
 type MockBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
-async fn serve<I>(io: I, shared: Arc<Shared>, kill: Arc<Notify>)
+/// One accepted connection: how a script ends it early.
+struct Conn {
+    /// Ends the connection (its task drops the socket).
+    kill: Notify,
+    /// A second handle on the socket (dropped when the connection ends).
+    socket: Mutex<Option<std::net::TcpStream>>,
+}
+
+/// The stream, and a second handle on its socket.
+fn duplicate(
+    stream: tokio::net::TcpStream,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::TcpStream)> {
+    let std_stream = stream.into_std()?;
+    let other = std_stream.try_clone()?;
+    Ok((tokio::net::TcpStream::from_std(std_stream)?, other))
+}
+
+async fn serve<I>(io: I, shared: Arc<Shared>, conn: Arc<Conn>)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let service_kill = Arc::clone(&kill);
+    let service_conn = Arc::clone(&conn);
     let service = service_fn(move |request: Request<Incoming>| {
         let shared = Arc::clone(&shared);
-        let kill = Arc::clone(&service_kill);
-        async move { Ok::<_, Infallible>(answer(request, shared, kill).await) }
+        let conn = Arc::clone(&service_conn);
+        async move { Ok::<_, Infallible>(answer(request, shared, conn).await) }
     });
     let builder = auto::Builder::new(TokioExecutor::new());
     let connection = builder.serve_connection(io, service);
     tokio::select! {
         _ = connection => {}
-        _ = kill.notified() => {}
+        _ = conn.kill.notified() => {}
     }
 }
 
 async fn answer(
     request: Request<Incoming>,
     shared: Arc<Shared>,
-    kill: Arc<Notify>,
+    conn: Arc<Conn>,
 ) -> Response<MockBody> {
     let (parts, body) = request.into_parts();
     let body = body
@@ -495,12 +528,12 @@ async fn answer(
         Fallback::Echo(text, _, _) => Script::json(200, &responses_json(text)),
     });
     shared.recorded.lock().unwrap()[slot].label = script.label();
-    run_script(script, kill).await
+    run_script(script, conn).await
 }
 
 fn run_script(
     script: Script,
-    kill: Arc<Notify>,
+    conn: Arc<Conn>,
 ) -> Pin<Box<dyn std::future::Future<Output = Response<MockBody>> + Send>> {
     Box::pin(async move {
         match script {
@@ -522,10 +555,20 @@ fn run_script(
             Script::HangBeforeHeaders => std::future::pending().await,
             Script::DelayHeaders(delay, inner) => {
                 tokio::time::sleep(delay).await;
-                run_script(*inner, kill).await
+                run_script(*inner, conn).await
             }
             Script::Reset => {
-                kill.notify_one();
+                conn.kill.notify_one();
+                std::future::pending().await
+            }
+            Script::Abort => {
+                // A zero linger turns the close into an RST.
+                let socket = conn.socket.lock().unwrap().take();
+                if let Some(socket) = socket {
+                    let socket = tokio::net::TcpStream::from_std(socket).unwrap();
+                    socket.set_zero_linger().unwrap();
+                }
+                conn.kill.notify_one();
                 std::future::pending().await
             }
         }

@@ -99,7 +99,10 @@ async fn three_hundred_streams_over_three_accounts_with_random_faults() {
     for _ in 0..(STREAMS * 2) {
         mock.push(script(&mut rng));
     }
-    let proxy = TestProxy::start_with_key(&mock.base_url, &["--header-timeout", "0.5"], KEYS).await;
+    // The header timeout is as long as the 429 hint: a 429 that reaches the proxy only after
+    // it gave up waiting is never seen, so the cooldown check below would count requests the
+    // proxy had no reason to hold back (on a loaded machine, with 0.5 s, it did).
+    let proxy = TestProxy::start_with_key(&mock.base_url, &["--header-timeout", "2"], KEYS).await;
 
     let mut clients = tokio::task::JoinSet::new();
     for i in 0..STREAMS {

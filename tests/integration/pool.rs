@@ -115,7 +115,12 @@ async fn when_every_account_cools_down_the_answer_is_a_fast_429_with_retry_after
     mock.push_for(&bearer(1), rate_limited("12"));
     let first = send(&proxy, JSON_BODY, &[]).await;
     assert_eq!(first.status, 429, "the last upstream 429 is relayed");
-    assert_eq!(first.header("x-should-retry"), Some("false"));
+    assert_eq!(first.header("retry-after"), Some("12"));
+    assert_eq!(
+        first.header("x-should-retry"),
+        None,
+        "a 429 with Retry-After leaves the client free to wait and retry"
+    );
     assert_eq!(mock.count(), 2);
 
     let started = tokio::time::Instant::now();
@@ -131,7 +136,11 @@ async fn when_every_account_cools_down_the_answer_is_a_fast_429_with_retry_after
         Some("12"),
         "the earliest reset"
     );
-    assert_eq!(response.header("x-should-retry"), Some("false"));
+    assert_eq!(
+        response.header("x-should-retry"),
+        None,
+        "the client's own wait-and-retry is what works"
+    );
     assert_eq!(
         response.header("x-codex-proxy-attempts"),
         None,
@@ -154,6 +163,11 @@ async fn a_wait_over_a_minute_is_not_advertised() {
     assert_eq!(response.status, 429);
     assert_eq!(response.json()["error"]["code"], "pool_exhausted");
     assert_eq!(response.header("retry-after"), None);
+    assert_eq!(
+        response.header("x-should-retry"),
+        Some("false"),
+        "without a wait to honour, an immediate retry cannot help"
+    );
     assert_eq!(health(&proxy)["accounts"][0]["reason"], "usage_limit");
     assert_eq!(health(&proxy)["accounts"][0]["cooldown_remaining_s"], 3600);
     proxy.shutdown().await;
@@ -357,5 +371,170 @@ async fn the_streaming_answer_of_the_second_account_is_byte_identical() {
     let response = send(&proxy, STREAM_BODY, &[]).await;
     assert_eq!(response.status, 200);
     assert_eq!(response.text(), events.concat());
+    proxy.shutdown().await;
+}
+
+/// Polls `/health` until account `index` is in `state`, at most two seconds.
+async fn wait_for_state(proxy: &TestProxy, index: usize, state: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while health(proxy)["accounts"][index]["state"] != state {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "account {index} never became {state}: {}",
+            health(proxy)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_single_key_pool_after_a_retry_after_1_429_serves_the_next_request_after_waiting() {
+    let (mock, proxy) = pool(1, &[]).await;
+    mock.push(rate_limited("1"));
+    let addr = proxy.addr;
+    let first = tokio::spawn(async move {
+        raw::exchange(
+            addr,
+            &raw::post(addr, "/v1/responses", JSON_BODY, &[]),
+            LIMIT,
+        )
+        .await
+    });
+    wait_for_state(&proxy, 0, "cooling_down").await;
+    let started = tokio::time::Instant::now();
+    let second = send(&proxy, STREAM_BODY, &[]).await;
+    let waited = started.elapsed();
+    assert_eq!(second.status, 200, "{}", second.text());
+    assert!(second.complete);
+    assert!(
+        waited >= Duration::from_millis(500) && waited < Duration::from_secs(3),
+        "served after waiting for the cooldown, took {waited:?}"
+    );
+    let first = first.await.unwrap();
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.header("x-codex-proxy-attempts"), Some("2"));
+    assert_eq!(mock.count(), 3, "the 429, the first's retry, the second");
+    let requests = mock.requests();
+    assert!(
+        requests[1].at - requests[0].at >= Duration::from_millis(900)
+            && requests[2].at - requests[0].at >= Duration::from_millis(900),
+        "nothing went upstream before the second was over"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_cooldown_longer_than_the_short_wait_or_the_deadline_gets_the_429_at_once() {
+    // Over 10 s: no wait.
+    let (mock, proxy) = pool(1, &["--max-attempts", "1"]).await;
+    mock.push(rate_limited("11"));
+    assert_eq!(send(&proxy, JSON_BODY, &[]).await.status, 429);
+    let started = tokio::time::Instant::now();
+    let response = send(&proxy, STREAM_BODY, &[]).await;
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert_eq!(response.status, 429);
+    assert_eq!(response.json()["error"]["code"], "pool_exhausted");
+    assert_eq!(response.header("retry-after"), Some("11"));
+    assert_eq!(mock.count(), 1);
+    proxy.shutdown().await;
+
+    // Within 10 s but past the request's own deadline: no wait either.
+    let (mock, proxy) = pool(1, &["--max-attempts", "1", "--request-timeout", "2"]).await;
+    mock.push(rate_limited("4"));
+    assert_eq!(send(&proxy, JSON_BODY, &[]).await.status, 429);
+    let started = tokio::time::Instant::now();
+    let response = send(&proxy, JSON_BODY, &[]).await;
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert_eq!(response.json()["error"]["code"], "pool_exhausted");
+    assert_eq!(mock.count(), 1);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_400_that_calls_itself_a_server_error_goes_back_at_once_without_penalty() {
+    let (mock, proxy) = pool(3, &[]).await;
+    let error = r#"{"error":{"message":"Invalid 'input': bad.","type":"server_error","param":null,"code":null}}"#;
+    // A fresh pool starts with account 0; the others would answer too if asked.
+    for i in 0..3 {
+        mock.push_for(&bearer(i), Script::json(400, error));
+    }
+    let response = send(&proxy, JSON_BODY, &[]).await;
+    assert_eq!(response.status, 400);
+    assert_eq!(response.text(), error);
+    assert_eq!(response.header("x-codex-proxy-attempts"), Some("1"));
+    assert_eq!(response.header("x-should-retry"), None);
+    assert_eq!(mock.count(), 1, "not failed over to every account");
+    assert_eq!(health(&proxy)["status"], "ok", "no account penalised");
+    proxy.shutdown().await;
+
+    // An account-level code still overrides the status: that one fails over.
+    let (mock, proxy) = pool(2, &[]).await;
+    mock.push_for(
+        &bearer(0),
+        Script::json(
+            400,
+            r#"{"error":{"message":"The usage limit has been reached","type":"server_error","code":"usage_limit_reached"}}"#,
+        ),
+    );
+    let response = send(&proxy, JSON_BODY, &[]).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.header("x-codex-proxy-attempts"), Some("2"));
+    assert_eq!(health(&proxy)["accounts"][0]["reason"], "usage_limit");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connection_cut_before_headers_fails_over_without_penalty() {
+    let (mock, proxy) = pool(2, &[]).await;
+    mock.push_for(&bearer(0), Script::Abort);
+    let response = send(&proxy, STREAM_BODY, &[]).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.header("x-codex-proxy-attempts"), Some("2"));
+    assert_eq!(mock.authorizations(), vec![bearer(0), bearer(1)]);
+    assert_eq!(health(&proxy)["status"], "ok");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_cooldown_ends_at_its_reset_and_the_next_request_probes_the_account() {
+    let (mock, proxy) = pool(2, &[]).await;
+    // The 429 also says the window is used up: that reading ends with the window.
+    mock.push_for(
+        &bearer(0),
+        Script::Respond {
+            status: 429,
+            headers: vec![
+                ("content-type", "application/json".into()),
+                ("retry-after", "1".into()),
+                ("x-ratelimit-remaining-requests", "0".into()),
+                ("x-ratelimit-limit-requests", "100".into()),
+            ],
+            chunks: vec![(
+                Duration::ZERO,
+                bytes::Bytes::from(
+                    r#"{"error":{"message":"Rate limit reached","code":"rate_limit_exceeded"}}"#,
+                ),
+            )],
+        },
+    );
+    assert_eq!(send(&proxy, JSON_BODY, &[]).await.status, 200);
+    assert_eq!(health(&proxy)["accounts"][0]["state"], "cooling_down");
+    tokio::time::sleep(Duration::from_millis(1050)).await;
+    let h = health(&proxy);
+    assert_eq!(h["status"], "ok", "{h}");
+    assert_eq!(h["accounts"][0]["state"], "active", "{h}");
+    assert_eq!(
+        h["accounts"][0]["cooldown_remaining_s"],
+        serde_json::Value::Null
+    );
+    let before = mock.count();
+    for _ in 0..4 {
+        assert_eq!(send(&proxy, JSON_BODY, &[]).await.status, 200);
+    }
+    assert!(
+        mock.authorizations()[before..].contains(&bearer(0)),
+        "the account is probed again after its reset: {:?}",
+        &mock.authorizations()[before..]
+    );
     proxy.shutdown().await;
 }

@@ -773,22 +773,64 @@ async fn a_client_disconnect_while_waiting_for_upstream_headers_closes_the_upstr
 }
 
 #[tokio::test]
-async fn an_upstream_reset_after_the_request_was_sent_is_not_retried_and_answered_502() {
+async fn a_connection_closed_or_reset_after_the_request_was_sent_is_retried_like_a_header_timeout()
+{
+    let mock = MockUpstream::start("after the cut").await;
+    let proxy = TestProxy::start(&mock.base_url, &[]).await;
+    // A close (FIN) and an abort (RST), on a streaming and a non-streaming request each.
+    for (script, body) in [
+        (Script::Reset, STREAM_BODY),
+        (Script::Abort, STREAM_BODY),
+        (Script::Reset, JSON_BODY),
+        (Script::Abort, JSON_BODY),
+    ] {
+        let label = script.label();
+        let before = mock.count();
+        mock.push(script);
+        let response = raw::exchange(proxy.addr, &responses_post(&proxy, body), LIMIT).await;
+        assert_eq!(response.status, 200, "{label}: {}", response.text());
+        assert!(response.complete, "{label}");
+        assert_eq!(
+            response.header("x-codex-proxy-attempts"),
+            Some("2"),
+            "{label}"
+        );
+        let requests = mock.requests();
+        assert_eq!(requests.len() - before, 2, "{label}");
+        assert_eq!(requests[before].label, label);
+        assert_eq!(
+            requests[before].body,
+            requests[before + 1].body,
+            "{label}: the retry replays the same bytes"
+        );
+    }
+    assert_eq!(
+        proxy
+            .state
+            .upstream
+            .pool
+            .health(tokio::time::Instant::now())
+            .status,
+        "ok",
+        "the network's fault, not the account's"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn when_every_attempt_is_cut_before_headers_the_client_gets_502_upstream_connection_failed() {
     let mock = MockUpstream::start("unused").await;
     mock.push(Script::Reset);
+    mock.push(Script::Abort);
     mock.push(Script::Reset);
     let proxy = TestProxy::start(&mock.base_url, &[]).await;
 
     let response = raw::exchange(proxy.addr, &responses_post(&proxy, STREAM_BODY), LIMIT).await;
     assert_openai_error(&response, 502, "upstream_connection_failed");
-    assert_eq!(response.header("x-codex-proxy-attempts"), Some("1"));
+    assert_eq!(response.header("x-codex-proxy-attempts"), Some("3"));
     assert_eq!(response.header("x-should-retry"), Some("false"));
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        mock.count(),
-        1,
-        "a request the upstream may have acted on was sent again"
-    );
+    assert_eq!(mock.count(), 3, "--max-attempts bounds the retries");
     proxy.shutdown().await;
 }
 
