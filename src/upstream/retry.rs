@@ -3,7 +3,7 @@
 //! | verdict                                   | another account left | only this account            |
 //! |-------------------------------------------|----------------------|------------------------------|
 //! | served, request error                     | give up (relay)      | give up (relay)              |
-//! | network fault (connect, header timeout, connection cut before headers) | fail over | retry after backoff |
+//! | network fault (connect, header timeout, a cut before headers) | fail over | retry after backoff |
 //! | 5xx / overload                            | fail over            | retry after backoff          |
 //! | 429 with a hint ≤ 10 s                    | fail over            | retry after the hint         |
 //! | 429 otherwise, usage limit, 401, 403      | fail over            | give up                      |
