@@ -49,6 +49,12 @@ pub async fn handle(
             "headers_too_large",
             "The request head is larger than the limit.",
         )
+    } else if !only_chunked(request.headers()) {
+        openai_error(
+            StatusCode::NOT_IMPLEMENTED,
+            "unsupported_transfer_encoding",
+            "Transfer-Encoding must be exactly chunked.",
+        )
     } else {
         match state
             .gate
@@ -81,6 +87,25 @@ pub async fn handle(
     log.status = response.status().as_u16();
     let (parts, body) = response.into_parts();
     Ok(Response::from_parts(parts, body.with_log(log)))
+}
+
+/// True unless the request names a transfer-coding other than exactly one `chunked`.
+///
+/// hyper decodes the final `chunked` and refuses a list that does not end in it, but would
+/// hand on a `gzip, chunked` body still gzip-coded, to be forwarded as if it were plain.
+/// RFC 9112 §6.1 lets a server answer an unknown or unsupported transfer-coding with 501.
+fn only_chunked(headers: &http::HeaderMap) -> bool {
+    let mut codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty());
+    match (codings.next(), codings.next()) {
+        (None, _) => true,
+        (Some(only), None) => only.eq_ignore_ascii_case(b"chunked"),
+        (Some(_), Some(_)) => false,
+    }
 }
 
 /// Bytes of the request target and headers, counted as they were sent (`name: value\r\n`).
