@@ -164,7 +164,15 @@ pub struct Timeouts {
     pub idle: Duration,
     pub request: Duration,
     pub drain: Duration,
+    /// Whole request body read bound: always [`BODY_READ_TIMEOUT`] (no flag); a field so
+    /// tests can shorten it.
+    pub body_read: Duration,
 }
+
+/// Longest time a whole request body may take to arrive (then 408): a fixed limit, listed
+/// in the README's "Fixed limits", so a trickling sender cannot hold its connection and
+/// buffered bytes for as long as it likes.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Size, count and attempt limits.
 #[derive(Debug, Clone, Copy)]
@@ -314,6 +322,7 @@ impl Config {
                 idle: secs(args.idle_timeout),
                 request: secs(args.request_timeout),
                 drain: secs(args.drain_timeout),
+                body_read: BODY_READ_TIMEOUT,
             },
             limits: Limits {
                 max_attempts: args.max_attempts,

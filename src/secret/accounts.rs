@@ -167,7 +167,8 @@ fn json_error(error: serde_json::Error, line_offset: usize, account: usize) -> I
     }
 }
 
-/// Parses JSON credential input (the first non-blank byte is `{` or `[`).
+/// Parses JSON credential input (the first line that is neither blank nor a `#` comment
+/// starts with `{` or `[`; comments are skipped only in JSON lines).
 pub fn parse(input: &[u8]) -> Result<Vec<Parsed<'_>>, IntakeError> {
     let start = input
         .iter()

@@ -49,6 +49,12 @@ pub async fn handle(
             "headers_too_large",
             "The request head is larger than the limit.",
         )
+    } else if !only_chunked(request.headers()) {
+        openai_error(
+            StatusCode::NOT_IMPLEMENTED,
+            "unsupported_transfer_encoding",
+            "Transfer-Encoding must be exactly chunked.",
+        )
     } else {
         match state
             .gate
@@ -81,6 +87,25 @@ pub async fn handle(
     log.status = response.status().as_u16();
     let (parts, body) = response.into_parts();
     Ok(Response::from_parts(parts, body.with_log(log)))
+}
+
+/// True unless the request names a transfer-coding other than exactly one `chunked`.
+///
+/// hyper decodes the final `chunked` and refuses a list that does not end in it, but would
+/// hand on a `gzip, chunked` body still gzip-coded, to be forwarded as if it were plain.
+/// RFC 9112 §6.1 lets a server answer an unknown or unsupported transfer-coding with 501.
+fn only_chunked(headers: &http::HeaderMap) -> bool {
+    let mut codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty());
+    match (codings.next(), codings.next()) {
+        (None, _) => true,
+        (Some(only), None) => only.eq_ignore_ascii_case(b"chunked"),
+        (Some(_), Some(_)) => false,
+    }
 }
 
 /// Bytes of the request target and headers, counted as they were sent (`name: value\r\n`).
@@ -156,7 +181,13 @@ impl BodyError {
     }
 }
 
-/// Reads the whole body within the size limit, the global budget and the slow-sender bound.
+/// Reads the whole body within the size limit, the global budget, the slow-sender bound and
+/// the whole-body deadline.
+///
+/// The budget is reserved as bytes arrive, never by the declared `Content-Length`: a sender
+/// that declares 32 MiB and trickles one byte at a time holds only what it sent (and only
+/// until the whole-body deadline), so a handful of such sockets cannot refuse every other
+/// body with 503.
 async fn read_body(
     state: &State,
     request: Request<Incoming>,
@@ -175,18 +206,15 @@ async fn read_body(
     if declared.is_some_and(|n| n > max) {
         return Err(BodyError::TooLarge);
     }
+    let deadline = Instant::now() + state.timeouts.body_read;
     let mut reservation = state.budget.reserve_none();
-    if let Some(n) = declared {
-        if !reservation.grow(n) {
-            return Err(BodyError::OverBudget);
-        }
-    }
     // A body that arrives in one frame is kept as it is (no copy); more frames are joined.
     let mut first: Option<Bytes> = None;
     let mut joined: Option<BytesMut> = None;
     let mut total = 0usize;
     loop {
-        let frame = match tokio::time::timeout(BODY_CHUNK_TIMEOUT, body.frame()).await {
+        let wait = (Instant::now() + BODY_CHUNK_TIMEOUT).min(deadline);
+        let frame = match tokio::time::timeout_at(wait, body.frame()).await {
             Err(_) => return Err(BodyError::SlowSender),
             Ok(None) => break,
             Ok(Some(Err(_))) => return Err(BodyError::Broken),
@@ -198,7 +226,7 @@ async fn read_body(
         if total + data.len() > max {
             return Err(BodyError::TooLarge);
         }
-        if declared.is_none() && !reservation.grow(data.len()) {
+        if !reservation.grow(data.len()) {
             return Err(BodyError::OverBudget);
         }
         total += data.len();
@@ -206,8 +234,11 @@ async fn read_body(
             (Some(buf), _) => buf.extend_from_slice(&data),
             (None, None) => first = Some(data),
             (None, Some(earlier)) => {
-                let mut buf =
-                    BytesMut::with_capacity(declared.unwrap_or(earlier.len() + data.len()));
+                // Sized by what arrived, not by the declared length: a declared 32 MiB
+                // that never comes must not cost 32 MiB. Growth doubles from here.
+                let arrived = earlier.len() + data.len();
+                let capacity = declared.map_or(arrived * 2, |d| d.min(arrived * 2));
+                let mut buf = BytesMut::with_capacity(capacity.max(arrived));
                 buf.extend_from_slice(&earlier);
                 buf.extend_from_slice(&data);
                 joined = Some(buf);

@@ -1,17 +1,25 @@
 //! The server-info file: one JSON line telling clients where the proxy listens.
 //!
-//! Written after bind and before any privilege drop, atomically: an exclusive, no-follow
-//! temp file with a random name in the same directory, then `rename` over the destination.
-//! A symlink planted at the destination is replaced, its target never opened; a stale file
-//! from an earlier run is replaced. Mode 0644, or 0600 and owned by the info owner when it
-//! holds the client token. Removed on exit only if the path still names the file written.
+//! Written after bind and before any privilege drop, atomically. The parent directory is
+//! opened component by component from `/` (or the working directory) with `O_NOFOLLOW`, and
+//! a path with a symbolic link in any directory component is refused: the proxy often runs
+//! as root and writes into a client's home, where the client could otherwise point
+//! `~/.config` at `/etc`. Everything after that is relative to the directory handle kept
+//! open for the process's life: an exclusive, no-follow temp file with a random name
+//! (`openat`), `fchown`, `fsync`, then `renameat` over the destination, and on exit
+//! `unlinkat`. A symlink planted at the destination itself is replaced, its target never
+//! opened; a stale file from an earlier run is replaced. Mode 0644, or 0600 and owned by the
+//! info owner when it holds the client token. Removed on exit only if the name still points
+//! at the file written.
 
-use std::fs::OpenOptions;
+use std::ffi::{OsStr, OsString};
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::fd::OwnedFd;
+use std::path::{Component, Path, PathBuf};
 
-use nix::unistd::Uid;
+use nix::fcntl::{openat, renameat, OFlag, AT_FDCWD};
+use nix::sys::stat::{fstat, fstatat, FileStat, Mode, SFlag};
+use nix::unistd::{unlinkat, Uid, UnlinkatFlags};
 use serde::Serialize;
 
 /// The file's contents (DESIGN.md §8).
@@ -33,16 +41,65 @@ pub struct InfoError {
     pub reason: String,
 }
 
-/// A written server-info file, identified by device, inode and inode change time (inode
-/// numbers are reused as soon as a file is deleted, so they alone do not identify it).
+/// A written server-info file: the directory handle it was written through, its name
+/// there, and its identity (device, inode and inode change time: inode numbers are reused as
+/// soon as a file is deleted, so they alone do not identify it).
 #[derive(Debug)]
 pub struct WrittenInfo {
-    path: PathBuf,
+    dir: OwnedFd,
+    name: OsString,
     identity: (u64, u64, i64, i64),
 }
 
-fn identity(meta: &std::fs::Metadata) -> (u64, u64, i64, i64) {
-    (meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec())
+fn identity(stat: &FileStat) -> (u64, u64, i64, i64) {
+    (stat.st_dev, stat.st_ino, stat.st_ctime, stat.st_ctime_nsec)
+}
+
+/// Opens `dir` as an `O_PATH` handle without following a symbolic link in any component.
+/// A relative path starts at the working directory; `..` is resolved by the kernel against
+/// the directory already opened (no link is involved).
+fn open_dir_nofollow(dir: &Path) -> Result<OwnedFd, String> {
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let start: &OsStr = if dir.is_absolute() {
+        OsStr::new("/")
+    } else {
+        OsStr::new(".")
+    };
+    let mut current = openat(AT_FDCWD, start, flags, Mode::empty())
+        .map_err(|e| format!("open {}: {e}", Path::new(start).display()))?;
+    let mut walked = PathBuf::from(start);
+    for component in dir.components() {
+        let name = match component {
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => continue,
+            Component::ParentDir => OsStr::new(".."),
+            Component::Normal(name) => name,
+        };
+        walked.push(name);
+        // O_PATH|O_NOFOLLOW opens a symlink itself rather than its target, so the type
+        // check below sees the link and nothing it points at is ever opened.
+        let next = openat(
+            &current,
+            name,
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| format!("open {}: {e}", walked.display()))?;
+        let kind = fstat(&next)
+            .map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT)
+            .map_err(|e| format!("stat {}: {e}", walked.display()))?;
+        if kind == SFlag::S_IFLNK {
+            return Err(format!(
+                "{} is a symbolic link; links in the directories of the path are not followed \
+                 (another user could point them anywhere): give the real path",
+                walked.display()
+            ));
+        }
+        if kind != SFlag::S_IFDIR {
+            return Err(format!("{} is not a directory", walked.display()));
+        }
+        current = next;
+    }
+    Ok(current)
 }
 
 /// Writes `info` to `path` atomically. With a token the file is 0600 and owned by `owner`.
@@ -56,61 +113,71 @@ pub fn write(path: &Path, info: &ServerInfo<'_>, owner: Uid) -> Result<WrittenIn
     let holds_token = info.token.is_some();
     let mode = if holds_token { 0o600 } else { 0o644 };
 
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
+    let parent = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
     };
     let name = path
         .file_name()
         .ok_or_else(|| fail("not a file path".to_string()))?
-        .to_string_lossy()
-        .into_owned();
+        .to_os_string();
+    let dir = open_dir_nofollow(parent).map_err(fail)?;
     let mut random = [0u8; 8];
     getrandom::fill(&mut random).map_err(|e| fail(e.to_string()))?;
     let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    let temp = dir.join(format!(".{name}.{suffix}.tmp"));
+    let mut temp = OsString::from(".");
+    temp.push(&name);
+    temp.push(format!(".{suffix}.tmp"));
 
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&temp)
-        .map_err(|e| fail(format!("create {}: {e}", temp.display())))?;
+    let fd = openat(
+        &dir,
+        temp.as_os_str(),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(mode),
+    )
+    .map_err(|e| fail(format!("create {}: {e}", Path::new(&temp).display())))?;
+    let mut file = std::fs::File::from(fd);
     let result = (|| {
         if holds_token {
-            std::os::unix::fs::fchown(&file, Some(owner.as_raw()), None)
-                .map_err(|e| format!("chown: {e}"))?;
+            nix::unistd::fchown(&file, Some(owner), None).map_err(|e| format!("chown: {e}"))?;
         }
         // The umask may have narrowed the mode; set it exactly.
-        use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(std::fs::Permissions::from_mode(mode))
+        nix::sys::stat::fchmod(&file, Mode::from_bits_truncate(mode))
             .map_err(|e| format!("chmod: {e}"))?;
         file.write_all(&line).map_err(|e| format!("write: {e}"))?;
         file.sync_all().map_err(|e| format!("sync: {e}"))?;
-        std::fs::rename(&temp, path).map_err(|e| format!("rename: {e}"))?;
+        renameat(&dir, temp.as_os_str(), &dir, name.as_os_str())
+            .map_err(|e| format!("rename: {e}"))?;
         // After the rename: a rename changes the inode's change time on some filesystems.
-        let meta = file.metadata().map_err(|e| format!("stat: {e}"))?;
-        Ok::<_, String>(identity(&meta))
+        let stat = fstat(&file).map_err(|e| format!("stat: {e}"))?;
+        Ok::<_, String>(identity(&stat))
     })();
     match result {
         Ok(identity) => Ok(WrittenInfo {
-            path: path.to_path_buf(),
+            dir,
+            name,
             identity,
         }),
         Err(reason) => {
-            let _ = std::fs::remove_file(&temp);
+            let _ = unlinkat(&dir, temp.as_os_str(), UnlinkatFlags::NoRemoveDir);
             Err(fail(reason))
         }
     }
 }
 
 impl WrittenInfo {
-    /// Removes the file if the path still names it (not a file someone put there since).
+    /// Removes the file if its name in the directory written to still points at it (not a
+    /// file someone put there since), through the directory handle kept since the write.
     pub fn remove(&self) {
-        match std::fs::symlink_metadata(&self.path) {
-            Ok(meta) if identity(&meta) == self.identity => {
-                if let Err(e) = std::fs::remove_file(&self.path) {
+        match fstatat(
+            &self.dir,
+            self.name.as_os_str(),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            Ok(stat) if identity(&stat) == self.identity => {
+                if let Err(e) =
+                    unlinkat(&self.dir, self.name.as_os_str(), UnlinkatFlags::NoRemoveDir)
+                {
                     tracing::debug!(error = %e, "server-info file not removed");
                 }
             }
@@ -189,6 +256,64 @@ mod tests {
             .unwrap()
             .file_type()
             .is_symlink());
+    }
+
+    #[test]
+    fn a_symlinked_directory_in_the_path_is_refused_and_its_target_untouched() {
+        let dir = tempdir();
+        let victim = dir.join("victim");
+        std::fs::create_dir(&victim).unwrap();
+        std::fs::write(victim.join("info.json"), b"precious").unwrap();
+        let home = dir.join("home");
+        std::fs::create_dir(&home).unwrap();
+        std::os::unix::fs::symlink(&victim, home.join(".config")).unwrap();
+        let path = home.join(".config").join("info.json");
+        let err = write(&path, &info(None), nix::unistd::getuid()).unwrap_err();
+        assert!(err.reason.contains("symbolic link"), "{}", err.reason);
+        assert!(
+            err.reason
+                .contains(&home.join(".config").display().to_string()),
+            "names the link: {}",
+            err.reason
+        );
+        assert_eq!(
+            std::fs::read(victim.join("info.json")).unwrap(),
+            b"precious"
+        );
+        assert_eq!(
+            std::fs::read_dir(&victim).unwrap().count(),
+            1,
+            "no temp file"
+        );
+        // A link further up the path is refused the same way.
+        std::os::unix::fs::symlink(&home, dir.join("home-link")).unwrap();
+        let err = write(
+            &dir.join("home-link").join("info.json"),
+            &info(None),
+            nix::unistd::getuid(),
+        )
+        .unwrap_err();
+        assert!(err.reason.contains("symbolic link"), "{}", err.reason);
+        // A regular file used as a directory is named too.
+        std::fs::write(dir.join("plain"), b"x").unwrap();
+        let err = write(
+            &dir.join("plain").join("info.json"),
+            &info(None),
+            nix::unistd::getuid(),
+        )
+        .unwrap_err();
+        assert!(err.reason.contains("not a directory"), "{}", err.reason);
+    }
+
+    #[test]
+    fn dot_dot_components_are_walked_without_links() {
+        let dir = tempdir();
+        std::fs::create_dir(dir.join("a")).unwrap();
+        let path = dir.join("a").join("..").join("info.json");
+        let written = write(&path, &info(None), nix::unistd::getuid()).unwrap();
+        assert!(dir.join("info.json").exists());
+        written.remove();
+        assert!(!dir.join("info.json").exists());
     }
 
     #[test]

@@ -43,6 +43,46 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// After the drain timeout, how long streams get to deliver their error events.
 const ABORT_GRACE: Duration = Duration::from_secs(2);
+/// Refused connections are logged at most once per interval, as a count: any local user
+/// can open connections at will, and one line each would let them flood the log.
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Counts refused connections and decides when to log them: the first refusal after a
+/// quiet interval at once, then one line per [`REFUSAL_LOG_INTERVAL`] with the count.
+#[derive(Debug, Default)]
+struct RefusalLog {
+    /// Refusals not yet logged.
+    pending: u64,
+    /// When the current interval ends (`None`: quiet, the next refusal is logged at once).
+    window_end: Option<tokio::time::Instant>,
+}
+
+// === impl RefusalLog ===
+
+impl RefusalLog {
+    fn refused(&mut self, now: tokio::time::Instant) {
+        self.pending += 1;
+        if self.window_end.is_none() {
+            self.flush(now);
+        }
+    }
+
+    /// Logs what is pending (if anything) and starts a new interval; with nothing pending
+    /// the interval ends quietly.
+    fn flush(&mut self, now: tokio::time::Instant) {
+        if self.pending == 0 {
+            self.window_end = None;
+            return;
+        }
+        tracing::warn!(
+            refused = self.pending,
+            interval_s = REFUSAL_LOG_INTERVAL.as_secs(),
+            "connection limit reached: connections refused"
+        );
+        self.pending = 0;
+        self.window_end = Some(now + REFUSAL_LOG_INTERVAL);
+    }
+}
 
 /// Everything a request handler needs, shared by all connections.
 pub struct State {
@@ -78,11 +118,17 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
     let draining = CancellationToken::new();
     let maintenance =
         tokio::spawn(Arc::clone(&state.upstream.refresher).maintain(draining.clone()));
+    let mut refusals = RefusalLog::default();
     tokio::pin!(shutdown);
     loop {
+        let window_end = refusals.window_end;
         let accepted = tokio::select! {
             _ = &mut shutdown => break,
             _ = state.shutdown_requested.cancelled() => break,
+            _ = tokio::time::sleep_until(window_end.unwrap_or_else(tokio::time::Instant::now)), if window_end.is_some() => {
+                refusals.flush(tokio::time::Instant::now());
+                continue;
+            }
             accepted = listener.accept() => accepted,
         };
         let stream = match accepted {
@@ -104,11 +150,14 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
                 ));
             }
             Err(_) => {
+                refusals.refused(tokio::time::Instant::now());
                 tracker.spawn(refuse_connection(stream));
             }
         }
     }
     drop(listener);
+    // Refusals counted since the last line are reported before the shutdown lines.
+    refusals.flush(tokio::time::Instant::now());
     tracing::info!(
         in_flight = state.open_connections(),
         "shutting down: draining connections"
@@ -174,8 +223,8 @@ async fn serve_connection(
 }
 
 /// Over `--max-connections`: a fixed 503 and close, without reading the request.
+/// Logged by the caller, as a count ([`RefusalLog`]).
 async fn refuse_connection(mut stream: TcpStream) {
-    tracing::warn!("connection limit reached: refusing a connection");
     const BODY: &str = r#"{"error":{"message":"Too many connections to the proxy.","type":"server_error","param":null,"code":"too_many_connections"}}"#;
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nx-should-retry: false\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
@@ -186,4 +235,33 @@ async fn refuse_connection(mut stream: TcpStream) {
         let _ = stream.shutdown().await;
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_logged_at_once_then_counted_per_interval() {
+        let start = tokio::time::Instant::now();
+        let mut log = RefusalLog::default();
+        log.refused(start);
+        assert_eq!(
+            (log.pending, log.window_end),
+            (0, Some(start + REFUSAL_LOG_INTERVAL))
+        );
+        for _ in 0..499 {
+            log.refused(start);
+        }
+        assert_eq!(log.pending, 499, "counted, not logged, inside the interval");
+        let later = start + REFUSAL_LOG_INTERVAL;
+        log.flush(later);
+        assert_eq!(
+            (log.pending, log.window_end),
+            (0, Some(later + REFUSAL_LOG_INTERVAL))
+        );
+        // A quiet interval ends the window: the next refusal is logged at once again.
+        log.flush(later + REFUSAL_LOG_INTERVAL);
+        assert_eq!(log.window_end, None);
+    }
 }

@@ -146,6 +146,14 @@ impl GiveUp {
     }
 }
 
+/// Why an upstream error body was not read whole.
+enum ErrorBodyError {
+    /// Over [`MAX_ERROR_BODY_BYTES`]: answered with 502 `upstream_error_too_large`.
+    TooLarge,
+    /// The read itself failed (deadline, broken connection).
+    Unreadable,
+}
+
 /// An attempt that did not produce response headers.
 enum AttemptError {
     /// Connection refused, reset, DNS, proxy or TLS failure before the request was sent.
@@ -541,7 +549,36 @@ impl Upstream {
         if !status.is_success() && !status.is_redirection() {
             let bytes = match self.read_error_body(&mut body, deadline).await {
                 Ok(bytes) => bytes,
-                Err(_) => {
+                Err(ErrorBodyError::TooLarge) => {
+                    // Never relayed unread (it may echo a key): the documented 502, with a
+                    // body the front end puts in the client's dialect.
+                    let mut headers = HeaderMap::new();
+                    headers.insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
+                    headers.insert("x-should-retry", HeaderValue::from_static("false"));
+                    let body = serde_json::json!({"error": {
+                        "message": "The upstream's error body is larger than the proxy reads (4 MiB).",
+                        "type": "server_error",
+                        "param": null,
+                        "code": "upstream_error_too_large",
+                    }});
+                    let reply = Reply {
+                        status: StatusCode::BAD_GATEWAY,
+                        headers,
+                        body: ReplyBody::Full(Bytes::from(body.to_string())),
+                        attempts,
+                        account,
+                        stats,
+                        aggregate: false,
+                    };
+                    return Answered::Retryable {
+                        verdict: Verdict::ServerError,
+                        reply,
+                    };
+                }
+                Err(ErrorBodyError::Unreadable) => {
                     // The body could not be read: count it as the server's failure.
                     headers.remove(header::CONTENT_LENGTH);
                     let reply = reply(headers, ReplyBody::Full(Bytes::new()), stats);
@@ -676,24 +713,24 @@ impl Upstream {
         &self,
         body: &mut Incoming,
         deadline: Option<Instant>,
-    ) -> Result<Bytes, AttemptError> {
+    ) -> Result<Bytes, ErrorBodyError> {
         let limit = deadline.unwrap_or_else(|| Instant::now() + self.timeouts.idle);
         let mut collected = Vec::new();
         loop {
             let frame = match tokio::time::timeout_at(limit, body.frame()).await {
                 Ok(frame) => frame,
-                Err(_) => return Err(AttemptError::Deadline),
+                Err(_) => return Err(ErrorBodyError::Unreadable),
             };
             match frame {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
                         if collected.len() + data.len() > MAX_ERROR_BODY_BYTES {
-                            return Err(AttemptError::AfterSend);
+                            return Err(ErrorBodyError::TooLarge);
                         }
                         collected.extend_from_slice(&data);
                     }
                 }
-                Some(Err(_)) => return Err(AttemptError::AfterSend),
+                Some(Err(_)) => return Err(ErrorBodyError::Unreadable),
                 None => return Ok(Bytes::from(collected)),
             }
         }

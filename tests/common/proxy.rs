@@ -39,13 +39,25 @@ impl TestProxy {
     /// Starts the proxy with `input` as all of stdin (credentials in any format; empty is
     /// allowed with `--auth-dir`).
     pub async fn start_with_input(upstream_url: &str, extra: &[&str], input: &[u8]) -> TestProxy {
+        Self::start_tweaked(upstream_url, extra, input, |_| {}).await
+    }
+
+    /// Like [`TestProxy::start_with_input`], with `tweak` applied to the validated
+    /// configuration first (fixed limits that have no flag, shortened for a test).
+    pub async fn start_tweaked(
+        upstream_url: &str,
+        extra: &[&str],
+        input: &[u8],
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestProxy {
         let mut argv = vec!["codex-proxy", "--upstream-url", upstream_url];
         argv.extend_from_slice(extra);
         let wants_token = argv.contains(&"--client-token");
         if wants_token && !argv.contains(&"--server-info") {
             argv.extend_from_slice(&["--server-info", "/nonexistent/unused.json"]);
         }
-        let config = Config::from_args(Args::try_parse_from(argv).unwrap(), None).unwrap();
+        let mut config = Config::from_args(Args::try_parse_from(argv).unwrap(), None).unwrap();
+        tweak(&mut config);
         let mut intake = IntakeBuffer::new(config.limits.max_stdin_bytes).unwrap();
         intake.read_slice(input).unwrap();
         let credentials = match intake.into_credentials() {

@@ -197,14 +197,15 @@ async fn a_chunked_body_growing_over_max_body_bytes_is_413_and_one_at_the_limit_
 async fn a_second_body_over_max_buffered_bytes_is_503_while_the_first_is_held() {
     let (mock, proxy) = setup(&["--max-body-bytes", "1000", "--max-buffered-bytes", "1500"]).await;
     let first = json_body(1000);
-    // The first request declares 1000 bytes but sends only 100: its reservation is held.
+    // The first request declares 1000 bytes and sends 900: what arrived is reserved (never
+    // the declared length: see the eight-trickler test below).
     let mut slow = TcpStream::connect(proxy.addr).await.unwrap();
     slow.write_all(&head_with_length(&proxy, 1000))
         .await
         .unwrap();
-    slow.write_all(&first.as_bytes()[..100]).await.unwrap();
+    slow.write_all(&first.as_bytes()[..900]).await.unwrap();
     assert!(
-        wait_until(LIMIT, || proxy.state.budget.used() == 1000).await,
+        wait_until(LIMIT, || proxy.state.budget.used() == 900).await,
         "reservation not taken: {}",
         proxy.state.budget.used()
     );
@@ -217,7 +218,7 @@ async fn a_second_body_over_max_buffered_bytes_is_503_while_the_first_is_held() 
     assert_eq!(response.json(), overloaded());
     assert_eq!(mock.count(), 0);
 
-    // Control: a body that fits beside the held one is served meanwhile.
+    // Control: a body that fits beside the held bytes is served meanwhile.
     let small = json_body(400);
     let response = exchange(
         &proxy,
@@ -228,7 +229,7 @@ async fn a_second_body_over_max_buffered_bytes_is_503_while_the_first_is_held() 
     assert_eq!(mock.count(), 1);
 
     // The first request completes, its reservation returns, and the second now fits.
-    slow.write_all(&first.as_bytes()[100..]).await.unwrap();
+    slow.write_all(&first.as_bytes()[900..]).await.unwrap();
     assert_ok(&raw::read_response(&mut slow, LIMIT).await);
     drop(slow);
     assert!(wait_until(LIMIT, || proxy.state.budget.used() == 0).await);
@@ -413,6 +414,106 @@ async fn a_slow_sender_is_disconnected_at_the_header_read_timeout() {
         "{text}"
     );
     assert_eq!(mock.count(), 1, "the slow request reached the upstream");
+    assert_connections_drain(&proxy).await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn eight_trickling_32_mib_bodies_block_no_other_request_and_end_with_408_at_the_body_deadline(
+) {
+    // Defaults: --max-body-bytes 32 MiB, --max-buffered-bytes 256 MiB = eight declared bodies.
+    const DEADLINE: Duration = Duration::from_secs(2);
+    let mock = MockUpstream::start(TEXT).await;
+    let proxy = TestProxy::start_tweaked(
+        &mock.base_url,
+        &[],
+        format!("{}\n", crate::proxy::CANARY_KEY).as_bytes(),
+        |config| config.timeouts.body_read = DEADLINE,
+    )
+    .await;
+    let started = Instant::now();
+    let mut tricklers = Vec::new();
+    for _ in 0..8 {
+        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+        stream
+            .write_all(&head_with_length(&proxy, 32 * 1024 * 1024))
+            .await
+            .unwrap();
+        stream.write_all(b"{").await.unwrap();
+        tricklers.push(stream);
+    }
+    // One byte per socket every 100 ms: never the 30 s chunk pause, always alive.
+    let trickle = tokio::spawn(async move {
+        let mut answers = Vec::new();
+        let mut open: Vec<Option<TcpStream>> = tricklers.into_iter().map(Some).collect();
+        while open.iter().any(Option::is_some) && Instant::now() < started + LIMIT * 2 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            for slot in open.iter_mut() {
+                let Some(stream) = slot else { continue };
+                if stream.write_all(b" ").await.is_err() {
+                    let mut stream = slot.take().unwrap();
+                    answers.push((
+                        raw::read_response(&mut stream, LIMIT).await,
+                        started.elapsed(),
+                    ));
+                    continue;
+                }
+                let mut probe = [0u8; 1];
+                // Has an answer arrived? (Peek without waiting.)
+                if let Ok(Ok(n)) =
+                    tokio::time::timeout(Duration::from_millis(1), stream.peek(&mut probe)).await
+                {
+                    if n > 0 {
+                        let mut stream = slot.take().unwrap();
+                        answers.push((
+                            raw::read_response(&mut stream, LIMIT).await,
+                            started.elapsed(),
+                        ));
+                    }
+                }
+            }
+        }
+        answers
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Meanwhile a normal POST is served, not refused with 503.
+    let body = json_body(1000);
+    let (response, took) = timed(exchange(
+        &proxy,
+        &[head_with_length(&proxy, 1000), body.into_bytes()].concat(),
+    ))
+    .await;
+    assert_ok(&response);
+    assert!(took < Duration::from_secs(1), "served in {took:?}");
+    assert!(
+        proxy.state.budget.used() < 1024 * 1024,
+        "only bytes that arrived are reserved: {}",
+        proxy.state.budget.used()
+    );
+
+    let answers = trickle.await.unwrap();
+    assert_eq!(answers.len(), 8, "every trickling body got an answer");
+    for (response, at) in &answers {
+        assert_eq!(response.status, 408, "{}", response.text());
+        assert_eq!(
+            response.json(),
+            error_body(
+                "The request body arrived too slowly.",
+                "invalid_request_error",
+                "request_body_timeout"
+            )
+        );
+        assert!(
+            *at >= DEADLINE && *at < DEADLINE + Duration::from_secs(2),
+            "answered at {at:?}"
+        );
+    }
+    assert_eq!(
+        mock.count(),
+        1,
+        "only the normal request reached the upstream"
+    );
+    assert!(wait_until(LIMIT, || proxy.state.budget.used() == 0).await);
     assert_connections_drain(&proxy).await;
     proxy.shutdown().await;
 }

@@ -658,3 +658,41 @@ async fn unknown_or_corrupt_content_encodings_are_refused_and_never_forwarded() 
     assert_eq!(corrupt.status, 400);
     assert_eq!(mock.count(), 0);
 }
+
+#[tokio::test]
+async fn an_upstream_error_body_over_4_mib_is_a_502_with_a_body_in_the_clients_dialect() {
+    let (mock, proxy) = setup(&["--max-attempts", "1"]).await;
+    // One byte over the 4 MiB the proxy reads (kept small: the suite runs tests in parallel).
+    let huge = format!(
+        r#"{{"error":{{"message":"{}","type":"invalid_request_error","param":null,"code":"x"}}}}"#,
+        "e".repeat(4 * 1024 * 1024)
+    );
+    for (path, body) in [
+        ("/v1/responses", r#"{"model":"gpt-5.4","input":"hi"}"#),
+        (
+            "/v1/responses",
+            r#"{"model":"gpt-5.4","input":"hi","stream":true}"#,
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"model":"gpt-5.4","messages":[{"role":"user","content":"hi"}]}"#,
+        ),
+        (
+            "/v1/messages",
+            r#"{"model":"gpt-5.4","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#,
+        ),
+    ] {
+        mock.push(Script::json(400, &huge));
+        let response = post(&proxy, path, body, &[]).await;
+        assert_eq!(response.status, 502, "{path} {body}");
+        assert_eq!(response.header("x-should-retry"), Some("false"), "{path}");
+        let json = response.json();
+        if path == "/v1/messages" {
+            assert_eq!(json["type"], "error", "{json}");
+            assert_eq!(json["error"]["type"], "api_error", "{json}");
+        } else {
+            assert_eq!(json["error"]["code"], "upstream_error_too_large", "{json}");
+        }
+    }
+    proxy.shutdown().await;
+}

@@ -690,6 +690,54 @@ async fn ambiguous_framing_is_400_or_closed_and_never_forwarded() {
     proxy.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_transfer_coding_other_than_chunked_is_501_and_never_forwarded() {
+    let (mock, proxy) = setup(&[]).await;
+    let h = host(&proxy);
+    let gzipped = {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(BODY.as_bytes()).unwrap();
+        encoder.finish().unwrap()
+    };
+    for (path, te) in [
+        ("/v1/responses", "gzip, chunked"),
+        ("/v1/responses", "GZIP,chunked"),
+        ("/v1/chat/completions", "deflate, chunked"),
+        ("/v1/messages", "identity, chunked"),
+        ("/v1/responses", "chunked, chunked"),
+    ] {
+        let mut request = format!(
+            "POST {path} HTTP/1.1\r\nhost: {h}\r\ncontent-type: application/json\r\ntransfer-encoding: {te}\r\n\r\n{:x}\r\n",
+            gzipped.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(&gzipped);
+        request.extend_from_slice(b"\r\n0\r\n\r\n");
+        let response = send(&proxy, &request).await;
+        assert_eq!(response.status, 501, "{te}: {}", response.text());
+        let json = response.json();
+        if path.starts_with("/v1/messages") {
+            assert_eq!(json["type"], "error", "{te}: {json}");
+        } else {
+            assert_eq!(
+                json["error"]["code"], "unsupported_transfer_encoding",
+                "{te}: {json}"
+            );
+        }
+    }
+    assert_eq!(mock.count(), 0, "the upstream is never contacted");
+    // Control: plain chunked (any case) is accepted and forwarded.
+    let chunked = format!(
+        "POST /v1/responses HTTP/1.1\r\nhost: {h}\r\ncontent-type: application/json\r\ntransfer-encoding: Chunked\r\n\r\n{:x}\r\n{BODY}\r\n0\r\n\r\n",
+        BODY.len()
+    );
+    let response = send(&proxy, chunked.as_bytes()).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(mock.count(), 1);
+    proxy.shutdown().await;
+}
+
 /// Content-Length and chunked together, the chunked body followed by a second, smuggled
 /// request in the same bytes.
 fn smuggling_request(h: &str) -> Vec<u8> {

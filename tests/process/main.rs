@@ -7,6 +7,7 @@
 //!   probes as another process of the same uid, each paired with a control that shows the
 //!   probe works (root only: skipped with a message otherwise).
 //! - `copies`: how many copies of the key the process memory holds after many requests.
+//! - `flood`: refusals a local user can provoke are summarised in the log, not one line each.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 // These tests drive real processes in real time, outside tokio: std time is the right clock.
 #![allow(clippy::disallowed_types)]
@@ -17,6 +18,7 @@ mod mock;
 mod raw;
 
 mod copies;
+mod flood;
 mod hardening;
 mod secrets;
 mod spawn;

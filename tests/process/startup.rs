@@ -272,3 +272,121 @@ async fn the_readme_models_example_loads_and_its_aliases_reach_the_upstream() {
     let (status, logs) = proxy.terminate();
     assert_eq!(status.code(), Some(0), "{logs}");
 }
+
+/// What identifies a file and what it holds: content, inode, mode, owner.
+fn file_snapshot(path: &std::path::Path) -> Option<(Vec<u8>, u64, u32, u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    let content = std::fs::read(path).ok()?;
+    Some((content, meta.ino(), meta.mode(), meta.uid(), meta.gid()))
+}
+
+#[test]
+fn a_symlinked_directory_in_the_server_info_path_is_exit_4_and_its_target_untouched() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::{Duration, Instant};
+    if !crate::spawn::is_root() {
+        eprintln!("skipped: needs root to play the root launcher and a client user");
+        return;
+    }
+    // The client (nobody) owns a home; root owns a directory with a file worth protecting.
+    let home = temp_dir("client-home");
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    let victim_dir = temp_dir("victim");
+    let victim = victim_dir.join("cp.json");
+    std::fs::write(&victim, b"root's precious file\n").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o640)).unwrap();
+    // As the client: ~/.config -> the victim directory.
+    let link = home.join(".config");
+    std::os::unix::fs::symlink(&victim_dir, &link).unwrap();
+    std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
+    let before = file_snapshot(&victim).unwrap();
+
+    let info_path = link.join("cp.json");
+    let mut child = std::process::Command::new(crate::spawn::BIN)
+        .args(["--server-info", &info_path.display().to_string()])
+        .args(["--client-token", "--info-owner", "nobody"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"sk-valid\n").unwrap();
+    }
+    // Watch the victim while the proxy starts (and, on a vulnerable build, runs).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut while_running = file_snapshot(&victim);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        while_running = file_snapshot(&victim);
+        if while_running.as_ref() != Some(&before) || Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let status = status.unwrap_or_else(|| {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        child.wait().unwrap()
+    });
+    let after = file_snapshot(&victim);
+    let mut stderr = String::new();
+    {
+        use std::io::Read;
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+    }
+    // (Compared whole, reported without the content: a replaced file would hold a token.)
+    let shown =
+        |s: &Option<(Vec<u8>, u64, u32, u32, u32)>| s.as_ref().map(|s| (s.1, s.2, s.3, s.4));
+    assert!(
+        while_running.as_ref() == Some(&before),
+        "the victim file changed while the proxy ran: (inode, mode, uid, gid) {:?} -> {:?}",
+        shown(&Some(before.clone())),
+        shown(&while_running)
+    );
+    assert!(
+        after.as_ref() == Some(&before),
+        "the victim file changed by exit: (inode, mode, uid, gid) {:?} -> {:?}",
+        shown(&Some(before.clone())),
+        shown(&after)
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&victim_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, vec![std::ffi::OsString::from("cp.json")]);
+    assert_eq!(status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("symbolic link"), "{stderr}");
+    assert!(stderr.contains(".config"), "names the link: {stderr}");
+
+    // Control: the same launch through a real directory of the client's works.
+    let real = home.join(".config-real");
+    std::fs::create_dir(&real).unwrap();
+    std::os::unix::fs::chown(&real, Some(65534), Some(65534)).unwrap();
+    let launch = Launch {
+        args: ["--client-token", "--info-owner", "nobody"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        stdin: b"sk-valid\n",
+        as_uid: None,
+        env: vec![],
+    };
+    let proxy = crate::spawn::start(launch, &real);
+    let written = proxy.info_path.clone();
+    let (status, logs) = proxy.terminate();
+    assert_eq!(status.code(), Some(0), "{logs}");
+    assert!(!written.exists(), "removed on exit");
+}
