@@ -13,7 +13,8 @@
 //!
 //! Refused before anything else happens, never echoing input: a request target that is not a
 //! plain origin-form path (absolute-form, authority-form, `*`), `CONNECT`, any query string, a
-//! `Host` that is not this loopback listener, any `Origin` or `Sec-Fetch-*` header (browsers),
+//! `Host` that is not this loopback listener, an `Origin`, `Sec-Fetch-Site` or `Sec-Fetch-Dest`
+//! header (a web page in a browser; a lone `Sec-Fetch-Mode` is Node's fetch, not a browser),
 //! and any non-WebSocket upgrade (h2c) — all 403; a query string other than the exact ones a
 //! route allows — 403; a WebSocket upgrade — 426 at once (Codex
 //! then falls back to HTTP without retrying); a path variant of a known route (case, `%`
@@ -99,7 +100,7 @@ impl Forbidden {
             Forbidden::QueryString => "Query strings are not accepted on this route.",
             Forbidden::Host => "The Host header must name this loopback listener.",
             Forbidden::BrowserRequest => {
-                "Requests from web pages (Origin or Sec-Fetch-* headers) are refused."
+                "Requests from web pages (Origin, Sec-Fetch-Site or Sec-Fetch-Dest headers) are refused."
             }
             Forbidden::Upgrade => {
                 "Protocol upgrades (WebSocket, h2c) are not supported; use plain HTTP/1.1."
@@ -230,9 +231,7 @@ impl Gate {
         {
             return forbid(RequestTarget);
         }
-        if headers.contains_key(header::ORIGIN)
-            || headers.keys().any(|k| k.as_str().starts_with("sec-fetch-"))
-        {
+        if is_from_a_web_page(headers) {
             return forbid(BrowserRequest);
         }
         if is_websocket_upgrade(headers) {
@@ -285,6 +284,18 @@ impl Gate {
                 .iter()
                 .any(|e| (e.enabled)(self) && e.path == normalised && e.path != path)
     }
+}
+
+/// True when a browser sent the request on behalf of a web page: it carries `Origin`,
+/// `Sec-Fetch-Site` or `Sec-Fetch-Dest`. Browsers send Site and Dest on every request (`<img>`,
+/// forms, navigations, fetch, WebSocket), so these catch a page even where it sends no
+/// `Origin`. `Sec-Fetch-Mode` alone is not a browser: Node's built-in fetch (undici) sends
+/// `sec-fetch-mode: cors` on every request, so every fetch-based SDK would be refused.
+/// `Sec-Fetch-User` only ever comes next to Site and Dest, so it needs no rule of its own.
+fn is_from_a_web_page(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::ORIGIN)
+        || headers.contains_key("sec-fetch-site")
+        || headers.contains_key("sec-fetch-dest")
 }
 
 /// True for `Upgrade: websocket` (any case, any position in a list).
@@ -583,7 +594,15 @@ mod tests {
         );
         assert_eq!(check(Method::GET, "/shutdown", &[("origin", "null")]), f);
         assert_eq!(
-            check(Method::GET, "/shutdown", &[("sec-fetch-mode", "no-cors")]),
+            check(
+                Method::GET,
+                "/shutdown",
+                &[("sec-fetch-mode", "no-cors"), ("sec-fetch-dest", "image")]
+            ),
+            f
+        );
+        assert_eq!(
+            check(Method::GET, "/shutdown", &[("sec-fetch-dest", "image")]),
             f
         );
         assert_eq!(
@@ -593,6 +612,45 @@ mod tests {
                 &[("sec-fetch-site", "cross-site")]
             ),
             f
+        );
+        assert_eq!(
+            check(
+                Method::POST,
+                "/v1/responses",
+                &[
+                    ("sec-fetch-mode", "cors"),
+                    ("sec-fetch-site", "same-origin")
+                ]
+            ),
+            f
+        );
+    }
+
+    #[test]
+    fn a_lone_sec_fetch_mode_is_not_a_browser() {
+        // Node's built-in fetch (undici) sends `sec-fetch-mode: cors` on every request and no
+        // `Origin`, `Sec-Fetch-Site` or `Sec-Fetch-Dest`: every fetch-based SDK looks like this.
+        for route in [
+            (Method::POST, "/v1/responses", Route::Responses),
+            (Method::POST, "/v1/chat/completions", Route::ChatCompletions),
+            (Method::POST, "/v1/messages?beta=true", Route::Messages),
+            (Method::GET, "/v1/models", Route::Models),
+        ] {
+            assert_eq!(
+                check(route.0, route.1, &[("sec-fetch-mode", "cors")]),
+                Ok(route.2),
+                "{}",
+                route.1
+            );
+        }
+        // `Sec-Fetch-User` only ever comes with Site and Dest; alone it is no browser either.
+        assert_eq!(
+            check(
+                Method::POST,
+                "/v1/responses",
+                &[("sec-fetch-mode", "navigate"), ("sec-fetch-user", "?1")]
+            ),
+            Ok(Route::Responses)
         );
     }
 

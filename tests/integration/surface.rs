@@ -26,7 +26,8 @@ const TEXT: &str = "surface ok";
 const MSG_TARGET: &str = "Only origin-form request targets are accepted.";
 const MSG_QUERY: &str = "Query strings are not accepted on this route.";
 const MSG_HOST: &str = "The Host header must name this loopback listener.";
-const MSG_BROWSER: &str = "Requests from web pages (Origin or Sec-Fetch-* headers) are refused.";
+const MSG_BROWSER: &str =
+    "Requests from web pages (Origin, Sec-Fetch-Site or Sec-Fetch-Dest headers) are refused.";
 const MSG_UPGRADE: &str =
     "Protocol upgrades (WebSocket, h2c) are not supported; use plain HTTP/1.1.";
 const MSG_PATH: &str = "Paths must match a route exactly.";
@@ -423,24 +424,29 @@ async fn host_must_name_this_loopback_listener() {
 }
 
 #[tokio::test]
-async fn browser_requests_with_origin_or_sec_fetch_headers_are_403() {
+async fn browser_requests_with_origin_or_sec_fetch_site_or_dest_are_403() {
     let (mock, proxy) = setup(&[]).await;
     let h = host(&proxy);
     let marked_origin = format!("http://{MARKER}.example");
-    let headers: [(&str, &str); 7] = [
+    let headers: [(&str, &str); 6] = [
         ("origin", "http://evil.example"),
         ("origin", "null"),
         ("origin", &marked_origin),
         ("sec-fetch-site", "cross-site"),
-        ("sec-fetch-mode", "no-cors"),
+        ("sec-fetch-site", "same-site"),
         ("sec-fetch-dest", "image"),
-        ("sec-fetch-user", "?1"),
     ];
     for (name, value) in headers {
         let what = format!("{name}: {value}");
+        // Mode and User ride along as a browser sends them; Site, Dest or Origin decide.
         let post = request(
             "POST /v1/responses HTTP/1.1",
-            &[("host", &h), (name, value)],
+            &[
+                ("host", &h),
+                ("sec-fetch-mode", "no-cors"),
+                ("sec-fetch-user", "?1"),
+                (name, value),
+            ],
             BODY,
         );
         assert_refusal(
@@ -463,6 +469,39 @@ async fn browser_requests_with_origin_or_sec_fetch_headers_are_403() {
 }
 
 #[tokio::test]
+async fn node_fetch_with_a_lone_sec_fetch_mode_is_served() {
+    // Exactly the headers Node's built-in fetch (undici) adds to an SDK's request.
+    let (mock, proxy) = setup(&[]).await;
+    let h = host(&proxy);
+    let bytes = request(
+        "POST /v1/responses HTTP/1.1",
+        &[
+            ("host", &h),
+            ("content-type", "application/json"),
+            ("accept", "*/*"),
+            ("accept-language", "*"),
+            ("sec-fetch-mode", "cors"),
+            ("user-agent", "node"),
+            ("accept-encoding", "gzip, deflate"),
+        ],
+        BODY,
+    );
+    let response = send(&proxy, &bytes).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let expected: Value = serde_json::from_str(&responses_json(TEXT)).unwrap();
+    assert_eq!(response.json(), expected);
+    assert_eq!(mock.count(), 1);
+    let get = request(
+        "GET /v1/models HTTP/1.1",
+        &[("host", &h), ("sec-fetch-mode", "cors")],
+        "",
+    );
+    let response = send(&proxy, &get).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
 async fn shutdown_from_a_browser_is_403_and_the_proxy_keeps_running() {
     let (mock, proxy) = setup(&["--http-shutdown"]).await;
     let h = host(&proxy);
@@ -472,7 +511,8 @@ async fn shutdown_from_a_browser_is_403_and_the_proxy_keeps_running() {
         ("POST", "origin", "http://evil.example"),
         ("GET", "sec-fetch-dest", "image"),
         ("GET", "sec-fetch-site", "cross-site"),
-        ("POST", "sec-fetch-mode", "no-cors"),
+        ("POST", "sec-fetch-site", "cross-site"),
+        ("POST", "sec-fetch-dest", "empty"),
     ] {
         let bytes = request(
             &format!("{method} /shutdown HTTP/1.1"),
