@@ -10,6 +10,7 @@
 //! | GET       | `/v1/models`            | the models this proxy serves (local)       |
 //! | GET       | `/health`               | liveness and account summary               |
 //! | GET, POST | `/shutdown`             | only with `--http-shutdown`                |
+//! | HEAD      | `/`                     | connectivity probe (Claude Code): a bare 200 |
 //!
 //! Refused before anything else happens, never echoing input: a request target that is not a
 //! plain origin-form path (absolute-form, authority-form, `*`), `CONNECT`, any query string, a
@@ -20,6 +21,10 @@
 //! then falls back to HTTP without retrying); a path variant of a known route (case, `%`
 //! escapes, dot segments, doubled or trailing slashes) or any non-canonical path — 403; a
 //! known path with another method — 405; anything else — 404.
+//!
+//! The path is judged before the query, so a client whose base URL is off by `/v1` hears about
+//! its path, not its `?beta=true`: a known route with `/v1` doubled (`/v1/v1/messages`) or
+//! missing (`/responses`) is a 404 whose message names the base URL to use instead.
 
 use http::{header, HeaderMap, Method, Uri};
 
@@ -34,6 +39,8 @@ pub enum Route {
     Models,
     Health,
     Shutdown,
+    /// `HEAD /`: Claude Code's connectivity probe. A bare 200, nothing else.
+    Probe,
 }
 
 impl Route {
@@ -48,6 +55,7 @@ impl Route {
             Route::Models => "models",
             Route::Health => "health",
             Route::Shutdown => "shutdown",
+            Route::Probe => "probe",
         }
     }
 
@@ -57,8 +65,18 @@ impl Route {
             Route::Responses => Some("/responses"),
             Route::ResponsesCompact => Some("/responses/compact"),
             Route::ChatCompletions | Route::Messages => Some("/responses"),
-            Route::CountTokens | Route::Models | Route::Health | Route::Shutdown => None,
+            Route::CountTokens | Route::Models | Route::Health | Route::Shutdown | Route::Probe => {
+                None
+            }
         }
+    }
+
+    /// The route's path (`/` for the probe).
+    pub fn path(self) -> &'static str {
+        TABLE
+            .iter()
+            .find(|e| e.route == self)
+            .map_or("/", |e| e.path)
     }
 
     /// True for the Anthropic-dialect routes (their errors use Anthropic's shape).
@@ -72,6 +90,8 @@ impl Route {
 pub enum Refusal {
     /// 404: no such route.
     NotFound,
+    /// 404: `route` with `/v1` doubled or missing: the client's base URL is off by `/v1`.
+    WrongBaseUrl { route: Route, fix: BaseUrlFix },
     /// 405: the path exists with other methods (listed for the `Allow` header).
     MethodNotAllowed { allow: &'static str },
     /// 403: the request is of a kind this proxy never serves.
@@ -79,6 +99,35 @@ pub enum Refusal {
     /// 426: a WebSocket upgrade (Codex tries one first). Codex 0.169.0 falls back to HTTP at
     /// once on 426, but retries a 403 or 404 several times before it does.
     WebSocketUpgrade,
+}
+
+/// How a client's base URL should change to reach a route it missed by `/v1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BaseUrlFix {
+    /// The path had `/v1` twice (`ANTHROPIC_BASE_URL=http://127.0.0.1:PORT/v1`).
+    DropV1,
+    /// The path had no `/v1` (an OpenAI SDK given `http://127.0.0.1:PORT`).
+    AddV1,
+}
+
+impl Refusal {
+    /// A stable name for the log line (no input in it).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::NotFound => "not_found",
+            Refusal::WrongBaseUrl {
+                fix: BaseUrlFix::DropV1,
+                ..
+            } => "v1_doubled",
+            Refusal::WrongBaseUrl {
+                fix: BaseUrlFix::AddV1,
+                ..
+            } => "v1_missing",
+            Refusal::MethodNotAllowed { .. } => "method_not_allowed",
+            Refusal::WebSocketUpgrade => "websocket_upgrade",
+            Refusal::Forbidden(kind) => kind.reason(),
+        }
+    }
 }
 
 /// The kinds of 403 refusal.
@@ -93,6 +142,18 @@ pub enum Forbidden {
 }
 
 impl Forbidden {
+    /// A stable name for the log line.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Forbidden::RequestTarget => "request_target",
+            Forbidden::QueryString => "query_string",
+            Forbidden::Host => "host",
+            Forbidden::BrowserRequest => "browser",
+            Forbidden::Upgrade => "upgrade",
+            Forbidden::PathVariant => "path_variant",
+        }
+    }
+
     /// A fixed, input-free explanation.
     pub fn message(self) -> &'static str {
         match self {
@@ -243,19 +304,50 @@ impl Gate {
         if !self.host_is_loopback_listener(headers) {
             return forbid(Host);
         }
+        // The path first: a wrong path is what the client must fix, whatever its query.
         let path = uri.path();
-        let entry = TABLE.iter().find(|e| e.path == path && (e.enabled)(self));
+        if path == "/" && method == Method::HEAD {
+            return match uri.query() {
+                Some(_) => forbid(QueryString),
+                None => Ok(Route::Probe),
+            };
+        }
+        let Some(entry) = TABLE.iter().find(|e| e.path == path && (e.enabled)(self)) else {
+            if self.is_variant_of_known_path(path) {
+                return forbid(PathVariant);
+            }
+            return Err(match self.off_by_v1(path) {
+                Some((route, fix)) => Refusal::WrongBaseUrl { route, fix },
+                None => Refusal::NotFound,
+            });
+        };
         if let Some(query) = uri.query() {
-            if !entry.is_some_and(|e| e.queries.contains(&query)) {
+            if !entry.queries.contains(&query) {
                 return forbid(QueryString);
             }
         }
-        match entry {
-            Some(entry) if entry.methods.contains(method) => Ok(entry.route),
-            Some(entry) => Err(Refusal::MethodNotAllowed { allow: entry.allow }),
-            None if self.is_variant_of_known_path(path) => forbid(PathVariant),
-            None => Err(Refusal::NotFound),
+        if entry.methods.contains(method) {
+            Ok(entry.route)
+        } else {
+            Err(Refusal::MethodNotAllowed { allow: entry.allow })
         }
+    }
+
+    /// The `/v1/…` route that `path` names with `/v1` doubled or missing, and the fix.
+    fn off_by_v1(&self, path: &str) -> Option<(Route, BaseUrlFix)> {
+        let api = || {
+            TABLE
+                .iter()
+                .filter(|e| e.path.starts_with("/v1/") && (e.enabled)(self))
+        };
+        if let Some(rest) = path.strip_prefix("/v1") {
+            return api()
+                .find(|e| e.path == rest)
+                .map(|e| (e.route, BaseUrlFix::DropV1));
+        }
+        api()
+            .find(|e| e.path.strip_prefix("/v1") == Some(path))
+            .map(|e| (e.route, BaseUrlFix::AddV1))
     }
 
     fn host_is_loopback_listener(&self, headers: &HeaderMap) -> bool {
@@ -296,6 +388,30 @@ fn is_from_a_web_page(headers: &HeaderMap) -> bool {
     headers.contains_key(header::ORIGIN)
         || headers.contains_key("sec-fetch-site")
         || headers.contains_key("sec-fetch-dest")
+}
+
+/// The most of a path a log line shows, in bytes.
+pub const LOG_PATH_MAX: usize = 160;
+
+/// A method or path as a log line may show it: printable ASCII as it is except `"` and `\\`,
+/// every other byte as `%XX`, cut at [`LOG_PATH_MAX`] bytes (then `…`). Callers never pass the
+/// query.
+pub fn log_safe(text: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(text.len().min(LOG_PATH_MAX) + 3);
+    for &b in text.as_bytes() {
+        let plain = b.is_ascii_graphic() && !matches!(b, b'"' | b'\\');
+        if out.len() + if plain { 1 } else { 3 } > LOG_PATH_MAX {
+            out.push('…');
+            break;
+        }
+        if plain {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
 /// True for `Upgrade: websocket` (any case, any position in a list).
@@ -518,6 +634,118 @@ mod tests {
                 "{t}"
             );
         }
+    }
+
+    #[test]
+    fn the_path_is_checked_before_the_query() {
+        assert_eq!(
+            check(Method::POST, "/v1/v1/messages?beta=true", &[]),
+            Err(Refusal::WrongBaseUrl {
+                route: Route::Messages,
+                fix: BaseUrlFix::DropV1
+            })
+        );
+        assert_eq!(
+            check(Method::POST, "/v1/embeddings?x=1", &[]),
+            Err(Refusal::NotFound)
+        );
+        assert_eq!(
+            check(Method::POST, "/v1/responses/?x=1", &[]),
+            Err(Refusal::Forbidden(Forbidden::PathVariant))
+        );
+    }
+
+    #[test]
+    fn a_known_route_with_v1_doubled_or_missing_names_the_base_url_fix() {
+        use BaseUrlFix::*;
+        for (method, target, route, fix) in [
+            (Method::POST, "/v1/v1/messages", Route::Messages, DropV1),
+            (
+                Method::POST,
+                "/v1/v1/messages/count_tokens?beta=true",
+                Route::CountTokens,
+                DropV1,
+            ),
+            (Method::POST, "/v1/v1/responses", Route::Responses, DropV1),
+            (
+                Method::POST,
+                "/v1/v1/chat/completions",
+                Route::ChatCompletions,
+                DropV1,
+            ),
+            (Method::GET, "/v1/v1/models", Route::Models, DropV1),
+            (Method::POST, "/messages", Route::Messages, AddV1),
+            (Method::POST, "/messages?beta=true", Route::Messages, AddV1),
+            (Method::POST, "/responses", Route::Responses, AddV1),
+            (
+                Method::POST,
+                "/responses/compact",
+                Route::ResponsesCompact,
+                AddV1,
+            ),
+            (
+                Method::POST,
+                "/chat/completions",
+                Route::ChatCompletions,
+                AddV1,
+            ),
+            (Method::GET, "/models", Route::Models, AddV1),
+        ] {
+            assert_eq!(
+                check(method, target, &[]),
+                Err(Refusal::WrongBaseUrl { route, fix }),
+                "{target}"
+            );
+        }
+        // Not a route with /v1 off by one: plain unknown paths.
+        for p in [
+            "/v1/v1/v1/responses",
+            "/v1/health",
+            "/v1/v1",
+            "/v1/v1/embeddings",
+            "/v2/responses",
+        ] {
+            assert_eq!(check(Method::POST, p, &[]), Err(Refusal::NotFound), "{p}");
+        }
+        // `/shutdown` is off the table without the flag, and never under /v1.
+        let gate = Gate::new(4000, false);
+        assert_eq!(
+            gate.classify(
+                &Method::GET,
+                &"/v1/shutdown".parse().unwrap(),
+                &headers(&[])
+            ),
+            Err(Refusal::NotFound)
+        );
+    }
+
+    #[test]
+    fn head_slash_is_the_connectivity_probe() {
+        assert_eq!(check(Method::HEAD, "/", &[]), Ok(Route::Probe));
+        for m in [Method::GET, Method::POST, Method::OPTIONS] {
+            assert_eq!(check(m.clone(), "/", &[]), Err(Refusal::NotFound), "{m}");
+        }
+        assert_eq!(
+            check(Method::HEAD, "/?x=1", &[]),
+            Err(Refusal::Forbidden(Forbidden::QueryString))
+        );
+        assert_eq!(
+            check(Method::HEAD, "/", &[("origin", "http://evil.example")]),
+            Err(Refusal::Forbidden(Forbidden::BrowserRequest))
+        );
+    }
+
+    #[test]
+    fn log_safe_escapes_and_bounds_what_it_shows() {
+        assert_eq!(log_safe("/v1/v1/messages"), "/v1/v1/messages");
+        assert_eq!(
+            log_safe("/a\"b\\c d\u{7f}\u{e9}"),
+            "/a%22b%5Cc%20d%7F%C3%A9"
+        );
+        let long = "/x".repeat(200);
+        let shown = log_safe(&long);
+        assert_eq!(shown.len(), LOG_PATH_MAX + "…".len());
+        assert!(shown.ends_with('…'));
     }
 
     #[test]

@@ -94,6 +94,10 @@ fn assert_refusal(response: &RawResponse, status: u16, expected: &Value, what: &
         response.text()
     );
     assert_eq!(&response.json(), expected, "{what}");
+    // A refusal will not change on a retry; SDKs retry a 401 or 403 unless told not to.
+    if matches!(status, 401 | 403) {
+        assert_eq!(response.header("x-should-retry"), Some("false"), "{what}");
+    }
 }
 
 /// The control: an allowed POST /v1/responses on a new connection reaches the upstream and its
@@ -137,6 +141,109 @@ async fn unknown_paths_are_404_without_echoing_the_path() {
     }
     assert_eq!(mock.count(), 0);
     assert_allowed_request_works(&proxy, &mock, 0).await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_doubled_v1_is_a_404_that_says_to_drop_v1_from_the_base_url() {
+    // `ANTHROPIC_BASE_URL=http://127.0.0.1:PORT/v1` makes Claude Code send this.
+    let (mock, proxy) = setup(&[]).await;
+    let h = host(&proxy);
+    let port = proxy.addr.port();
+    let query_marker = format!("/v1/v1/messages?beta=true&{MARKER}=1");
+    let anthropic = |served: &str| {
+        json!({"type": "error", "error": {"type": "not_found_error", "message": format!(
+            "Unknown route: the path has /v1 twice (this proxy serves {served}). \
+             Did you mean base URL http://127.0.0.1:{port} without /v1?"
+        )}})
+    };
+    for (target, expected) in [
+        ("/v1/v1/messages?beta=true", anthropic("/v1/messages")),
+        (query_marker.as_str(), anthropic("/v1/messages")),
+        (
+            "/v1/v1/messages/count_tokens?beta=true",
+            anthropic("/v1/messages/count_tokens"),
+        ),
+        (
+            "/v1/v1/responses",
+            error_body(
+                &format!(
+                    "Unknown route: the path has /v1 twice (this proxy serves /v1/responses). \
+                     Did you mean base URL http://127.0.0.1:{port} without /v1?"
+                ),
+                "not_found_error",
+                "not_found",
+            ),
+        ),
+    ] {
+        let bytes = request(&format!("POST {target} HTTP/1.1"), &[("host", &h)], BODY);
+        assert_refusal(&send(&proxy, &bytes).await, 404, &expected, target);
+    }
+    assert_eq!(mock.count(), 0);
+    assert_allowed_request_works(&proxy, &mock, 0).await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_missing_v1_is_a_404_that_says_to_add_v1_to_the_base_url() {
+    let (mock, proxy) = setup(&[]).await;
+    let h = host(&proxy);
+    let port = proxy.addr.port();
+    for (method, path, served) in [
+        ("POST", "/responses", "/v1/responses"),
+        ("POST", "/responses/compact", "/v1/responses/compact"),
+        ("POST", "/chat/completions", "/v1/chat/completions"),
+        ("GET", "/models", "/v1/models"),
+    ] {
+        let bytes = request(&format!("{method} {path} HTTP/1.1"), &[("host", &h)], "");
+        let expected = error_body(
+            &format!(
+                "Unknown route: the path lacks /v1 (this proxy serves {served}). \
+                 Did you mean base URL http://127.0.0.1:{port}/v1 with /v1?"
+            ),
+            "not_found_error",
+            "not_found",
+        );
+        assert_refusal(&send(&proxy, &bytes).await, 404, &expected, path);
+    }
+    let bytes = request("POST /messages HTTP/1.1", &[("host", &h)], BODY);
+    let response = send(&proxy, &bytes).await;
+    assert_eq!(response.status, 404, "{}", response.text());
+    assert_eq!(response.json()["type"], "error", "Anthropic's shape");
+    assert_eq!(
+        response.json()["error"]["message"],
+        format!(
+            "Unknown route: the path lacks /v1 (this proxy serves /v1/messages). \
+             Did you mean base URL http://127.0.0.1:{port}/v1 with /v1?"
+        )
+    );
+    assert_eq!(mock.count(), 0);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn head_slash_is_a_plain_200_without_a_body_even_with_a_client_token() {
+    // Claude Code's connectivity probe; it carries no token.
+    let (mock, proxy) = setup(&["--client-token"]).await;
+    let h = host(&proxy);
+    let response = send(&proxy, &request("HEAD / HTTP/1.1", &[("host", &h)], "")).await;
+    assert_eq!(response.status, 200, "{:?}", response.headers);
+    assert!(response.complete);
+    assert!(response.body.is_empty(), "{}", response.text());
+    assert_eq!(response.header("content-type"), None);
+    assert_eq!(response.header("content-length"), Some("0"));
+    // Only HEAD: other methods on / stay unknown, and a browser's HEAD is refused.
+    let get = request("GET / HTTP/1.1", &[("host", &h)], "");
+    assert_refusal(&send(&proxy, &get).await, 404, &not_found(), "GET /");
+    let browser = request(
+        "HEAD / HTTP/1.1",
+        &[("host", &h), ("sec-fetch-site", "cross-site")],
+        "",
+    );
+    // (A HEAD answer has a content-length but no body: read the head only.)
+    let refused = raw::exchange(proxy.addr, &browser, Duration::from_millis(300)).await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(mock.count(), 0);
     proxy.shutdown().await;
 }
 

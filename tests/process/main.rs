@@ -7,6 +7,7 @@
 //!   probes as another process of the same uid, each paired with a control that shows the
 //!   probe works (root only: skipped with a message otherwise).
 //! - `copies`: how many copies of the key the process memory holds after many requests.
+//! - `refusals`: the log line of a refused request (method, path, reason; never the query).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 // These tests drive real processes in real time, outside tokio: std time is the right clock.
 #![allow(clippy::disallowed_types)]
@@ -18,6 +19,7 @@ mod raw;
 
 mod copies;
 mod hardening;
+mod refusals;
 mod secrets;
 mod spawn;
 mod startup;
