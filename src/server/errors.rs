@@ -1,6 +1,7 @@
 //! Responses the proxy makes itself, in the OpenAI error shape
-//! `{"error":{"message","type","param","code"}}`. Messages are fixed strings: nothing from
-//! the request is ever echoed.
+//! `{"error":{"message","type","param","code"}}`. Messages are fixed strings (the `/v1` hint
+//! adds the listener's port and a path from the route table): nothing from the request is
+//! ever echoed.
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
