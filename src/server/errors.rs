@@ -66,15 +66,17 @@ pub fn refusal(refusal: Refusal, port: u16) -> Response<ProxyBody> {
             let served = route.path();
             let message = match fix {
                 BaseUrlFix::DropV1 => format!(
-                    "Unknown route: the path has /v1 twice (this proxy serves {served}). \
+                    "Wrong base URL: the path has /v1 twice (this proxy serves {served}). \
                      Did you mean base URL http://127.0.0.1:{port} without /v1?"
                 ),
                 BaseUrlFix::AddV1 => format!(
-                    "Unknown route: the path lacks /v1 (this proxy serves {served}). \
+                    "Wrong base URL: the path lacks /v1 (this proxy serves {served}). \
                      Did you mean base URL http://127.0.0.1:{port}/v1 with /v1?"
                 ),
             };
-            openai_error(StatusCode::NOT_FOUND, "not_found", &message)
+            // 403 like the other path variants; a 404 would hide the message from Claude
+            // Code, which reports a 404 as a problem with the selected model.
+            openai_error(StatusCode::FORBIDDEN, "wrong_base_url", &message)
         }
         Refusal::MethodNotAllowed { allow } => {
             let mut response = openai_error(

@@ -13,7 +13,7 @@
 //! | HEAD      | `/`                     | connectivity probe (Claude Code): a bare 200 |
 //!
 //! Refused before anything else happens, never echoing input: a request target that is not a
-//! plain origin-form path (absolute-form, authority-form, `*`), `CONNECT`, any query string, a
+//! plain origin-form path (absolute-form, authority-form, `*`), `CONNECT`, a
 //! `Host` that is not this loopback listener, an `Origin`, `Sec-Fetch-Site` or `Sec-Fetch-Dest`
 //! header (a web page in a browser; a lone `Sec-Fetch-Mode` is Node's fetch, not a browser),
 //! and any non-WebSocket upgrade (h2c) — all 403; a query string other than the exact ones a
@@ -24,7 +24,9 @@
 //!
 //! The path is judged before the query, so a client whose base URL is off by `/v1` hears about
 //! its path, not its `?beta=true`: a known route with `/v1` doubled (`/v1/v1/messages`) or
-//! missing (`/responses`) is a 404 whose message names the base URL to use instead.
+//! missing (`/responses`) is a 403 whose message names the base URL to use instead (a 403, not
+//! a 404: Claude Code shows a 403's message, but reports any 404 on `/v1/messages` as "an
+//! issue with the selected model").
 
 use http::{header, HeaderMap, Method, Uri};
 
@@ -90,7 +92,7 @@ impl Route {
 pub enum Refusal {
     /// 404: no such route.
     NotFound,
-    /// 404: `route` with `/v1` doubled or missing: the client's base URL is off by `/v1`.
+    /// 403: `route` with `/v1` doubled or missing: the client's base URL is off by `/v1`.
     WrongBaseUrl { route: Route, fix: BaseUrlFix },
     /// 405: the path exists with other methods (listed for the `Allow` header).
     MethodNotAllowed { allow: &'static str },

@@ -141,5 +141,24 @@ def test_claude_code_without_the_client_token_fails_within_5_s():
     eq(record.since_mark(), [], "requests that reached the upstream")
 
 
+@test
+def test_claude_code_with_v1_in_the_base_url_is_told_to_drop_it():
+    # ANTHROPIC_BASE_URL=http://127.0.0.1:PORT/v1 makes Claude Code request /v1/v1/messages.
+    record.mark()
+    start = time.monotonic()
+    done = run_claude(BASE + "/v1", "say hi", timeout=30)
+    elapsed = time.monotonic() - start
+    output = done.stdout + done.stderr
+    check(done.returncode != 0, f"claude exited 0 with /v1 in its base URL: {one_line(output)}")
+    check(elapsed < 5, f"claude took {elapsed:.1f} s to give up (limit 5 s): {one_line(output)}")
+    try:
+        result = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        raise AssertionError(f"stdout is not JSON: {one_line(output)}") from None
+    eq(result.get("api_error_status"), 403, "api_error_status")
+    contains(result.get("result"), f"Did you mean base URL {BASE} without /v1?", "the message claude printed")
+    eq(record.since_mark(), [], "requests that reached the upstream")
+
+
 if __name__ == "__main__":
     run_all()

@@ -145,15 +145,15 @@ async fn unknown_paths_are_404_without_echoing_the_path() {
 }
 
 #[tokio::test]
-async fn a_doubled_v1_is_a_404_that_says_to_drop_v1_from_the_base_url() {
+async fn a_doubled_v1_is_a_403_that_says_to_drop_v1_from_the_base_url() {
     // `ANTHROPIC_BASE_URL=http://127.0.0.1:PORT/v1` makes Claude Code send this.
     let (mock, proxy) = setup(&[]).await;
     let h = host(&proxy);
     let port = proxy.addr.port();
     let query_marker = format!("/v1/v1/messages?beta=true&{MARKER}=1");
     let anthropic = |served: &str| {
-        json!({"type": "error", "error": {"type": "not_found_error", "message": format!(
-            "Unknown route: the path has /v1 twice (this proxy serves {served}). \
+        json!({"type": "error", "error": {"type": "permission_error", "message": format!(
+            "Wrong base URL: the path has /v1 twice (this proxy serves {served}). \
              Did you mean base URL http://127.0.0.1:{port} without /v1?"
         )}})
     };
@@ -168,16 +168,16 @@ async fn a_doubled_v1_is_a_404_that_says_to_drop_v1_from_the_base_url() {
             "/v1/v1/responses",
             error_body(
                 &format!(
-                    "Unknown route: the path has /v1 twice (this proxy serves /v1/responses). \
+                    "Wrong base URL: the path has /v1 twice (this proxy serves /v1/responses). \
                      Did you mean base URL http://127.0.0.1:{port} without /v1?"
                 ),
-                "not_found_error",
-                "not_found",
+                "permission_error",
+                "wrong_base_url",
             ),
         ),
     ] {
         let bytes = request(&format!("POST {target} HTTP/1.1"), &[("host", &h)], BODY);
-        assert_refusal(&send(&proxy, &bytes).await, 404, &expected, target);
+        assert_refusal(&send(&proxy, &bytes).await, 403, &expected, target);
     }
     assert_eq!(mock.count(), 0);
     assert_allowed_request_works(&proxy, &mock, 0).await;
@@ -185,7 +185,7 @@ async fn a_doubled_v1_is_a_404_that_says_to_drop_v1_from_the_base_url() {
 }
 
 #[tokio::test]
-async fn a_missing_v1_is_a_404_that_says_to_add_v1_to_the_base_url() {
+async fn a_missing_v1_is_a_403_that_says_to_add_v1_to_the_base_url() {
     let (mock, proxy) = setup(&[]).await;
     let h = host(&proxy);
     let port = proxy.addr.port();
@@ -198,22 +198,23 @@ async fn a_missing_v1_is_a_404_that_says_to_add_v1_to_the_base_url() {
         let bytes = request(&format!("{method} {path} HTTP/1.1"), &[("host", &h)], "");
         let expected = error_body(
             &format!(
-                "Unknown route: the path lacks /v1 (this proxy serves {served}). \
+                "Wrong base URL: the path lacks /v1 (this proxy serves {served}). \
                  Did you mean base URL http://127.0.0.1:{port}/v1 with /v1?"
             ),
-            "not_found_error",
-            "not_found",
+            "permission_error",
+            "wrong_base_url",
         );
-        assert_refusal(&send(&proxy, &bytes).await, 404, &expected, path);
+        assert_refusal(&send(&proxy, &bytes).await, 403, &expected, path);
     }
     let bytes = request("POST /messages HTTP/1.1", &[("host", &h)], BODY);
     let response = send(&proxy, &bytes).await;
-    assert_eq!(response.status, 404, "{}", response.text());
+    assert_eq!(response.status, 403, "{}", response.text());
+    assert_eq!(response.header("x-should-retry"), Some("false"));
     assert_eq!(response.json()["type"], "error", "Anthropic's shape");
     assert_eq!(
         response.json()["error"]["message"],
         format!(
-            "Unknown route: the path lacks /v1 (this proxy serves /v1/messages). \
+            "Wrong base URL: the path lacks /v1 (this proxy serves /v1/messages). \
              Did you mean base URL http://127.0.0.1:{port}/v1 with /v1?"
         )
     );

@@ -36,7 +36,7 @@ async fn a_refused_request_logs_its_method_path_and_reason_but_never_its_query_o
         limit,
     )
     .await;
-    assert_eq!(refused.status, 404, "{}", refused.text());
+    assert_eq!(refused.status, 403, "{}", refused.text());
     let probe = format!(
         "HEAD / HTTP/1.1\r\nhost: 127.0.0.1:{}\r\n\r\n",
         proxy.addr.port()
@@ -63,7 +63,7 @@ async fn a_refused_request_logs_its_method_path_and_reason_but_never_its_query_o
     assert_eq!(line["level"], "INFO", "{line}");
     assert_eq!(line["method"], "POST", "{line}");
     assert_eq!(line["path"], "/v1/v1/messages", "{line}");
-    assert_eq!(line["status"], 404, "{line}");
+    assert_eq!(line["status"], 403, "{line}");
     assert_eq!(line["reason"], "v1_doubled", "{line}");
 
     let probe_line = lines
