@@ -16,7 +16,7 @@ use super::body::{ProxyBody, RequestLog};
 use super::encoding::{self, DecodeError};
 use super::errors::{json_response, openai_error, refusal};
 use super::limits::Reservation;
-use super::routes::Route;
+use super::routes::{log_safe, Refusal, Route};
 use super::{translated, State};
 use crate::translate::Dialect;
 use crate::upstream::{Outbound, ReplyBody};
@@ -42,7 +42,7 @@ pub async fn handle(
         account: None,
     };
     // Errors on the Anthropic routes (refusals included) use Anthropic's shape.
-    let anthropic = request.uri().path().starts_with("/v1/messages");
+    let mut anthropic = request.uri().path().starts_with("/v1/messages");
     let response = if head_size(&request) > super::MAX_HEADER_BYTES {
         openai_error(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -60,13 +60,22 @@ pub async fn handle(
             .gate
             .classify(request.method(), request.uri(), request.headers())
         {
-            Err(refused) => refusal(refused),
+            Err(refused) => {
+                let response = refusal(refused, state.gate.port);
+                log_refusal(&request, refused, response.status());
+                if let Refusal::WrongBaseUrl { route, .. } = refused {
+                    anthropic = route.is_anthropic();
+                }
+                response
+            }
             Ok(route) => {
                 log.route = route.name();
-                if state
-                    .token
-                    .as_ref()
-                    .is_some_and(|t| !t.authorizes(request.headers()))
+                // The probe says only what a TCP connect says: something listens here.
+                if route != Route::Probe
+                    && state
+                        .token
+                        .as_ref()
+                        .is_some_and(|t| !t.authorizes(request.headers()))
                 {
                     openai_error(
                         StatusCode::UNAUTHORIZED,
@@ -108,6 +117,20 @@ fn only_chunked(headers: &http::HeaderMap) -> bool {
     }
 }
 
+/// One line per refused request: its method, path and why, so a client set up wrong can be
+/// told from the log. Never the query or a header (they may carry credentials); the path is
+/// escaped and cut short by [`log_safe`]. INFO, like the request line that follows it: the
+/// refused requests that a noisy neighbour could repeat already log one line each.
+fn log_refusal(request: &Request<Incoming>, refused: Refusal, status: StatusCode) {
+    tracing::info!(
+        method = %log_safe(request.method().as_str()),
+        path = %log_safe(request.uri().path()),
+        status = status.as_u16(),
+        reason = refused.reason(),
+        "request refused"
+    );
+}
+
 /// Bytes of the request target and headers, counted as they were sent (`name: value\r\n`).
 fn head_size(request: &Request<Incoming>) -> usize {
     let headers: usize = request
@@ -133,6 +156,15 @@ async fn serve(
                 StatusCode::OK,
                 &serde_json::json!({"status": "shutting_down"}),
             )
+        }
+        // A bare 200: no body, no JSON, nothing about the proxy.
+        Route::Probe => {
+            let mut response = Response::new(ProxyBody::full(Bytes::new()));
+            // Hyper leaves the length off a HEAD answer; say it, so no client waits for a body.
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+            response
         }
         Route::Models => {
             let anthropic = request.headers().contains_key("anthropic-version");

@@ -10,15 +10,23 @@
 //! | GET       | `/v1/models`            | the models this proxy serves (local)       |
 //! | GET       | `/health`               | liveness and account summary               |
 //! | GET, POST | `/shutdown`             | only with `--http-shutdown`                |
+//! | HEAD      | `/`                     | connectivity probe (Claude Code): a bare 200 |
 //!
 //! Refused before anything else happens, never echoing input: a request target that is not a
-//! plain origin-form path (absolute-form, authority-form, `*`), `CONNECT`, any query string, a
-//! `Host` that is not this loopback listener, any `Origin` or `Sec-Fetch-*` header (browsers),
+//! plain origin-form path (absolute-form, authority-form, `*`), `CONNECT`, a
+//! `Host` that is not this loopback listener, an `Origin`, `Sec-Fetch-Site` or `Sec-Fetch-Dest`
+//! header (a web page in a browser; a lone `Sec-Fetch-Mode` is Node's fetch, not a browser),
 //! and any non-WebSocket upgrade (h2c) — all 403; a query string other than the exact ones a
 //! route allows — 403; a WebSocket upgrade — 426 at once (Codex
 //! then falls back to HTTP without retrying); a path variant of a known route (case, `%`
 //! escapes, dot segments, doubled or trailing slashes) or any non-canonical path — 403; a
 //! known path with another method — 405; anything else — 404.
+//!
+//! The path is judged before the query, so a client whose base URL is off by `/v1` hears about
+//! its path, not its `?beta=true`: a known route with `/v1` doubled (`/v1/v1/messages`) or
+//! missing (`/responses`) is a 403 whose message names the base URL to use instead (a 403, not
+//! a 404: Claude Code shows a 403's message, but reports any 404 on `/v1/messages` as "an
+//! issue with the selected model").
 
 use http::{header, HeaderMap, Method, Uri};
 
@@ -33,6 +41,8 @@ pub enum Route {
     Models,
     Health,
     Shutdown,
+    /// `HEAD /`: Claude Code's connectivity probe. A bare 200, nothing else.
+    Probe,
 }
 
 impl Route {
@@ -47,6 +57,7 @@ impl Route {
             Route::Models => "models",
             Route::Health => "health",
             Route::Shutdown => "shutdown",
+            Route::Probe => "probe",
         }
     }
 
@@ -56,8 +67,18 @@ impl Route {
             Route::Responses => Some("/responses"),
             Route::ResponsesCompact => Some("/responses/compact"),
             Route::ChatCompletions | Route::Messages => Some("/responses"),
-            Route::CountTokens | Route::Models | Route::Health | Route::Shutdown => None,
+            Route::CountTokens | Route::Models | Route::Health | Route::Shutdown | Route::Probe => {
+                None
+            }
         }
+    }
+
+    /// The route's path (`/` for the probe).
+    pub fn path(self) -> &'static str {
+        TABLE
+            .iter()
+            .find(|e| e.route == self)
+            .map_or("/", |e| e.path)
     }
 
     /// True for the Anthropic-dialect routes (their errors use Anthropic's shape).
@@ -71,6 +92,8 @@ impl Route {
 pub enum Refusal {
     /// 404: no such route.
     NotFound,
+    /// 403: `route` with `/v1` doubled or missing: the client's base URL is off by `/v1`.
+    WrongBaseUrl { route: Route, fix: BaseUrlFix },
     /// 405: the path exists with other methods (listed for the `Allow` header).
     MethodNotAllowed { allow: &'static str },
     /// 403: the request is of a kind this proxy never serves.
@@ -78,6 +101,35 @@ pub enum Refusal {
     /// 426: a WebSocket upgrade (Codex tries one first). Codex 0.169.0 falls back to HTTP at
     /// once on 426, but retries a 403 or 404 several times before it does.
     WebSocketUpgrade,
+}
+
+/// How a client's base URL should change to reach a route it missed by `/v1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BaseUrlFix {
+    /// The path had `/v1` twice (`ANTHROPIC_BASE_URL=http://127.0.0.1:PORT/v1`).
+    DropV1,
+    /// The path had no `/v1` (an OpenAI SDK given `http://127.0.0.1:PORT`).
+    AddV1,
+}
+
+impl Refusal {
+    /// A stable name for the log line (no input in it).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::NotFound => "not_found",
+            Refusal::WrongBaseUrl {
+                fix: BaseUrlFix::DropV1,
+                ..
+            } => "v1_doubled",
+            Refusal::WrongBaseUrl {
+                fix: BaseUrlFix::AddV1,
+                ..
+            } => "v1_missing",
+            Refusal::MethodNotAllowed { .. } => "method_not_allowed",
+            Refusal::WebSocketUpgrade => "websocket_upgrade",
+            Refusal::Forbidden(kind) => kind.reason(),
+        }
+    }
 }
 
 /// The kinds of 403 refusal.
@@ -92,6 +144,18 @@ pub enum Forbidden {
 }
 
 impl Forbidden {
+    /// A stable name for the log line.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Forbidden::RequestTarget => "request_target",
+            Forbidden::QueryString => "query_string",
+            Forbidden::Host => "host",
+            Forbidden::BrowserRequest => "browser",
+            Forbidden::Upgrade => "upgrade",
+            Forbidden::PathVariant => "path_variant",
+        }
+    }
+
     /// A fixed, input-free explanation.
     pub fn message(self) -> &'static str {
         match self {
@@ -99,7 +163,7 @@ impl Forbidden {
             Forbidden::QueryString => "Query strings are not accepted on this route.",
             Forbidden::Host => "The Host header must name this loopback listener.",
             Forbidden::BrowserRequest => {
-                "Requests from web pages (Origin or Sec-Fetch-* headers) are refused."
+                "Requests from web pages (Origin, Sec-Fetch-Site or Sec-Fetch-Dest headers) are refused."
             }
             Forbidden::Upgrade => {
                 "Protocol upgrades (WebSocket, h2c) are not supported; use plain HTTP/1.1."
@@ -230,9 +294,7 @@ impl Gate {
         {
             return forbid(RequestTarget);
         }
-        if headers.contains_key(header::ORIGIN)
-            || headers.keys().any(|k| k.as_str().starts_with("sec-fetch-"))
-        {
+        if is_from_a_web_page(headers) {
             return forbid(BrowserRequest);
         }
         if is_websocket_upgrade(headers) {
@@ -244,19 +306,50 @@ impl Gate {
         if !self.host_is_loopback_listener(headers) {
             return forbid(Host);
         }
+        // The path first: a wrong path is what the client must fix, whatever its query.
         let path = uri.path();
-        let entry = TABLE.iter().find(|e| e.path == path && (e.enabled)(self));
+        if path == "/" && method == Method::HEAD {
+            return match uri.query() {
+                Some(_) => forbid(QueryString),
+                None => Ok(Route::Probe),
+            };
+        }
+        let Some(entry) = TABLE.iter().find(|e| e.path == path && (e.enabled)(self)) else {
+            if self.is_variant_of_known_path(path) {
+                return forbid(PathVariant);
+            }
+            return Err(match self.off_by_v1(path) {
+                Some((route, fix)) => Refusal::WrongBaseUrl { route, fix },
+                None => Refusal::NotFound,
+            });
+        };
         if let Some(query) = uri.query() {
-            if !entry.is_some_and(|e| e.queries.contains(&query)) {
+            if !entry.queries.contains(&query) {
                 return forbid(QueryString);
             }
         }
-        match entry {
-            Some(entry) if entry.methods.contains(method) => Ok(entry.route),
-            Some(entry) => Err(Refusal::MethodNotAllowed { allow: entry.allow }),
-            None if self.is_variant_of_known_path(path) => forbid(PathVariant),
-            None => Err(Refusal::NotFound),
+        if entry.methods.contains(method) {
+            Ok(entry.route)
+        } else {
+            Err(Refusal::MethodNotAllowed { allow: entry.allow })
         }
+    }
+
+    /// The `/v1/…` route that `path` names with `/v1` doubled or missing, and the fix.
+    fn off_by_v1(&self, path: &str) -> Option<(Route, BaseUrlFix)> {
+        let api = || {
+            TABLE
+                .iter()
+                .filter(|e| e.path.starts_with("/v1/") && (e.enabled)(self))
+        };
+        if let Some(rest) = path.strip_prefix("/v1") {
+            return api()
+                .find(|e| e.path == rest)
+                .map(|e| (e.route, BaseUrlFix::DropV1));
+        }
+        api()
+            .find(|e| e.path.strip_prefix("/v1") == Some(path))
+            .map(|e| (e.route, BaseUrlFix::AddV1))
     }
 
     fn host_is_loopback_listener(&self, headers: &HeaderMap) -> bool {
@@ -285,6 +378,42 @@ impl Gate {
                 .iter()
                 .any(|e| (e.enabled)(self) && e.path == normalised && e.path != path)
     }
+}
+
+/// True when a browser sent the request on behalf of a web page: it carries `Origin`,
+/// `Sec-Fetch-Site` or `Sec-Fetch-Dest`. Browsers send Site and Dest on every request (`<img>`,
+/// forms, navigations, fetch, WebSocket), so these catch a page even where it sends no
+/// `Origin`. `Sec-Fetch-Mode` alone is not a browser: Node's built-in fetch (undici) sends
+/// `sec-fetch-mode: cors` on every request, so every fetch-based SDK would be refused.
+/// `Sec-Fetch-User` only ever comes next to Site and Dest, so it needs no rule of its own.
+fn is_from_a_web_page(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::ORIGIN)
+        || headers.contains_key("sec-fetch-site")
+        || headers.contains_key("sec-fetch-dest")
+}
+
+/// The most of a path a log line shows, in bytes.
+pub const LOG_PATH_MAX: usize = 160;
+
+/// A method or path as a log line may show it: printable ASCII as it is except `"` and `\\`,
+/// every other byte as `%XX`, cut at [`LOG_PATH_MAX`] bytes (then `…`). Callers never pass the
+/// query.
+pub fn log_safe(text: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(text.len().min(LOG_PATH_MAX) + 3);
+    for &b in text.as_bytes() {
+        let plain = b.is_ascii_graphic() && !matches!(b, b'"' | b'\\');
+        if out.len() + if plain { 1 } else { 3 } > LOG_PATH_MAX {
+            out.push('…');
+            break;
+        }
+        if plain {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
 /// True for `Upgrade: websocket` (any case, any position in a list).
@@ -510,6 +639,118 @@ mod tests {
     }
 
     #[test]
+    fn the_path_is_checked_before_the_query() {
+        assert_eq!(
+            check(Method::POST, "/v1/v1/messages?beta=true", &[]),
+            Err(Refusal::WrongBaseUrl {
+                route: Route::Messages,
+                fix: BaseUrlFix::DropV1
+            })
+        );
+        assert_eq!(
+            check(Method::POST, "/v1/embeddings?x=1", &[]),
+            Err(Refusal::NotFound)
+        );
+        assert_eq!(
+            check(Method::POST, "/v1/responses/?x=1", &[]),
+            Err(Refusal::Forbidden(Forbidden::PathVariant))
+        );
+    }
+
+    #[test]
+    fn a_known_route_with_v1_doubled_or_missing_names_the_base_url_fix() {
+        use BaseUrlFix::*;
+        for (method, target, route, fix) in [
+            (Method::POST, "/v1/v1/messages", Route::Messages, DropV1),
+            (
+                Method::POST,
+                "/v1/v1/messages/count_tokens?beta=true",
+                Route::CountTokens,
+                DropV1,
+            ),
+            (Method::POST, "/v1/v1/responses", Route::Responses, DropV1),
+            (
+                Method::POST,
+                "/v1/v1/chat/completions",
+                Route::ChatCompletions,
+                DropV1,
+            ),
+            (Method::GET, "/v1/v1/models", Route::Models, DropV1),
+            (Method::POST, "/messages", Route::Messages, AddV1),
+            (Method::POST, "/messages?beta=true", Route::Messages, AddV1),
+            (Method::POST, "/responses", Route::Responses, AddV1),
+            (
+                Method::POST,
+                "/responses/compact",
+                Route::ResponsesCompact,
+                AddV1,
+            ),
+            (
+                Method::POST,
+                "/chat/completions",
+                Route::ChatCompletions,
+                AddV1,
+            ),
+            (Method::GET, "/models", Route::Models, AddV1),
+        ] {
+            assert_eq!(
+                check(method, target, &[]),
+                Err(Refusal::WrongBaseUrl { route, fix }),
+                "{target}"
+            );
+        }
+        // Not a route with /v1 off by one: plain unknown paths.
+        for p in [
+            "/v1/v1/v1/responses",
+            "/v1/health",
+            "/v1/v1",
+            "/v1/v1/embeddings",
+            "/v2/responses",
+        ] {
+            assert_eq!(check(Method::POST, p, &[]), Err(Refusal::NotFound), "{p}");
+        }
+        // `/shutdown` is off the table without the flag, and never under /v1.
+        let gate = Gate::new(4000, false);
+        assert_eq!(
+            gate.classify(
+                &Method::GET,
+                &"/v1/shutdown".parse().unwrap(),
+                &headers(&[])
+            ),
+            Err(Refusal::NotFound)
+        );
+    }
+
+    #[test]
+    fn head_slash_is_the_connectivity_probe() {
+        assert_eq!(check(Method::HEAD, "/", &[]), Ok(Route::Probe));
+        for m in [Method::GET, Method::POST, Method::OPTIONS] {
+            assert_eq!(check(m.clone(), "/", &[]), Err(Refusal::NotFound), "{m}");
+        }
+        assert_eq!(
+            check(Method::HEAD, "/?x=1", &[]),
+            Err(Refusal::Forbidden(Forbidden::QueryString))
+        );
+        assert_eq!(
+            check(Method::HEAD, "/", &[("origin", "http://evil.example")]),
+            Err(Refusal::Forbidden(Forbidden::BrowserRequest))
+        );
+    }
+
+    #[test]
+    fn log_safe_escapes_and_bounds_what_it_shows() {
+        assert_eq!(log_safe("/v1/v1/messages"), "/v1/v1/messages");
+        assert_eq!(
+            log_safe("/a\"b\\c d\u{7f}\u{e9}"),
+            "/a%22b%5Cc%20d%7F%C3%A9"
+        );
+        let long = "/x".repeat(200);
+        let shown = log_safe(&long);
+        assert_eq!(shown.len(), LOG_PATH_MAX + "…".len());
+        assert!(shown.ends_with('…'));
+    }
+
+    #[test]
     fn absolute_form_authority_form_asterisk_and_connect_are_403() {
         let f = Err(Refusal::Forbidden(Forbidden::RequestTarget));
         assert_eq!(
@@ -583,7 +824,15 @@ mod tests {
         );
         assert_eq!(check(Method::GET, "/shutdown", &[("origin", "null")]), f);
         assert_eq!(
-            check(Method::GET, "/shutdown", &[("sec-fetch-mode", "no-cors")]),
+            check(
+                Method::GET,
+                "/shutdown",
+                &[("sec-fetch-mode", "no-cors"), ("sec-fetch-dest", "image")]
+            ),
+            f
+        );
+        assert_eq!(
+            check(Method::GET, "/shutdown", &[("sec-fetch-dest", "image")]),
             f
         );
         assert_eq!(
@@ -593,6 +842,45 @@ mod tests {
                 &[("sec-fetch-site", "cross-site")]
             ),
             f
+        );
+        assert_eq!(
+            check(
+                Method::POST,
+                "/v1/responses",
+                &[
+                    ("sec-fetch-mode", "cors"),
+                    ("sec-fetch-site", "same-origin")
+                ]
+            ),
+            f
+        );
+    }
+
+    #[test]
+    fn a_lone_sec_fetch_mode_is_not_a_browser() {
+        // Node's built-in fetch (undici) sends `sec-fetch-mode: cors` on every request and no
+        // `Origin`, `Sec-Fetch-Site` or `Sec-Fetch-Dest`: every fetch-based SDK looks like this.
+        for route in [
+            (Method::POST, "/v1/responses", Route::Responses),
+            (Method::POST, "/v1/chat/completions", Route::ChatCompletions),
+            (Method::POST, "/v1/messages?beta=true", Route::Messages),
+            (Method::GET, "/v1/models", Route::Models),
+        ] {
+            assert_eq!(
+                check(route.0, route.1, &[("sec-fetch-mode", "cors")]),
+                Ok(route.2),
+                "{}",
+                route.1
+            );
+        }
+        // `Sec-Fetch-User` only ever comes with Site and Dest; alone it is no browser either.
+        assert_eq!(
+            check(
+                Method::POST,
+                "/v1/responses",
+                &[("sec-fetch-mode", "navigate"), ("sec-fetch-user", "?1")]
+            ),
+            Ok(Route::Responses)
         );
     }
 

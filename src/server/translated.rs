@@ -51,6 +51,7 @@ pub fn dialect_error(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    super::errors::mark_refusal_final(&mut response);
     if matches!(status.as_u16(), 429 | 502 | 503 | 504) {
         response
             .headers_mut()

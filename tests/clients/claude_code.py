@@ -3,13 +3,15 @@ its HOME and config dir in a temporary directory, a fake ANTHROPIC_API_KEY, non-
 (telemetry, error reports, auto-update) off, every run bounded by a timeout. Runs as root: tool
 permission comes from --allowedTools (--dangerously-skip-permissions is refused as root).
 
-Environment: CLAUDE_BIN (the claude executable), ANTHROPIC_BASE (the proxy, no /v1), RECORD.
+Environment: CLAUDE_BIN (the claude executable), ANTHROPIC_BASE (the proxy, no /v1), RECORD;
+TOKEN_BASE (optional): a proxy started with --client-token, whose token Claude is not given.
 """
 
 import json
 import os
 import subprocess
 import tempfile
+import time
 
 from harness import (
     GREETING,
@@ -35,8 +37,9 @@ TIMEOUT_S = 120
 MARKER = "tool-ran-42"
 
 
-def claude(prompt, *args):
-    """Runs `claude -p PROMPT --output-format json ARGS…` in a fresh home; the parsed result."""
+def run_claude(base, prompt, *args, timeout=TIMEOUT_S):
+    """Runs `claude -p PROMPT --output-format json ARGS…` in a fresh home against `base`; the
+    finished process."""
     with tempfile.TemporaryDirectory(prefix="claude-e2e.") as home:
         work = os.path.join(home, "work")
         os.mkdir(work)
@@ -45,7 +48,7 @@ def claude(prompt, *args):
         run_env.update(
             HOME=home,
             CLAUDE_CONFIG_DIR=os.path.join(home, ".claude"),
-            ANTHROPIC_BASE_URL=BASE,
+            ANTHROPIC_BASE_URL=base,
             ANTHROPIC_API_KEY="sk-ant-e2e-dummy",
             CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
             DISABLE_AUTOUPDATER="1",
@@ -60,10 +63,16 @@ def claude(prompt, *args):
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 text=True,
-                timeout=TIMEOUT_S,
+                timeout=timeout,
             )
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"claude -p did not finish in {TIMEOUT_S} s") from None
+            raise AssertionError(f"claude -p did not finish in {timeout} s") from None
+    return done
+
+
+def claude(prompt, *args):
+    """Runs `claude -p PROMPT --output-format json ARGS…` through the proxy; the parsed result."""
+    done = run_claude(BASE, prompt, *args)
     if done.returncode != 0:
         raise AssertionError(
             f"claude exit status {done.returncode}; stdout: {one_line(done.stdout)}; stderr: {one_line(done.stderr)}"
@@ -106,6 +115,49 @@ def test_claude_code_tool_round_trip():
     check(any(o["call_id"] == calls[-1]["call_id"] and MARKER in json.dumps(o["output"]) for o in outputs),
           f"no function_call_output with {MARKER} upstream")
     eq(bodies[-1].get("model"), "gpt-5.4", "upstream model")
+
+
+@test
+def test_claude_code_without_the_client_token_fails_within_5_s():
+    # The proxy's 401 says `x-should-retry: false`; without it Claude Code retried for minutes
+    # (11 attempts, 177 s) and printed nothing.
+    token_base = os.environ.get("TOKEN_BASE")
+    check(token_base, "TOKEN_BASE (a proxy started with --client-token) is not set")
+    record.mark()
+    start = time.monotonic()
+    done = run_claude(token_base, "say hi", timeout=30)
+    elapsed = time.monotonic() - start
+    output = done.stdout + done.stderr
+    check(done.returncode != 0, f"claude exited 0 without the token: {one_line(output)}")
+    check(elapsed < 5, f"claude took {elapsed:.1f} s to give up (limit 5 s): {one_line(output)}")
+    try:
+        result = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        raise AssertionError(f"stdout is not JSON: {one_line(output)}") from None
+    eq(result.get("is_error"), True, "is_error")
+    eq(result.get("api_error_status"), 401, "api_error_status")
+    # Claude Code shows its own words for a 401 ("Invalid API key · Fix external API key").
+    contains(result.get("result"), "API key", "the message claude printed")
+    eq(record.since_mark(), [], "requests that reached the upstream")
+
+
+@test
+def test_claude_code_with_v1_in_the_base_url_is_told_to_drop_it():
+    # ANTHROPIC_BASE_URL=http://127.0.0.1:PORT/v1 makes Claude Code request /v1/v1/messages.
+    record.mark()
+    start = time.monotonic()
+    done = run_claude(BASE + "/v1", "say hi", timeout=30)
+    elapsed = time.monotonic() - start
+    output = done.stdout + done.stderr
+    check(done.returncode != 0, f"claude exited 0 with /v1 in its base URL: {one_line(output)}")
+    check(elapsed < 5, f"claude took {elapsed:.1f} s to give up (limit 5 s): {one_line(output)}")
+    try:
+        result = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        raise AssertionError(f"stdout is not JSON: {one_line(output)}") from None
+    eq(result.get("api_error_status"), 403, "api_error_status")
+    contains(result.get("result"), f"Did you mean base URL {BASE} without /v1?", "the message claude printed")
+    eq(record.since_mark(), [], "requests that reached the upstream")
 
 
 if __name__ == "__main__":

@@ -106,6 +106,47 @@ fn assert_unauthorized(response: &RawResponse, what: &str) {
     );
     assert!(body["error"]["message"].is_string(), "{what}: {body}");
     assert!(body["error"]["param"].is_null(), "{what}: {body}");
+    assert_eq!(response.header("x-should-retry"), Some("false"), "{what}");
+}
+
+#[tokio::test]
+async fn a_missing_client_token_is_a_final_401_in_each_dialect() {
+    // Claude Code and the SDKs retry a 401 for minutes unless the answer says not to.
+    let mock = MockUpstream::start("authorized").await;
+    let proxy = TestProxy::start(&mock.base_url, &["--client-token"]).await;
+    let addr = proxy.addr;
+    let messages =
+        r#"{"model":"claude-x","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}"#;
+    let chat = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    let anthropic = raw::exchange(
+        addr,
+        &raw::post(
+            addr,
+            "/v1/messages?beta=true",
+            messages,
+            &[("x-api-key", "wrong")],
+        ),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(anthropic.status, 401, "{}", anthropic.text());
+    assert_eq!(anthropic.header("x-should-retry"), Some("false"));
+    assert_eq!(anthropic.json()["type"], "error", "{}", anthropic.text());
+    assert_eq!(
+        anthropic.json()["error"]["type"],
+        "authentication_error",
+        "{}",
+        anthropic.text()
+    );
+    let openai = raw::exchange(
+        addr,
+        &raw::post(addr, "/v1/chat/completions", chat, &[]),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_unauthorized(&openai, "chat completions without a token");
+    assert_eq!(mock.count(), 0);
+    proxy.shutdown().await;
 }
 
 /// Every route of a proxy started with `--client-token --http-shutdown`, with these headers.

@@ -26,7 +26,8 @@ const TEXT: &str = "surface ok";
 const MSG_TARGET: &str = "Only origin-form request targets are accepted.";
 const MSG_QUERY: &str = "Query strings are not accepted on this route.";
 const MSG_HOST: &str = "The Host header must name this loopback listener.";
-const MSG_BROWSER: &str = "Requests from web pages (Origin or Sec-Fetch-* headers) are refused.";
+const MSG_BROWSER: &str =
+    "Requests from web pages (Origin, Sec-Fetch-Site or Sec-Fetch-Dest headers) are refused.";
 const MSG_UPGRADE: &str =
     "Protocol upgrades (WebSocket, h2c) are not supported; use plain HTTP/1.1.";
 const MSG_PATH: &str = "Paths must match a route exactly.";
@@ -93,6 +94,10 @@ fn assert_refusal(response: &RawResponse, status: u16, expected: &Value, what: &
         response.text()
     );
     assert_eq!(&response.json(), expected, "{what}");
+    // A refusal will not change on a retry; SDKs retry a 401 or 403 unless told not to.
+    if matches!(status, 401 | 403) {
+        assert_eq!(response.header("x-should-retry"), Some("false"), "{what}");
+    }
 }
 
 /// The control: an allowed POST /v1/responses on a new connection reaches the upstream and its
@@ -136,6 +141,110 @@ async fn unknown_paths_are_404_without_echoing_the_path() {
     }
     assert_eq!(mock.count(), 0);
     assert_allowed_request_works(&proxy, &mock, 0).await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_doubled_v1_is_a_403_that_says_to_drop_v1_from_the_base_url() {
+    // `ANTHROPIC_BASE_URL=http://127.0.0.1:PORT/v1` makes Claude Code send this.
+    let (mock, proxy) = setup(&[]).await;
+    let h = host(&proxy);
+    let port = proxy.addr.port();
+    let query_marker = format!("/v1/v1/messages?beta=true&{MARKER}=1");
+    let anthropic = |served: &str| {
+        json!({"type": "error", "error": {"type": "permission_error", "message": format!(
+            "Wrong base URL: the path has /v1 twice (this proxy serves {served}). \
+             Did you mean base URL http://127.0.0.1:{port} without /v1?"
+        )}})
+    };
+    for (target, expected) in [
+        ("/v1/v1/messages?beta=true", anthropic("/v1/messages")),
+        (query_marker.as_str(), anthropic("/v1/messages")),
+        (
+            "/v1/v1/messages/count_tokens?beta=true",
+            anthropic("/v1/messages/count_tokens"),
+        ),
+        (
+            "/v1/v1/responses",
+            error_body(
+                &format!(
+                    "Wrong base URL: the path has /v1 twice (this proxy serves /v1/responses). \
+                     Did you mean base URL http://127.0.0.1:{port} without /v1?"
+                ),
+                "permission_error",
+                "wrong_base_url",
+            ),
+        ),
+    ] {
+        let bytes = request(&format!("POST {target} HTTP/1.1"), &[("host", &h)], BODY);
+        assert_refusal(&send(&proxy, &bytes).await, 403, &expected, target);
+    }
+    assert_eq!(mock.count(), 0);
+    assert_allowed_request_works(&proxy, &mock, 0).await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_missing_v1_is_a_403_that_says_to_add_v1_to_the_base_url() {
+    let (mock, proxy) = setup(&[]).await;
+    let h = host(&proxy);
+    let port = proxy.addr.port();
+    for (method, path, served) in [
+        ("POST", "/responses", "/v1/responses"),
+        ("POST", "/responses/compact", "/v1/responses/compact"),
+        ("POST", "/chat/completions", "/v1/chat/completions"),
+        ("GET", "/models", "/v1/models"),
+    ] {
+        let bytes = request(&format!("{method} {path} HTTP/1.1"), &[("host", &h)], "");
+        let expected = error_body(
+            &format!(
+                "Wrong base URL: the path lacks /v1 (this proxy serves {served}). \
+                 Did you mean base URL http://127.0.0.1:{port}/v1 with /v1?"
+            ),
+            "permission_error",
+            "wrong_base_url",
+        );
+        assert_refusal(&send(&proxy, &bytes).await, 403, &expected, path);
+    }
+    let bytes = request("POST /messages HTTP/1.1", &[("host", &h)], BODY);
+    let response = send(&proxy, &bytes).await;
+    assert_eq!(response.status, 403, "{}", response.text());
+    assert_eq!(response.header("x-should-retry"), Some("false"));
+    assert_eq!(response.json()["type"], "error", "Anthropic's shape");
+    assert_eq!(
+        response.json()["error"]["message"],
+        format!(
+            "Wrong base URL: the path lacks /v1 (this proxy serves /v1/messages). \
+             Did you mean base URL http://127.0.0.1:{port}/v1 with /v1?"
+        )
+    );
+    assert_eq!(mock.count(), 0);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn head_slash_is_a_plain_200_without_a_body_even_with_a_client_token() {
+    // Claude Code's connectivity probe; it carries no token.
+    let (mock, proxy) = setup(&["--client-token"]).await;
+    let h = host(&proxy);
+    let response = send(&proxy, &request("HEAD / HTTP/1.1", &[("host", &h)], "")).await;
+    assert_eq!(response.status, 200, "{:?}", response.headers);
+    assert!(response.complete);
+    assert!(response.body.is_empty(), "{}", response.text());
+    assert_eq!(response.header("content-type"), None);
+    assert_eq!(response.header("content-length"), Some("0"));
+    // Only HEAD: other methods on / stay unknown, and a browser's HEAD is refused.
+    let get = request("GET / HTTP/1.1", &[("host", &h)], "");
+    assert_refusal(&send(&proxy, &get).await, 404, &not_found(), "GET /");
+    let browser = request(
+        "HEAD / HTTP/1.1",
+        &[("host", &h), ("sec-fetch-site", "cross-site")],
+        "",
+    );
+    // (A HEAD answer has a content-length but no body: read the head only.)
+    let refused = raw::exchange(proxy.addr, &browser, Duration::from_millis(300)).await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(mock.count(), 0);
     proxy.shutdown().await;
 }
 
@@ -423,24 +532,29 @@ async fn host_must_name_this_loopback_listener() {
 }
 
 #[tokio::test]
-async fn browser_requests_with_origin_or_sec_fetch_headers_are_403() {
+async fn browser_requests_with_origin_or_sec_fetch_site_or_dest_are_403() {
     let (mock, proxy) = setup(&[]).await;
     let h = host(&proxy);
     let marked_origin = format!("http://{MARKER}.example");
-    let headers: [(&str, &str); 7] = [
+    let headers: [(&str, &str); 6] = [
         ("origin", "http://evil.example"),
         ("origin", "null"),
         ("origin", &marked_origin),
         ("sec-fetch-site", "cross-site"),
-        ("sec-fetch-mode", "no-cors"),
+        ("sec-fetch-site", "same-site"),
         ("sec-fetch-dest", "image"),
-        ("sec-fetch-user", "?1"),
     ];
     for (name, value) in headers {
         let what = format!("{name}: {value}");
+        // Mode and User ride along as a browser sends them; Site, Dest or Origin decide.
         let post = request(
             "POST /v1/responses HTTP/1.1",
-            &[("host", &h), (name, value)],
+            &[
+                ("host", &h),
+                ("sec-fetch-mode", "no-cors"),
+                ("sec-fetch-user", "?1"),
+                (name, value),
+            ],
             BODY,
         );
         assert_refusal(
@@ -463,6 +577,39 @@ async fn browser_requests_with_origin_or_sec_fetch_headers_are_403() {
 }
 
 #[tokio::test]
+async fn node_fetch_with_a_lone_sec_fetch_mode_is_served() {
+    // Exactly the headers Node's built-in fetch (undici) adds to an SDK's request.
+    let (mock, proxy) = setup(&[]).await;
+    let h = host(&proxy);
+    let bytes = request(
+        "POST /v1/responses HTTP/1.1",
+        &[
+            ("host", &h),
+            ("content-type", "application/json"),
+            ("accept", "*/*"),
+            ("accept-language", "*"),
+            ("sec-fetch-mode", "cors"),
+            ("user-agent", "node"),
+            ("accept-encoding", "gzip, deflate"),
+        ],
+        BODY,
+    );
+    let response = send(&proxy, &bytes).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let expected: Value = serde_json::from_str(&responses_json(TEXT)).unwrap();
+    assert_eq!(response.json(), expected);
+    assert_eq!(mock.count(), 1);
+    let get = request(
+        "GET /v1/models HTTP/1.1",
+        &[("host", &h), ("sec-fetch-mode", "cors")],
+        "",
+    );
+    let response = send(&proxy, &get).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
 async fn shutdown_from_a_browser_is_403_and_the_proxy_keeps_running() {
     let (mock, proxy) = setup(&["--http-shutdown"]).await;
     let h = host(&proxy);
@@ -472,7 +619,8 @@ async fn shutdown_from_a_browser_is_403_and_the_proxy_keeps_running() {
         ("POST", "origin", "http://evil.example"),
         ("GET", "sec-fetch-dest", "image"),
         ("GET", "sec-fetch-site", "cross-site"),
-        ("POST", "sec-fetch-mode", "no-cors"),
+        ("POST", "sec-fetch-site", "cross-site"),
+        ("POST", "sec-fetch-dest", "empty"),
     ] {
         let bytes = request(
             &format!("{method} /shutdown HTTP/1.1"),

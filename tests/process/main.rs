@@ -8,6 +8,7 @@
 //!   probe works (root only: skipped with a message otherwise).
 //! - `copies`: how many copies of the key the process memory holds after many requests.
 //! - `flood`: refusals a local user can provoke are summarised in the log, not one line each.
+//! - `refusals`: the log line of a refused request (method, path, reason; never the query).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 // These tests drive real processes in real time, outside tokio: std time is the right clock.
 #![allow(clippy::disallowed_types)]
@@ -20,6 +21,7 @@ mod raw;
 mod copies;
 mod flood;
 mod hardening;
+mod refusals;
 mod secrets;
 mod spawn;
 mod startup;
