@@ -100,7 +100,10 @@ async fn serve(
     log: &mut RequestLog,
 ) -> Response<ProxyBody> {
     match route {
-        Route::Health => json_response(StatusCode::OK, &state.upstream.pool.health(Instant::now())),
+        Route::Health => json_response(
+            StatusCode::OK,
+            &state.upstream.health_document(Instant::now()),
+        ),
         Route::Shutdown => {
             tracing::info!("shutdown requested over HTTP");
             state.shutdown_requested.cancel();
