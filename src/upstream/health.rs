@@ -217,7 +217,7 @@ mod tests {
 
     #[test]
     fn error_chains_are_joined_and_bounded() {
-        let inner = std::io::Error::new(std::io::ErrorKind::Other, "x".repeat(2000));
+        let inner = std::io::Error::other("x".repeat(2000));
         let text = error_chain(&inner);
         assert_eq!(text.chars().count(), MAX_ERROR_CHARS + 1);
     }
