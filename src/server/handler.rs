@@ -38,7 +38,7 @@ pub async fn handle(
         bytes_in: 0,
         started,
         stats: None,
-        full_bytes: 0,
+        bytes_out: 0,
         account: None,
     };
     // Errors on the Anthropic routes (refusals included) use Anthropic's shape.

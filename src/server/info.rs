@@ -107,15 +107,21 @@ pub fn write(path: &Path, info: &ServerInfo<'_>, owner: Uid) -> Result<WrittenIn
 
 impl WrittenInfo {
     /// Removes the file if the path still names it (not a file someone put there since).
-    pub fn remove(&self) {
+    /// `Err` when the path still names our file and it could not be removed (after a `--user`
+    /// drop the directory is often not writable); the caller logs it.
+    pub fn remove(&self) -> std::io::Result<()> {
         match std::fs::symlink_metadata(&self.path) {
-            Ok(meta) if identity(&meta) == self.identity => {
-                if let Err(e) = std::fs::remove_file(&self.path) {
-                    tracing::debug!(error = %e, "server-info file not removed");
-                }
+            Ok(meta) if identity(&meta) == self.identity => std::fs::remove_file(&self.path),
+            _ => {
+                tracing::debug!("server-info path no longer names our file; left alone");
+                Ok(())
             }
-            _ => tracing::debug!("server-info path no longer names our file; left alone"),
         }
+    }
+
+    /// Where the file was written.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 

@@ -6,6 +6,8 @@
 //! - `hardening`: non-dumpable, core limit, locked memory, no_new_privs; the `--user` drop;
 //!   probes as another process of the same uid, each paired with a control that shows the
 //!   probe works (root only: skipped with a message otherwise).
+//! - `diagnostics`: log lines and messages an operator reads (connect failures, bytes_out,
+//!   shutdown cuts, the start-up line, a key as an argument, `--user` without root).
 //! - `copies`: how many copies of the key the process memory holds after many requests.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 // These tests drive real processes in real time, outside tokio: std time is the right clock.
@@ -17,6 +19,7 @@ mod mock;
 mod raw;
 
 mod copies;
+mod diagnostics;
 mod hardening;
 mod secrets;
 mod spawn;
