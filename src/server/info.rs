@@ -159,7 +159,7 @@ mod tests {
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o644
         );
-        written.remove();
+        written.remove().unwrap();
         assert!(!path.exists());
         assert_eq!(
             std::fs::read_dir(&dir).unwrap().count(),
@@ -210,7 +210,7 @@ mod tests {
         // (The new file may well get the freed inode number back.)
         std::thread::sleep(std::time::Duration::from_millis(10));
         std::fs::write(&path, b"someone else's").unwrap();
-        written.remove();
+        written.remove().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"someone else's");
     }
 }
