@@ -1,8 +1,8 @@
 //! `codex-proxy`: harden → parse args → secrets → bind → server-info → drop → runtime → serve.
 //!
 //! Each step runs before the next, and the first that fails ends the process with the exit
-//! code of DESIGN.md §8: 2 configuration, 3 stdin, 4 bind or server-info, 5 hardening,
-//! 6 privilege drop, 1 anything else.
+//! code the README lists ("Exit codes"): 2 configuration, 3 stdin, 4 bind or server-info,
+//! 5 hardening, 6 privilege drop, 1 anything else.
 
 use std::process::ExitCode;
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use nix::unistd::Uid;
 use serde::Serialize;
 
-/// The file's contents (DESIGN.md §8).
+/// The file's contents (README.md, "Server-info file and `/health`").
 #[derive(Serialize)]
 pub struct ServerInfo<'a> {
     pub port: u16,

@@ -1,6 +1,6 @@
 //! The retry engine around every upstream call: account choice, attempts, the commit point.
 //!
-//! Phases of an attempt (see `shared/reference/retry-semantics.md`): connect; awaiting
+//! Phases of an attempt (see `docs/retry.md`, which also says why): connect; awaiting
 //! headers; headers received; streaming but not yet committed; committed. Until the commit
 //! point the engine may retry or switch accounts:
 //! - a connect failure or (for streaming requests) a response-header timeout: the network's
