@@ -299,3 +299,32 @@ fn a_server_info_file_left_behind_after_the_drop_is_logged() {
     assert!(!info_path.exists());
     assert!(!stderr.contains("server-info file not removed"), "{stderr}");
 }
+
+#[test]
+fn help_names_the_credential_formats_the_routes_and_the_readme() {
+    let out = std::process::Command::new(crate::spawn::BIN)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "standard input",
+        "one API key per line",
+        "auth.json",
+        "JSON lines",
+        "/v1/responses",
+        "/v1/responses/compact",
+        "/v1/chat/completions",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+        "/v1/models",
+        "/health",
+        "/shutdown",
+        "README",
+        "openai_base_url",
+        "--skip-git-repo-check",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
+    }
+}
