@@ -9,6 +9,7 @@
 //! URLs with credentials in them are refused at start-up.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -34,6 +35,9 @@ struct Failure {
 #[derive(Default)]
 pub struct UpstreamHealth {
     failing: Mutex<Vec<Failure>>,
+    /// True while `failing` may be non-empty: every answered request checks it, so the
+    /// common case (nothing failing) takes no lock.
+    any_failing: AtomicBool,
 }
 
 /// The `upstream` object of `/health`.
@@ -107,15 +111,21 @@ impl UpstreamHealth {
             let failure = failing.remove(i);
             failing.push(failure);
         }
+        self.any_failing.store(true, Ordering::Release);
     }
 
     /// `host` answered: it is no longer failing.
     pub fn answered(&self, host: &str) {
+        if !self.any_failing.load(Ordering::Acquire) {
+            return;
+        }
         let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(i) = failing.iter().position(|f| f.host == host) {
             failing.remove(i);
             tracing::info!(host, "upstream reachable again");
         }
+        self.any_failing
+            .store(!failing.is_empty(), Ordering::Release);
     }
 
     pub fn status(&self, now: Instant) -> UpstreamStatus {
