@@ -16,11 +16,11 @@ Credentials come on standard input, read to EOF, never as arguments or environme
 variables: one API key per line (several lines form a pool), a Codex auth.json, or ChatGPT \
 account objects (one JSON object, an array, or JSON lines). The proxy locks them in memory, \
 makes itself non-dumpable, and serves these routes on 127.0.0.1 only:
-  POST /v1/responses, /v1/responses/compact    Responses API (Codex, OpenAI SDKs)
-  POST /v1/chat/completions                    Chat Completions, translated
-  POST /v1/messages, /v1/messages/count_tokens  Anthropic Messages (Claude Code), translated
-  GET  /v1/models, /health                     answered locally
-  GET|POST /shutdown                           only with --http-shutdown";
+  POST /v1/responses, /v1/responses/compact     Responses API (Codex, OpenAI SDKs)
+  POST /v1/chat/completions                     Chat Completions, translated
+  POST /v1/messages, /v1/messages/count_tokens  Anthropic Messages, translated
+  GET  /v1/models, /health                      answered locally
+  GET|POST /shutdown                            only with --http-shutdown";
 
 /// Printed after the flags by `--help`.
 const AFTER_HELP: &str = "\
