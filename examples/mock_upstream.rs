@@ -17,7 +17,13 @@ use std::time::Duration;
 use mock::MockUpstream;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
-async fn main() {
+async fn main() -> std::process::ExitCode {
+    const USAGE: &str = "usage: mock_upstream [--port N] [--text TEXT] [--deltas N] [--gap-ms N] \
+                         [--exit-on-stdin-eof]";
+    let usage_error = |problem: &str| {
+        eprintln!("mock_upstream: {problem}\n{USAGE}");
+        std::process::ExitCode::from(2)
+    };
     let mut port: u16 = 0;
     let mut text =
         String::from("Hello from the offline mock upstream, streamed through codex-proxy.");
@@ -26,23 +32,30 @@ async fn main() {
     let mut exit_on_eof = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
+        let number = |value: Option<String>| value.and_then(|v| v.parse::<u64>().ok());
         match arg.as_str() {
-            "--port" => port = args.next().and_then(|v| v.parse().ok()).expect("--port N"),
-            "--text" => text = args.next().expect("--text TEXT"),
-            "--deltas" => {
-                deltas = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .expect("--deltas N")
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return std::process::ExitCode::SUCCESS;
             }
-            "--gap-ms" => {
-                gap_ms = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .expect("--gap-ms N")
-            }
+            "--port" => match number(args.next()).and_then(|n| u16::try_from(n).ok()) {
+                Some(n) => port = n,
+                None => return usage_error("--port needs a port number"),
+            },
+            "--text" => match args.next() {
+                Some(t) => text = t,
+                None => return usage_error("--text needs a value"),
+            },
+            "--deltas" => match number(args.next()) {
+                Some(n) => deltas = n as usize,
+                None => return usage_error("--deltas needs a count"),
+            },
+            "--gap-ms" => match number(args.next()) {
+                Some(n) => gap_ms = n,
+                None => return usage_error("--gap-ms needs a number of milliseconds"),
+            },
             "--exit-on-stdin-eof" => exit_on_eof = true,
-            other => panic!("mock_upstream: unknown argument {other}"),
+            other => return usage_error(&format!("unknown argument {other}")),
         }
     }
     let mock = MockUpstream::start_on(port, &text, deltas, Duration::from_millis(gap_ms)).await;
@@ -58,4 +71,5 @@ async fn main() {
     } else {
         std::future::pending::<()>().await;
     }
+    std::process::ExitCode::SUCCESS
 }

@@ -26,6 +26,10 @@ fn pool(n: usize) -> Pool {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    if std::env::args().skip(1).any(|a| a == "--help" || a == "-h") {
+        println!("usage: pool_pick (no arguments; prints one JSON object of timings)");
+        return;
+    }
     let mut results = Vec::new();
     for n in [1usize, 100, 1000] {
         let pool = pool(n);

@@ -120,13 +120,17 @@ fn parse_args() -> Result<Options, String> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> ExitCode {
+    const USAGE: &str =
+        "usage: scenario_upstream [--port N] [--record FILE] [--gap-ms N] [--exit-on-stdin-eof]";
+    if std::env::args().skip(1).any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let options = match parse_args() {
         Ok(options) => options,
         Err(message) => {
             eprintln!("scenario_upstream: {message}");
-            eprintln!(
-                "usage: scenario_upstream [--port N] [--record FILE] [--gap-ms N] [--exit-on-stdin-eof]"
-            );
+            eprintln!("{USAGE}");
             return ExitCode::from(2);
         }
     };

@@ -188,10 +188,22 @@ fn measure(name: &'static str, iterations: usize, mut run: impl FnMut() -> usize
     }
 }
 
-fn main() {
-    let iterations: usize = std::env::args()
-        .nth(1)
-        .map_or(50, |a| a.parse().expect("ITERATIONS"));
+fn main() -> std::process::ExitCode {
+    const USAGE: &str = "usage: translate_bench [ITERATIONS] (default 50; prints JSON)";
+    let iterations: usize = match std::env::args().nth(1).as_deref() {
+        None => 50,
+        Some("--help" | "-h") => {
+            println!("{USAGE}");
+            return std::process::ExitCode::SUCCESS;
+        }
+        Some(n) => match n.parse() {
+            Ok(n) => n,
+            Err(_) => {
+                eprintln!("translate_bench: ITERATIONS is a count\n{USAGE}");
+                return std::process::ExitCode::from(2);
+            }
+        },
+    };
     let (upstream, events) = transcript();
     let body = json!({"model":"gpt-5.4","stream":true,"stream_options":{"include_usage":true},
         "messages":[{"role":"user","content":"go"}],
@@ -301,4 +313,5 @@ fn main() {
         "{}",
         json!({"events": events, "iterations": iterations, "results": json_rows})
     );
+    std::process::ExitCode::SUCCESS
 }

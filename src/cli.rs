@@ -7,16 +7,43 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
-/// Hardened local proxy for the OpenAI Responses API.
-///
-/// Reads OpenAI API keys from standard input (one per line, to EOF), locks them in memory,
-/// makes itself non-dumpable, and serves a strict allowlist of routes on 127.0.0.1 so that
-/// unprivileged clients (Codex, SDKs) can use the keys without being able to read them.
-/// Several keys form a pool: failover, cooldowns and session affinity.
-///
-/// Example: printenv OPENAI_API_KEY | sudo codex-proxy --server-info ~/cp.json --http-shutdown
+/// `--help`'s description, after the one-line `about` (Cargo.toml's `description`).
+const LONG_ABOUT: &str = "\
+Hardened local proxy that lends OpenAI API keys and ChatGPT (Codex) logins to local clients \
+(Codex, Claude Code, OpenAI and Anthropic SDKs) without letting them read the credentials.
+
+Credentials come on standard input, read to EOF, never as arguments or environment \
+variables: one API key per line (several lines form a pool), a Codex auth.json, or ChatGPT \
+account objects (one JSON object, an array, or JSON lines). The proxy locks them in memory, \
+makes itself non-dumpable, and serves these routes on 127.0.0.1 only:
+  POST /v1/responses, /v1/responses/compact     Responses API (Codex, OpenAI SDKs)
+  POST /v1/chat/completions                     Chat Completions, translated
+  POST /v1/messages, /v1/messages/count_tokens  Anthropic Messages, translated
+  GET  /v1/models, /health                      answered locally
+  GET|POST /shutdown                            only with --http-shutdown";
+
+/// Printed after the flags by `--help`.
+const AFTER_HELP: &str = "\
+Example:
+  sudo cat /root/openai.key | sudo codex-proxy --server-info ~/cp.json --http-shutdown
+  PORT=$(jq .port ~/cp.json)
+  codex exec --skip-git-repo-check -c openai_base_url=http://127.0.0.1:$PORT/v1 'hello'
+  curl --fail -s http://127.0.0.1:$PORT/shutdown
+
+Exit codes: 0 stopped cleanly, 2 bad configuration, 3 bad stdin, 4 bind or server-info, \
+5 hardening, 6 privilege drop, 1 other.
+The README (README.md in the source tree) explains setup, every client, credentials, routes \
+and limits; `man codex-proxy` where the man page is installed.";
+
+/// The command line (see [`LONG_ABOUT`]).
 #[derive(Debug, Parser)]
-#[command(name = "codex-proxy", version, about, long_about)]
+#[command(
+    name = "codex-proxy",
+    version,
+    about,
+    long_about = LONG_ABOUT,
+    after_help = AFTER_HELP
+)]
 pub struct Args {
     /// Port on 127.0.0.1 to listen on [default: an ephemeral port].
     #[arg(long, value_name = "N")]
@@ -86,7 +113,8 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub models: Option<PathBuf>,
 
-    /// Drop privileges to this user after binding and writing the server-info file.
+    /// Drop privileges to this user after binding and writing the server-info file. Needs root
+    /// (or CAP_SETUID and CAP_SETGID).
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
 

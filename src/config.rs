@@ -95,6 +95,18 @@ impl UpstreamBase {
         })
     }
 
+    /// The base URL as configured (without a `/responses` suffix), for the log.
+    pub fn display(&self) -> String {
+        let query = self
+            .query
+            .as_ref()
+            .map_or(String::new(), |q| format!("?{q}"));
+        format!(
+            "{}://{}{}{query}",
+            self.scheme, self.authority, self.base_path
+        )
+    }
+
     /// The full upstream URI for an endpoint such as `/responses`.
     pub fn uri(&self, endpoint: &str) -> Uri {
         let mut s = format!(

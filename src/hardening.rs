@@ -168,6 +168,24 @@ pub fn drop_privileges(target: &DropTarget) -> Result<(), HardeningError> {
     Ok(())
 }
 
+/// True when this process may change its user and group ids (`--user`): it runs as root, or
+/// holds both CAP_SETUID and CAP_SETGID in its effective set (read from /proc/self/status).
+pub fn may_change_ids() -> bool {
+    const CAP_SETGID: u64 = 1 << 6;
+    const CAP_SETUID: u64 = 1 << 7;
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & CAP_SETUID != 0 && caps & CAP_SETGID != 0)
+}
+
 /// The process's own real uid.
 pub fn current_uid() -> Uid {
     nix::unistd::getuid()

@@ -81,6 +81,7 @@ pub fn build_state(
             timeouts: config.timeouts,
             max_attempts: config.limits.max_attempts,
             budget: Default::default(),
+            health: Default::default(),
         },
         limits: config.limits,
         timeouts: config.timeouts,

@@ -1,8 +1,8 @@
 //! `codex-proxy`: harden → parse args → secrets → bind → server-info → drop → runtime → serve.
 //!
 //! Each step runs before the next, and the first that fails ends the process with the exit
-//! code of DESIGN.md §8: 2 configuration, 3 stdin, 4 bind or server-info, 5 hardening,
-//! 6 privilege drop, 1 anything else.
+//! code the README lists ("Exit codes"): 2 configuration, 3 stdin, 4 bind or server-info,
+//! 5 hardening, 6 privilege drop, 1 anything else.
 
 use std::process::ExitCode;
 
@@ -31,15 +31,25 @@ fn main() -> ExitCode {
     };
     let args = match Args::try_parse() {
         Ok(args) => args,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
-        }
+        Err(e) => return usage_error(e),
     };
     let config = match Config::from_args(args, kept.sudo_uid) {
         Ok(config) => config,
         Err(e) => return fail(2, e),
     };
+    // Found before stdin is read: a drop that cannot work is a configuration error.
+    if let Some(target) = &config.drop_to {
+        if !hardening::may_change_ids() {
+            return fail(
+                2,
+                format!(
+                    "--user {} needs root (or CAP_SETUID and CAP_SETGID) to drop privileges; \
+                     start codex-proxy with sudo, or leave out --user",
+                    target.name
+                ),
+            );
+        }
+    }
     codex_proxy::init_logging(config.log_level, config.log_format);
 
     let credentials = match secret::intake::read_stdin(config.limits.max_stdin_bytes)
@@ -108,16 +118,26 @@ fn main() -> ExitCode {
         Err(e) => return fail(1, format!("cannot start the runtime: {e}")),
     };
     let served = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| format!("listener: {e}"))?;
-        let state = codex_proxy::build_state(&config, credentials, port, token).map_err(|e| e.to_string())?;
+        let listener =
+            tokio::net::TcpListener::from_std(listener).map_err(|e| format!("listener: {e}"))?;
+        let state = codex_proxy::build_state(&config, credentials, port, token)
+            .map_err(|e| e.to_string())?;
         let stop = shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        hardening::release_termination_signals().map_err(|e| format!("cannot unblock signals: {e}"))?;
-        tracing::info!(port, upstream = %config.upstream.uri("/responses"), "listening on 127.0.0.1");
+        hardening::release_termination_signals()
+            .map_err(|e| format!("cannot unblock signals: {e}"))?;
+        let upstreams = state.upstream.in_use(&config.oauth_token_url.to_string());
+        tracing::info!(port, upstreams = %upstreams, "listening on 127.0.0.1");
         codex_proxy::run(listener, state, stop).await;
         Ok::<_, String>(())
     });
     if let Some(written) = written {
-        written.remove();
+        if let Err(e) = written.remove() {
+            tracing::warn!(
+                path = %written.path().display(),
+                error = %e,
+                "server-info file not removed (remove it by hand: no proxy listens on its port)"
+            );
+        }
     }
     match served {
         Ok(()) => {
@@ -125,6 +145,72 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(1, e),
+    }
+}
+
+/// Reports a command-line error (exit 2), or prints `--help`/`--version` (exit 0).
+///
+/// clap's own message quotes the argument it did not expect. An argument that is not a flag
+/// is most likely a key pasted on the command line, where every local user can read it in
+/// `/proc/PID/cmdline`: it is never echoed, and the message says where keys go. An unknown
+/// flag is named without any `=value`, and an invalid value is not shown either.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !e.use_stderr() {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    if matches!(
+        e.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        let flag = match e.get(ContextKind::InvalidArg) {
+            Some(ContextValue::String(flag)) => flag.clone(),
+            _ => "a flag".to_string(),
+        };
+        let missing = matches!(e.get(ContextKind::InvalidValue), Some(ContextValue::String(v)) if v.is_empty());
+        if missing {
+            return fail(2, format!("{flag} needs a value (see codex-proxy --help)"));
+        }
+        let why = match (
+            e.get(ContextKind::ValidValue),
+            std::error::Error::source(&e),
+        ) {
+            (Some(ContextValue::Strings(valid)), _) if !valid.is_empty() => {
+                format!("possible values: {}", valid.join(", "))
+            }
+            (_, Some(source)) => source.to_string(),
+            _ => "see codex-proxy --help".to_string(),
+        };
+        return fail(2, format!("invalid value for {flag} (not shown): {why}"));
+    }
+    let unexpected = match (e.kind(), e.get(ContextKind::InvalidArg)) {
+        (ErrorKind::UnknownArgument, Some(ContextValue::String(arg))) => Some(arg.as_str()),
+        _ => None,
+    };
+    match unexpected {
+        Some(arg) if arg.starts_with('-') => {
+            let name = arg.split('=').next().unwrap_or_default();
+            let hint = match e.get(ContextKind::SuggestedArg) {
+                Some(ContextValue::String(similar)) => format!("; did you mean {similar}?"),
+                _ => String::new(),
+            };
+            fail(
+                2,
+                format!("unknown flag {name}{hint} (see codex-proxy --help)"),
+            )
+        }
+        Some(_) => fail(
+            2,
+            "unexpected argument (not shown). codex-proxy takes no arguments besides flags: \
+             keys and tokens go on standard input, never on the command line, e.g. \
+             `sudo cat /root/openai.key | sudo codex-proxy --server-info ~/cp.json` \
+             (see codex-proxy --help)",
+        ),
+        None => {
+            let _ = e.print();
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -130,7 +130,7 @@ pub struct Pool {
     affinity: Mutex<HashMap<u64, usize>>,
 }
 
-/// The `/health` document (DESIGN.md §8).
+/// The pool part of the `/health` document (README.md, "Server-info file and `/health`").
 #[derive(Debug, Serialize)]
 pub struct Health {
     pub status: &'static str,

@@ -158,13 +158,79 @@ impl<'a> AccountObject<'a> {
 
 use jwt::Claims;
 
-/// The line and column of a JSON error, for a message that shows no value.
-fn json_error(error: serde_json::Error, line_offset: usize, account: usize) -> IntakeError {
-    IntakeError::InvalidJson {
-        account,
-        line: error.line() + line_offset,
-        column: error.column(),
+/// Every field path a value can have the wrong type at (the fields of [`AccountObject`] and
+/// its `tokens`). An error names its field only from this list, so it never quotes input.
+const KNOWN_FIELDS: &[&str] = &[
+    "OPENAI_API_KEY",
+    "tokens",
+    "tokens.id_token",
+    "tokens.access_token",
+    "tokens.refresh_token",
+    "tokens.account_id",
+    "access_token",
+    "refresh_token",
+    "rk",
+    "id_token",
+    "account_id",
+    "expired",
+    "disabled",
+];
+
+/// A JSON error, the known field it happened in, and the array position of its account (if
+/// the input is an array).
+type JsonError = (serde_json::Error, Option<&'static str>, Option<usize>);
+
+/// The message for a JSON error, which shows no value: the field when a known one has the
+/// wrong type, else the line and column.
+fn json_error((error, field, index): JsonError, line_offset: usize, account: usize) -> IntakeError {
+    let (line, column) = (error.line() + line_offset, error.column());
+    let account = index.map_or(account, |i| i + 1);
+    match field {
+        Some(field) if error.classify() == serde_json::error::Category::Data => {
+            IntakeError::WrongType {
+                account,
+                field,
+                line,
+                column,
+            }
+        }
+        _ => IntakeError::InvalidJson {
+            account,
+            line,
+            column,
+        },
     }
+}
+
+/// The entry of [`KNOWN_FIELDS`] a failing path names (map keys only: array positions are the
+/// account number already).
+fn known_field(path: &serde_path_to_error::Path) -> Option<&'static str> {
+    let keys: Vec<&str> = path
+        .iter()
+        .filter_map(|segment| match segment {
+            serde_path_to_error::Segment::Map { key } => Some(key.as_str()),
+            _ => None,
+        })
+        .collect();
+    let path = keys.join(".");
+    KNOWN_FIELDS.iter().find(|f| **f == path).copied()
+}
+
+/// Deserializes all of `input` (trailing bytes other than whitespace are an error, as with
+/// `serde_json::from_slice`), keeping the path to a failing field. Only map keys are captured
+/// on the way (field names); values are borrowed as before.
+fn from_json<'a, T: Deserialize<'a>>(input: &'a [u8]) -> Result<T, JsonError> {
+    let mut de = serde_json::Deserializer::from_slice(input);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = known_field(e.path());
+        let index = e.path().iter().find_map(|segment| match segment {
+            serde_path_to_error::Segment::Seq { index } => Some(*index),
+            _ => None,
+        });
+        (e.into_inner(), field, index)
+    })?;
+    de.end().map_err(|e| (e, None, None))?;
+    Ok(value)
 }
 
 /// Parses JSON credential input (the first line that is neither blank nor a `#` comment
@@ -176,18 +242,17 @@ pub fn parse(input: &[u8]) -> Result<Vec<Parsed<'_>>, IntakeError> {
         .unwrap_or(input.len());
     let mut accounts = Vec::new();
     if input.get(start) == Some(&b'[') {
-        let objects: Vec<AccountObject<'_>> =
-            serde_json::from_slice(input).map_err(|e| json_error(e, 0, 1))?;
+        let objects: Vec<AccountObject<'_>> = from_json(input).map_err(|e| json_error(e, 0, 1))?;
         for (i, object) in objects.into_iter().enumerate() {
             accounts.extend(object.into_accounts(i + 1)?);
         }
         return Ok(accounts);
     }
     // One object, possibly spread over many lines; if it is followed by more, JSON lines.
-    match serde_json::from_slice::<AccountObject<'_>>(input) {
+    match from_json::<AccountObject<'_>>(input) {
         Ok(object) => return object.into_accounts(1),
         Err(e)
-            if e.classify() != serde_json::error::Category::Syntax || !input.contains(&b'\n') =>
+            if e.0.classify() != serde_json::error::Category::Syntax || !input.contains(&b'\n') =>
         {
             return Err(json_error(e, 0, 1));
         }
@@ -201,7 +266,7 @@ pub fn parse(input: &[u8]) -> Result<Vec<Parsed<'_>>, IntakeError> {
         }
         position += 1;
         let object: AccountObject<'_> =
-            serde_json::from_slice(trimmed).map_err(|e| json_error(e, i, position))?;
+            from_json(trimmed).map_err(|e| json_error(e, i, position))?;
         accounts.extend(object.into_accounts(position)?);
     }
     Ok(accounts)
@@ -276,6 +341,40 @@ mod tests {
         let accounts = parse(lines).unwrap();
         assert_eq!(accounts.len(), 2, "a disabled account is skipped");
         assert_eq!(chatgpt(&accounts[1]).1.as_deref(), Some("r3"));
+    }
+
+    #[test]
+    fn a_field_of_the_wrong_type_is_named_never_its_value() {
+        let cases: [(&[u8], &str); 5] = [
+            (
+                br#"{"auth_mode":"chatgpt","tokens":"sk-secret-value"}"#,
+                "account 1 (line 1, column 49): field `tokens` has the wrong type",
+            ),
+            (
+                br#"{"tokens":{"access_token":["sk-secret-value"]}}"#,
+                "field `tokens.access_token` has the wrong type",
+            ),
+            (
+                br#"[{"refresh_token":"r"},{"refresh_token":{"v":"sk-secret-value"}}]"#,
+                "account 2 (line 1, column 40): field `refresh_token` has the wrong type",
+            ),
+            (
+                b"{\"refresh_token\":\"r\"}\n{\"disabled\":\"sk-secret-value\"}\n",
+                "account 2 (line 2, column 29): field `disabled` has the wrong type",
+            ),
+            (
+                br#"{"OPENAI_API_KEY":12345678}"#,
+                "field `OPENAI_API_KEY` has the wrong type",
+            ),
+        ];
+        for (input, expected) in cases {
+            let message = match parse(input) {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("accepted {}", String::from_utf8_lossy(input)),
+            };
+            assert!(message.contains(expected), "{message}");
+            assert!(!message.contains("sk-secret-value") && !message.contains("12345678"));
+        }
     }
 
     #[test]

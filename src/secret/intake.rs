@@ -49,6 +49,16 @@ pub enum IntakeError {
     },
     #[error("account {account}: field `{field}` is not valid")]
     BadField { account: usize, field: &'static str },
+    /// A known field holds the wrong kind of JSON value (e.g. `tokens` as a string).
+    #[error(
+        "account {account} (line {line}, column {column}): field `{field}` has the wrong type"
+    )]
+    WrongType {
+        account: usize,
+        field: &'static str,
+        line: usize,
+        column: usize,
+    },
     #[error(
         "account {account}: no credential (needs OPENAI_API_KEY, access_token or refresh_token)"
     )]

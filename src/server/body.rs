@@ -1,7 +1,6 @@
 //! The response body type of every route, and the one log line per request.
 
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -23,32 +22,40 @@ pub struct RequestLog {
     pub bytes_in: usize,
     pub started: Instant,
     pub stats: Option<Arc<RelayStats>>,
-    pub full_bytes: usize,
+    /// Body bytes handed to the client's connection (after any translation or aggregation;
+    /// the same for relayed and proxy-made bodies).
+    pub bytes_out: u64,
     /// The account that served the request (its index), if one did.
     pub account: Option<usize>,
 }
 
 impl Drop for RequestLog {
     fn drop(&mut self) {
-        let (bytes_out, failure) = match &self.stats {
-            Some(stats) => (
-                stats.bytes_out.load(Ordering::Relaxed),
-                stats.failure().map(|f| format!("{f:?}")),
-            ),
-            None => (self.full_bytes as u64, None),
-        };
-        tracing::info!(
-            route = self.route,
-            status = self.status,
-            upstream_status = self.upstream_status,
-            attempts = self.attempts,
-            account = self.account,
-            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
-            bytes_in = self.bytes_in,
-            bytes_out,
-            failure,
-            "request"
-        );
+        let failure = self.stats.as_ref().and_then(|s| s.failure());
+        macro_rules! line {
+            ($level:expr) => {
+                tracing::event!(
+                    $level,
+                    route = self.route,
+                    status = self.status,
+                    upstream_status = self.upstream_status,
+                    attempts = self.attempts,
+                    account = self.account,
+                    duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+                    bytes_in = self.bytes_in,
+                    bytes_out = self.bytes_out,
+                    failure = failure.map(|f| format!("{f:?}")),
+                    "request"
+                )
+            };
+        }
+        // A response cut short (shutdown, idle upstream, truncation, deadline) is a warning:
+        // the client got an error event instead of the rest of its answer.
+        if failure.is_some() {
+            line!(tracing::Level::WARN);
+        } else {
+            line!(tracing::Level::INFO);
+        }
     }
 }
 
@@ -87,10 +94,7 @@ impl ProxyBody {
     }
 
     /// Attaches the log line, emitted when this body is done with.
-    pub fn with_log(mut self, mut log: RequestLog) -> Self {
-        if let Inner::Full(Some(bytes)) = &self.inner {
-            log.full_bytes = bytes.len();
-        }
+    pub fn with_log(mut self, log: RequestLog) -> Self {
         self.log = Some(log);
         self
     }
@@ -104,7 +108,7 @@ impl Body for ProxyBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match &mut self.inner {
+        let polled = match &mut self.inner {
             Inner::Full(bytes) => Poll::Ready(
                 bytes
                     .take()
@@ -112,7 +116,13 @@ impl Body for ProxyBody {
                     .map(|b| Ok(Frame::data(b))),
             ),
             Inner::Relay(relay) => Pin::new(relay.as_mut()).poll_frame(cx),
+        };
+        if let (Poll::Ready(Some(Ok(frame))), Some(log)) = (&polled, &mut self.log) {
+            if let Some(data) = frame.data_ref() {
+                log.bytes_out += data.len() as u64;
+            }
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

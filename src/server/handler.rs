@@ -38,7 +38,7 @@ pub async fn handle(
         bytes_in: 0,
         started,
         stats: None,
-        full_bytes: 0,
+        bytes_out: 0,
         account: None,
     };
     // Errors on the Anthropic routes (refusals included) use Anthropic's shape.
@@ -148,7 +148,10 @@ async fn serve(
     log: &mut RequestLog,
 ) -> Response<ProxyBody> {
     match route {
-        Route::Health => json_response(StatusCode::OK, &state.upstream.pool.health(Instant::now())),
+        Route::Health => json_response(
+            StatusCode::OK,
+            &state.upstream.health_document(Instant::now()),
+        ),
         Route::Shutdown => {
             tracing::info!("shutdown requested over HTTP");
             state.shutdown_requested.cancel();

@@ -22,7 +22,7 @@ use nix::sys::stat::{fstat, fstatat, FileStat, Mode, SFlag};
 use nix::unistd::{unlinkat, Uid, UnlinkatFlags};
 use serde::Serialize;
 
-/// The file's contents (DESIGN.md §8).
+/// The file's contents (README.md, "Server-info file and `/health`").
 #[derive(Serialize)]
 pub struct ServerInfo<'a> {
     pub port: u16,
@@ -46,6 +46,7 @@ pub struct InfoError {
 /// soon as a file is deleted, so they alone do not identify it).
 #[derive(Debug)]
 pub struct WrittenInfo {
+    path: PathBuf,
     dir: OwnedFd,
     name: OsString,
     identity: (u64, u64, i64, i64),
@@ -154,6 +155,7 @@ pub fn write(path: &Path, info: &ServerInfo<'_>, owner: Uid) -> Result<WrittenIn
     })();
     match result {
         Ok(identity) => Ok(WrittenInfo {
+            path: path.to_path_buf(),
             dir,
             name,
             identity,
@@ -168,21 +170,28 @@ pub fn write(path: &Path, info: &ServerInfo<'_>, owner: Uid) -> Result<WrittenIn
 impl WrittenInfo {
     /// Removes the file if its name in the directory written to still points at it (not a
     /// file someone put there since), through the directory handle kept since the write.
-    pub fn remove(&self) {
+    /// `Err` when the name still points at our file and it could not be removed (after a
+    /// `--user` drop the directory is often not writable); the caller logs it.
+    pub fn remove(&self) -> std::io::Result<()> {
         match fstatat(
             &self.dir,
             self.name.as_os_str(),
             nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
         ) {
             Ok(stat) if identity(&stat) == self.identity => {
-                if let Err(e) =
-                    unlinkat(&self.dir, self.name.as_os_str(), UnlinkatFlags::NoRemoveDir)
-                {
-                    tracing::debug!(error = %e, "server-info file not removed");
-                }
+                unlinkat(&self.dir, self.name.as_os_str(), UnlinkatFlags::NoRemoveDir)
+                    .map_err(std::io::Error::from)
             }
-            _ => tracing::debug!("server-info path no longer names our file; left alone"),
+            _ => {
+                tracing::debug!("server-info path no longer names our file; left alone");
+                Ok(())
+            }
         }
+    }
+
+    /// Where the file was written.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 
@@ -220,7 +229,7 @@ mod tests {
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o644
         );
-        written.remove();
+        written.remove().unwrap();
         assert!(!path.exists());
         assert_eq!(
             std::fs::read_dir(&dir).unwrap().count(),
@@ -312,7 +321,7 @@ mod tests {
         let path = dir.join("a").join("..").join("info.json");
         let written = write(&path, &info(None), nix::unistd::getuid()).unwrap();
         assert!(dir.join("info.json").exists());
-        written.remove();
+        written.remove().unwrap();
         assert!(!dir.join("info.json").exists());
     }
 
@@ -329,7 +338,7 @@ mod tests {
         // (The new file may well get the freed inode number back.)
         std::thread::sleep(std::time::Duration::from_millis(10));
         std::fs::write(&path, b"someone else's").unwrap();
-        written.remove();
+        written.remove().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"someone else's");
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! The upstream is always asked for a stream; a non-streaming client gets this aggregate,
 //! rendered in its dialect. `response.completed.response.output` can be `[]` even though the
-//! stream carried text and tool calls (upstream-contract.md §5.2), so the output is rebuilt
+//! stream carried text and tool calls (`docs/upstream-contract.md`, "Codex backend: answers"),
+//! so the output is rebuilt
 //! from the events: each item is taken from its `output_item.done` (the reliable source),
 //! else from the terminal `output` entry with the same id, else rebuilt from
 //! `output_item.added` plus the deltas seen for it (every content part, every summary part).
@@ -39,7 +40,8 @@ pub enum Outcome {
     },
 }
 
-/// An upstream failure, with the HTTP status it maps to (upstream-contract.md §5.3).
+/// An upstream failure, with the HTTP status it maps to (`docs/upstream-contract.md`, "Errors and
+/// the statuses they map to").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     /// The status to answer with when nothing was sent yet.

@@ -40,7 +40,7 @@ impl TranslateError {
 }
 
 /// The HTTP status for an upstream in-band error code (`response.failed`'s `error.code`, an
-/// `error` event's `code`), following upstream-contract.md §5.3: request faults are 4xx, limits
+/// `error` event's `code`), as `docs/upstream-contract.md` lists: request faults are 4xx, limits
 /// 429, overload 503, anything unknown 502 (the upstream failed, not the client).
 pub fn status_for_upstream_code(code: &str) -> u16 {
     match code {

@@ -3,7 +3,7 @@
 //!
 //! # Suffixes
 //!
-//! A requested name is resolved in this order (translation-cases.md §6):
+//! A requested name is resolved in this order (`docs/translation.md`, "Model names"):
 //! 1. An alias from `--models` is replaced by its target (one level; the target may itself
 //!    carry suffixes).
 //! 2. A name that is a known model is taken as is, so real names ending in a level-like word
@@ -64,7 +64,8 @@ use super::think::ThinkMode;
 /// Effort levels the Responses API takes.
 const LEVELS: &[&str] = &["none", "minimal", "low", "medium", "high", "xhigh"];
 
-/// The built-in table (translation-cases.md §6): base model, accepted effort suffixes.
+/// The built-in table (`docs/translation.md`, "Model names"): base model, accepted effort
+/// suffixes.
 const BUILTIN: &[(&str, &[&str])] = &[
     ("gpt-5", &["low", "medium", "high", "auto"]),
     ("gpt-5-codex", &["low", "medium", "high", "auto"]),

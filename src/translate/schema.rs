@@ -1,4 +1,4 @@
-//! Tool JSON-schema repair (translation-cases.md §8).
+//! Tool JSON-schema repair (`docs/translation.md`, "Tool schemas").
 //!
 //! Upstreams reject some schemas that clients send happily: an `array` without `items`, an
 //! `object` without `properties`, a missing top-level schema, and keys that are not JSON

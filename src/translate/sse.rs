@@ -15,7 +15,7 @@ use serde::Deserialize;
 /// A larger event without an `event:` line is classed as content.
 const MAX_TYPE_SCAN_BYTES: usize = 1 << 20;
 
-/// What an event means for the commit point (DESIGN.md §5).
+/// What an event means for the commit point (`docs/retry.md`, "The commit point").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventClass {
     /// Handshake only: `response.created`, `response.in_progress`, `codex.*` metadata.

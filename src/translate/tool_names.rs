@@ -1,7 +1,7 @@
 //! Tool names over the upstream's 64-character limit, shortened and mapped back; call ids
 //! sanitised to the upstream's character set.
 //!
-//! Rules (translation-cases.md §7): a name of at most 64 characters is kept. A longer
+//! Rules (`docs/translation.md`, "Tool names"): a name of at most 64 characters is kept. A longer
 //! `mcp__…` name becomes `mcp__` plus its last `__`-separated segment; any other becomes its
 //! first 64 characters. A collision (with a kept name or an earlier short name) gets `_1`,
 //! `_2`, … with the base cut so the whole stays within 64. The map is built from the

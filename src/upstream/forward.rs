@@ -1,6 +1,6 @@
 //! The retry engine around every upstream call: account choice, attempts, the commit point.
 //!
-//! Phases of an attempt (see `shared/reference/retry-semantics.md`): connect; awaiting
+//! Phases of an attempt (see `docs/retry.md`, which also says why): connect; awaiting
 //! headers; headers received; streaming but not yet committed; committed. Until the commit
 //! point the engine may retry or switch accounts:
 //! - a connect failure, (for streaming requests) a response-header timeout, or a connection
@@ -72,6 +72,8 @@ pub struct Upstream {
     pub timeouts: Timeouts,
     pub max_attempts: u32,
     pub budget: RetryBudget,
+    /// Connection failures per upstream host, for the log and `/health`.
+    pub health: super::health::UpstreamHealth,
 }
 
 /// A request ready to go upstream: headers already checked by the front end, body buffered.
@@ -500,20 +502,33 @@ impl Upstream {
             Some(deadline) => deadline,
             None => Instant::now() + self.timeouts.header,
         };
+        let host = request
+            .uri()
+            .authority()
+            .map_or_else(String::new, |a| a.to_string());
         let sent = tokio::select! {
             result = tokio::time::timeout_at(limit, self.client.request(request)) => result,
             _ = abort.cancelled() => return Err(AttemptError::Shutdown),
         };
         match sent {
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(response)) => {
+                self.health.answered(&host);
+                Ok(response)
+            }
             Ok(Err(error)) if error.is_connect() => {
+                self.health
+                    .failed(&host, "to connect", &error, Instant::now());
                 if is_connect_timeout(&error) {
                     Err(AttemptError::ConnectTimeout)
                 } else {
                     Err(AttemptError::Connect)
                 }
             }
-            Ok(Err(_)) => Err(AttemptError::AfterSend),
+            Ok(Err(error)) => {
+                self.health
+                    .failed(&host, "before response headers", &error, Instant::now());
+                Err(AttemptError::AfterSend)
+            }
             Err(_) if deadline.is_some() => Err(AttemptError::Deadline),
             Err(_) => Err(AttemptError::HeaderTimeout),
         }

@@ -5,6 +5,7 @@ pub mod classify;
 pub mod client;
 pub mod forward;
 pub mod headers;
+pub mod health;
 pub mod inject;
 pub mod profile;
 pub mod redact;

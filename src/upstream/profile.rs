@@ -2,7 +2,8 @@
 //! just before it goes to an account of that kind.
 //!
 //! The OpenAI API takes the Responses API as documented: bodies pass unchanged. The Codex
-//! backend (ChatGPT accounts) is narrower (`shared/reference/upstream-contract.md` §5.1):
+//! backend (ChatGPT accounts) is narrower (`docs/upstream-contract.md`, "Codex backend: what a
+//! request body may contain"):
 //!
 //! | rule                                   | done here                                         |
 //! |----------------------------------------|---------------------------------------------------|

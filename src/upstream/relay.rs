@@ -17,7 +17,6 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -92,10 +91,9 @@ pub trait RelayStage: Send {
     fn end(&mut self, failure: Option<RelayFailure>, out: &mut Vec<u8>);
 }
 
-/// Counters shared with the request log.
+/// What the request log needs from a relay.
 #[derive(Default, Debug)]
 pub struct RelayStats {
-    pub bytes_out: AtomicU64,
     failure: std::sync::OnceLock<RelayFailure>,
 }
 
@@ -258,9 +256,6 @@ impl RelayBody {
     }
 
     fn emit(&self, data: Bytes) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.stats
-            .bytes_out
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
         Poll::Ready(Some(Ok(Frame::data(data))))
     }
 

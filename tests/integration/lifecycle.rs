@@ -18,8 +18,13 @@ const JSON_BODY: &str = r#"{"model":"mock-model","input":"say something"}"#;
 /// Upper bound for any single wait in these tests.
 const LIMIT: Duration = Duration::from_secs(10);
 
+/// `/health`'s `upstream` while every connection to it works.
+static UPSTREAM_OK: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(
+    || serde_json::json!({"status":"ok","host":null,"last_error":null,"failing_for_s":null,"failures":0}),
+);
+
 fn health_with(last_status: serde_json::Value) -> serde_json::Value {
-    serde_json::json!({"status":"ok","accounts":[{"index":0,"kind":"api_key","state":"active","cooldown_remaining_s":null,"last_status":last_status,"reason":null}]})
+    serde_json::json!({"status":"ok","accounts":[{"index":0,"kind":"api_key","state":"active","cooldown_remaining_s":null,"last_status":last_status,"reason":null}],"upstream":UPSTREAM_OK.clone()})
 }
 
 async fn health(proxy: &TestProxy, extra: &[(&str, &str)]) -> RawResponse {
@@ -76,7 +81,7 @@ async fn health_reports_the_account_state_and_last_upstream_status_never_the_key
     let response = health(&proxy, &[]).await;
     assert_eq!(
         response.json(),
-        serde_json::json!({"status":"unavailable","accounts":[{"index":0,"kind":"api_key","state":"cooling_down","cooldown_remaining_s":1,"last_status":429,"reason":"rate_limited"}]})
+        serde_json::json!({"status":"unavailable","accounts":[{"index":0,"kind":"api_key","state":"cooling_down","cooldown_remaining_s":1,"last_status":429,"reason":"rate_limited"}],"upstream":UPSTREAM_OK.clone()})
     );
     assert_no_secret(&response);
     assert_eq!(

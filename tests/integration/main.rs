@@ -12,6 +12,7 @@
 //! - `pool`: several keys: failover, cooldowns, affinity, quota bias, give-up answers.
 //! - `chatgpt`: ChatGPT accounts: the Codex backend profile, token refresh, `--auth-dir`.
 //! - `translation`: Chat Completions and Anthropic Messages clients end to end, local routes.
+//! - `diagnostics`: `/health` reports a failing upstream, and why, until it answers again.
 //! - `chaos`: 300 concurrent streams over 3 accounts with random upstream faults.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -24,6 +25,7 @@ mod raw;
 
 mod chaos;
 mod chatgpt;
+mod diagnostics;
 mod lifecycle;
 mod limits;
 mod passthrough;

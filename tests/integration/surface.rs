@@ -1,4 +1,4 @@
-//! The route gate over raw sockets (security-testing §3.2, N3–N20): every refusal has its
+//! The route gate over raw sockets (SECURITY.md guarantees G10–G18): every refusal has its
 //! status and a small fixed OpenAI-shaped body that never echoes the request, the upstream sees
 //! nothing, and each refusal is paired with an allowed request on the same proxy.
 

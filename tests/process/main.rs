@@ -6,6 +6,8 @@
 //! - `hardening`: non-dumpable, core limit, locked memory, no_new_privs; the `--user` drop;
 //!   probes as another process of the same uid, each paired with a control that shows the
 //!   probe works (root only: skipped with a message otherwise).
+//! - `diagnostics`: log lines and messages an operator reads (connect failures, bytes_out,
+//!   shutdown cuts, the start-up line, a key as an argument, `--user` without root).
 //! - `copies`: how many copies of the key the process memory holds after many requests.
 //! - `flood`: refusals a local user can provoke are summarised in the log, not one line each.
 //! - `refusals`: the log line of a refused request (method, path, reason; never the query).
@@ -19,6 +21,7 @@ mod mock;
 mod raw;
 
 mod copies;
+mod diagnostics;
 mod flood;
 mod hardening;
 mod refusals;

@@ -1,4 +1,4 @@
-//! Exit codes and messages for problems found at start-up (DESIGN.md §8).
+//! Exit codes and messages for problems found at start-up (README.md, "Exit codes").
 
 use crate::spawn::{run_to_exit, temp_dir, Launch};
 

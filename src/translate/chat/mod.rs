@@ -5,7 +5,8 @@
 //! * [`stream`]: Responses events → `chat.completion.chunk` events, one upstream event at a time.
 //! * [`render`]: an aggregated stream → a `chat.completion` object (non-streaming clients).
 //!
-//! Choices shared by both response paths (translation-cases.md §3):
+//! Choices shared by both response paths (`docs/translation.md`, "Responses events → Chat
+//! Completions"):
 //! * `id` is `chatcmpl-` plus the upstream response id (without its `resp_` prefix); `model`
 //!   is the name the client asked for (an alias stays an alias), stream and non-stream alike.
 //! * `finish_reason`: `tool_calls` when a call was emitted, else `content_filter` when the

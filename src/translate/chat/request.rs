@@ -1,4 +1,4 @@
-//! A Chat Completions request → a Responses request (translation-cases.md §1).
+//! A Chat Completions request → a Responses request (`docs/translation.md`).
 //!
 //! | Chat | Responses |
 //! | --- | --- |
@@ -722,7 +722,7 @@ fn assistant_parts(content: &Value, field: &str) -> Result<Vec<Value>, Translate
                 let r = part.get("refusal").and_then(Value::as_str).unwrap_or("");
                 out.push(json!({"type":"refusal","refusal":r}));
             }
-            // Assistant images have no Responses counterpart: dropped (translation-cases §1).
+            // Assistant images have no Responses counterpart: dropped (docs/translation.md).
             Some("image_url") => {}
             _ => {
                 return Err(TranslateError::invalid(

@@ -1,4 +1,4 @@
-//! Responses events → Chat Completions chunks (translation-cases.md §3), one event at a time.
+//! Responses events → Chat Completions chunks (`docs/translation.md`), one event at a time.
 //!
 //! Every chunk is written straight into the output buffer from a prefix built once per
 //! stream (`data: {"id":…,"object":"chat.completion.chunk","created":…,"model":…,

@@ -1,0 +1,234 @@
+//! Whether the upstreams can be reached: for the log, `/health` and the start-up line.
+//!
+//! A connection that fails (refused, reset, DNS, TLS, the `--upstream-proxy`, a connect
+//! timeout) or breaks after the request was written and before response headers is logged at
+//! WARN with the upstream's host and the error chain, and marks that upstream `failing` in
+//! `/health` until it answers again (any response headers: the connection works). The host
+//! and the error come from our own configuration and the network stack, never from a
+//! credential: keys are swapped in below the HTTP stack ([`inject`](super::inject)), and
+//! URLs with credentials in them are refused at start-up.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::Upstream;
+use crate::pool::AccountKind;
+
+/// Longest error text kept (the error chain of one connect failure is a few hundred bytes).
+const MAX_ERROR_CHARS: usize = 512;
+/// Most upstream hosts remembered at once (there are two configured upstreams).
+const MAX_HOSTS: usize = 8;
+
+/// The last failure of one upstream host, until it answers again.
+struct Failure {
+    host: String,
+    error: String,
+    since: Instant,
+    count: u64,
+}
+
+/// Connection failures per upstream host.
+#[derive(Default)]
+pub struct UpstreamHealth {
+    failing: Mutex<Vec<Failure>>,
+    /// True while `failing` may be non-empty: every answered request checks it, so the
+    /// common case (nothing failing) takes no lock.
+    any_failing: AtomicBool,
+}
+
+/// The `upstream` object of `/health`.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct UpstreamStatus {
+    /// `ok` when no upstream is failing, `failing` when the last connection to one failed.
+    pub status: &'static str,
+    /// The failing upstream (`host:port`), the most recent failure's when several are.
+    pub host: Option<String>,
+    /// Why its last connection failed.
+    pub last_error: Option<String>,
+    /// Whole seconds since its first failure in a row.
+    pub failing_for_s: Option<u64>,
+    /// Failed connections in a row.
+    pub failures: u64,
+}
+
+/// `error` and its sources, joined by `: `, at most [`MAX_ERROR_CHARS`] long.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = String::new();
+    let mut current = Some(error);
+    while let Some(e) = current {
+        let part = e.to_string();
+        // Wrappers often repeat their source's text; keep it once.
+        if !text.ends_with(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            let _ = write!(text, "{part}");
+        }
+        current = e.source();
+    }
+    if text.chars().count() > MAX_ERROR_CHARS {
+        text = text.chars().take(MAX_ERROR_CHARS).collect::<String>() + "…";
+    }
+    text
+}
+
+impl UpstreamHealth {
+    /// A connection to `host` failed with `error` (`when`: before or after the request was
+    /// written). Logs it and marks the host failing.
+    pub fn failed(
+        &self,
+        host: &str,
+        when: &'static str,
+        error: &(dyn std::error::Error + 'static),
+        now: Instant,
+    ) {
+        let error = error_chain(error);
+        tracing::warn!(host, error = %error, "upstream connection failed {when}");
+        let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        match failing.iter_mut().find(|f| f.host == host) {
+            Some(failure) => {
+                failure.error = error;
+                failure.count += 1;
+            }
+            None => {
+                if failing.len() >= MAX_HOSTS {
+                    failing.remove(0);
+                }
+                failing.push(Failure {
+                    host: host.to_string(),
+                    error,
+                    since: now,
+                    count: 1,
+                });
+            }
+        }
+        // The most recent failure last.
+        if let Some(i) = failing.iter().position(|f| f.host == host) {
+            let failure = failing.remove(i);
+            failing.push(failure);
+        }
+        self.any_failing.store(true, Ordering::Release);
+    }
+
+    /// `host` answered: it is no longer failing.
+    pub fn answered(&self, host: &str) {
+        if !self.any_failing.load(Ordering::Acquire) {
+            return;
+        }
+        let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = failing.iter().position(|f| f.host == host) {
+            failing.remove(i);
+            tracing::info!(host, "upstream reachable again");
+        }
+        self.any_failing
+            .store(!failing.is_empty(), Ordering::Release);
+    }
+
+    pub fn status(&self, now: Instant) -> UpstreamStatus {
+        let failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        match failing.last() {
+            None => UpstreamStatus {
+                status: "ok",
+                host: None,
+                last_error: None,
+                failing_for_s: None,
+                failures: 0,
+            },
+            Some(f) => UpstreamStatus {
+                status: "failing",
+                host: Some(f.host.clone()),
+                last_error: Some(f.error.clone()),
+                failing_for_s: Some(now.saturating_duration_since(f.since).as_secs()),
+                failures: f.count,
+            },
+        }
+    }
+}
+
+/// The `/health` document: the pool's summary (its fields as before) and `upstream`.
+#[derive(Debug, Serialize)]
+pub struct HealthDocument {
+    #[serde(flatten)]
+    pub pool: crate::pool::Health,
+    pub upstream: UpstreamStatus,
+}
+
+impl Upstream {
+    pub fn health_document(&self, now: Instant) -> HealthDocument {
+        HealthDocument {
+            pool: self.pool.health(now),
+            upstream: self.health.status(now),
+        }
+    }
+
+    /// The upstreams the accounts use, for the start-up line: each base URL with its number of
+    /// accounts (and the token endpoint for ChatGPT accounts).
+    pub fn in_use(&self, token_url: &str) -> String {
+        let accounts = self.pool.accounts();
+        let count = |kind| accounts.iter().filter(|a| a.kind == kind).count();
+        let (keys, chatgpt) = (count(AccountKind::ApiKey), count(AccountKind::Chatgpt));
+        let plural =
+            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        let mut parts = Vec::new();
+        if keys > 0 {
+            parts.push(format!(
+                "{} ({})",
+                self.base.display(),
+                plural(keys, "API key", "API keys")
+            ));
+        }
+        if chatgpt > 0 {
+            parts.push(format!(
+                "{} ({}; token refresh at {token_url})",
+                self.chatgpt.display(),
+                plural(chatgpt, "ChatGPT account", "ChatGPT accounts")
+            ));
+        }
+        if parts.is_empty() {
+            "none yet (no accounts)".to_string()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_is_reported_until_the_host_answers_again() {
+        let health = UpstreamHealth::default();
+        let now = Instant::now();
+        assert_eq!(health.status(now).status, "ok");
+        let error = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        health.failed("api.example:443", "to connect", &error, now);
+        health.failed("api.example:443", "to connect", &error, now);
+        let status = health.status(now + std::time::Duration::from_secs(3));
+        assert_eq!(
+            status,
+            UpstreamStatus {
+                status: "failing",
+                host: Some("api.example:443".into()),
+                last_error: Some("refused".into()),
+                failing_for_s: Some(3),
+                failures: 2,
+            }
+        );
+        health.answered("other.example:443");
+        assert_eq!(health.status(now).status, "failing");
+        health.answered("api.example:443");
+        assert_eq!(health.status(now).status, "ok");
+    }
+
+    #[test]
+    fn error_chains_are_joined_and_bounded() {
+        let inner = std::io::Error::other("x".repeat(2000));
+        let text = error_chain(&inner);
+        assert_eq!(text.chars().count(), MAX_ERROR_CHARS + 1);
+    }
+}
