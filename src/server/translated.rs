@@ -33,8 +33,21 @@ impl RelayStage for StreamPipeline {
     }
 
     fn end(&mut self, failure: Option<RelayFailure>, out: &mut Vec<u8>) {
-        self.finish(failure.map(RelayFailure::message), out);
+        self.finish(failure, out);
     }
+}
+
+/// The relay's stage for an aggregated answer: upstream bytes unchanged, and no error event of
+/// the relay's own at the end (the failure reaches the pipeline as its kind, not as an event
+/// that would read like the upstream's).
+struct Verbatim;
+
+impl RelayStage for Verbatim {
+    fn chunk(&mut self, upstream: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(upstream);
+    }
+
+    fn end(&mut self, _failure: Option<RelayFailure>, _out: &mut Vec<u8>) {}
 }
 
 /// A JSON response in `dialect` made by the proxy.
@@ -146,10 +159,11 @@ fn translated_headers(upstream: HeaderMap, content_type: &'static str) -> Header
 }
 
 /// Reads an upstream event stream to its end (the relay enforces the idle timeout, the
-/// deadline and shutdown) and renders it as one answer.
+/// deadline and shutdown) and renders it as one answer; a timeout is a 504 in the client's
+/// dialect (`upstream_idle_timeout`, `request_timeout`), a cut a 502.
 pub async fn aggregate(relay: RelayBody, ctx: &ResponseContext) -> translate::Rendered {
     let mut pipeline = AggregatePipeline::new(ctx);
-    let mut body = relay;
+    let mut body = relay.with_stage(Box::new(Verbatim));
     let failure = loop {
         match body.frame().await {
             Some(Ok(frame)) => {
@@ -157,11 +171,14 @@ pub async fn aggregate(relay: RelayBody, ctx: &ResponseContext) -> translate::Re
                     pipeline.push(&data);
                 }
             }
-            Some(Err(e)) => break Some(e.to_string()),
+            Some(Err(e)) => {
+                let kind = e.downcast_ref::<RelayFailure>().copied();
+                break Some(kind.unwrap_or(RelayFailure::UpstreamError));
+            }
             None => break None,
         }
     };
-    pipeline.finish(failure.as_deref())
+    pipeline.finish(failure)
 }
 
 /// Serves a Chat Completions or Anthropic Messages request: map, forward, translate back.

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::error::status_for_upstream_code;
+use super::error::{status_for_upstream_code, Interruption};
 
 /// How the upstream stream ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,8 +33,10 @@ pub enum Outcome {
     },
     /// `response.failed` or an `error` event.
     Failed(Failure),
-    /// The stream ended (or broke) before a terminal event.
+    /// The stream ended (or broke, or went silent) before a terminal event.
     Truncated {
+        /// What stopped it: the answer's status and code.
+        cause: Interruption,
         /// What happened, for the client's error message.
         message: String,
     },
@@ -366,13 +368,16 @@ impl Aggregator {
         }
     }
 
-    /// The stream ended. `failure` is a transport error or a truncation reason; it only counts
-    /// when no terminal event was seen.
-    pub fn finish(self, failure: Option<&str>) -> Aggregate {
+    /// The stream ended. `failure` is what stopped it and the client's message; it only
+    /// counts when no terminal event was seen.
+    pub fn finish(self, failure: Option<(Interruption, &str)>) -> Aggregate {
+        let (cause, message) = failure.unwrap_or((
+            Interruption::Truncated,
+            "The upstream stream ended before the response was complete.",
+        ));
         let outcome = self.outcome.clone().unwrap_or_else(|| Outcome::Truncated {
-            message: failure
-                .unwrap_or("The upstream stream ended before the response was complete.")
-                .to_owned(),
+            cause,
+            message: message.to_owned(),
         });
         let mut response = self.response.clone().unwrap_or_default();
         let terminal_output: Vec<Value> = response
@@ -516,7 +521,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn feed(events: &[(&str, Value)], failure: Option<&str>) -> Aggregate {
+    fn feed(events: &[(&str, Value)], failure: Option<(Interruption, &str)>) -> Aggregate {
         let mut agg = Aggregator::new();
         for (t, v) in events {
             agg.event(t, &serde_json::to_vec(v).unwrap());
@@ -687,11 +692,12 @@ mod tests {
                 "response.output_text.delta",
                 json!({"item_id":"m","delta":"x"}),
             )],
-            Some("connection reset"),
+            Some((Interruption::UpstreamError, "connection reset")),
         );
         assert_eq!(
             agg.outcome,
             Outcome::Truncated {
+                cause: Interruption::UpstreamError,
                 message: "connection reset".into()
             }
         );
@@ -722,7 +728,7 @@ mod tests {
                     json!({"item_id":"m","delta":"late"}),
                 ),
             ],
-            Some("ignored"),
+            Some((Interruption::Idle, "ignored")),
         );
         assert_eq!(agg.outcome, Outcome::Completed);
         assert!(agg.output().is_empty());

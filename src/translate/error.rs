@@ -1,4 +1,5 @@
-//! The one error type of request translation, and the status table for upstream failures.
+//! The one error type of request translation, the status table for upstream failures, and
+//! the ways an upstream stream can stop before its terminal event ([`Interruption`]).
 //!
 //! Messages never echo request bytes: at most a field *name* appears in them, so a client's
 //! prompt (or a secret pasted into it) cannot leak into logs through an error.
@@ -39,6 +40,70 @@ impl TranslateError {
     }
 }
 
+/// Why an upstream stream stopped before its terminal event. The relay finds out; the
+/// translators render it in the client's dialect. This is the one list of these codes and
+/// their statuses (README, "Streaming, retries and errors").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interruption {
+    /// The upstream sent nothing for longer than the idle timeout.
+    Idle,
+    /// The stream ended (or an event could not be decoded) before a terminal event.
+    Truncated,
+    /// The upstream connection failed or was cut mid-response.
+    UpstreamError,
+    /// A non-streaming request reached its deadline.
+    Deadline,
+    /// Shutdown stopped waiting for the response.
+    Shutdown,
+}
+
+impl Interruption {
+    const ALL: [Interruption; 5] = [
+        Interruption::Idle,
+        Interruption::Truncated,
+        Interruption::UpstreamError,
+        Interruption::Deadline,
+        Interruption::Shutdown,
+    ];
+
+    /// The machine-readable code clients see.
+    pub fn code(self) -> &'static str {
+        match self {
+            Interruption::Idle => "upstream_idle_timeout",
+            Interruption::Truncated => "upstream_stream_truncated",
+            Interruption::UpstreamError => "upstream_connection_error",
+            Interruption::Deadline => "request_timeout",
+            Interruption::Shutdown => "proxy_shutting_down",
+        }
+    }
+
+    /// The status of a non-streaming answer that ended this way (and the error type of an
+    /// error event): the two timeouts are 504, shutdown 503, a broken stream 502.
+    pub fn status(self) -> u16 {
+        match self {
+            Interruption::Idle | Interruption::Deadline => 504,
+            Interruption::Shutdown => 503,
+            Interruption::Truncated | Interruption::UpstreamError => 502,
+        }
+    }
+
+    /// A fixed sentence for the client.
+    pub fn message(self) -> &'static str {
+        match self {
+            Interruption::Idle => "The upstream sent nothing for longer than the idle timeout; the response is incomplete.",
+            Interruption::Truncated => "The upstream stream ended before a terminal event; the response is incomplete.",
+            Interruption::UpstreamError => "The upstream connection failed mid-response; the response is incomplete.",
+            Interruption::Deadline => "The request took longer than the request timeout; the response is incomplete.",
+            Interruption::Shutdown => "The proxy is shutting down; the response is incomplete.",
+        }
+    }
+
+    /// The interruption whose code is `code`, if any.
+    pub fn from_code(code: &str) -> Option<Interruption> {
+        Self::ALL.into_iter().find(|i| i.code() == code)
+    }
+}
+
 /// The HTTP status for an upstream in-band error code (`response.failed`'s `error.code`, an
 /// `error` event's `code`), as `docs/upstream-contract.md` lists: request faults are 4xx, limits
 /// 429, overload 503, anything unknown 502 (the upstream failed, not the client).
@@ -62,7 +127,7 @@ pub fn status_for_upstream_code(code: &str) -> u16 {
         | "billing_hard_cap_reached"
         | "rate_limit_error" => 429,
         "server_is_overloaded" | "overloaded" | "overloaded_error" | "slow_down" => 503,
-        _ => 502,
+        _ => Interruption::from_code(code).map_or(502, Interruption::status),
     }
 }
 
@@ -80,6 +145,11 @@ mod tests {
         assert_eq!(status_for_upstream_code("server_is_overloaded"), 503);
         assert_eq!(status_for_upstream_code("server_error"), 502);
         assert_eq!(status_for_upstream_code("something_new"), 502);
+        // The proxy's own interruption codes keep their statuses.
+        assert_eq!(status_for_upstream_code("upstream_idle_timeout"), 504);
+        assert_eq!(status_for_upstream_code("request_timeout"), 504);
+        assert_eq!(status_for_upstream_code("upstream_stream_truncated"), 502);
+        assert_eq!(status_for_upstream_code("proxy_shutting_down"), 503);
     }
 
     #[test]

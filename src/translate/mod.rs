@@ -32,7 +32,7 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-pub use error::TranslateError;
+pub use error::{Interruption, TranslateError};
 
 use aggregate::{Aggregate, Aggregator};
 use codec::{DecodeError, Decoder};
@@ -134,8 +134,10 @@ pub trait StreamTranslator: Send {
 pub enum StreamEnd {
     /// After a terminal event.
     Clean,
-    /// Without one (a transport error, a truncated stream, an undecodable event).
+    /// Without one (a timeout, a transport error, a truncated stream, an undecodable event).
     Failed {
+        /// What stopped it: the error event's code and type.
+        cause: Interruption,
         /// For the client's error event.
         message: String,
     },
@@ -254,25 +256,26 @@ impl StreamPipeline {
         }
     }
 
-    /// The upstream ended: `failure` is a transport error (`None` = it closed). Without a
+    /// The upstream ended: `failure` says what stopped it (`None` = it closed). Without a
     /// terminal event the stream counts as truncated and the client gets the dialect's error
-    /// event. Idempotent.
-    pub fn finish(&mut self, failure: Option<&str>, out: &mut Vec<u8>) {
+    /// event, with the failure's code. Idempotent.
+    pub fn finish(&mut self, failure: Option<Interruption>, out: &mut Vec<u8>) {
         if self.ended {
             return;
         }
         let truncated = self.decoder.finish().err().map(decode_message);
-        self.end(failure.map(str::to_owned).or(truncated), out);
+        let failure = failure.map(|i| (i, i.message().to_owned()));
+        self.end(failure.or(truncated), out);
     }
 
-    fn end(&mut self, failure: Option<String>, out: &mut Vec<u8>) {
+    fn end(&mut self, failure: Option<(Interruption, String)>, out: &mut Vec<u8>) {
         self.ended = true;
         let end = if self.saw_terminal {
             StreamEnd::Clean
         } else {
-            StreamEnd::Failed {
-                message: failure.unwrap_or_else(|| TRUNCATED.to_owned()),
-            }
+            let (cause, message) =
+                failure.unwrap_or((Interruption::Truncated, TRUNCATED.to_owned()));
+            StreamEnd::Failed { cause, message }
         };
         self.translator.finish(end, out);
     }
@@ -285,11 +288,13 @@ impl StreamPipeline {
 
 const TRUNCATED: &str = "The upstream stream ended before the response was complete.";
 
-fn decode_message(e: DecodeError) -> String {
-    match e {
-        DecodeError::Truncated => TRUNCATED.to_owned(),
-        DecodeError::TooLarge => "The upstream sent an event over the size limit.".to_owned(),
-    }
+/// A decoding failure as an interruption (a truncated stream) with its own message.
+fn decode_message(e: DecodeError) -> (Interruption, String) {
+    let message = match e {
+        DecodeError::Truncated => TRUNCATED,
+        DecodeError::TooLarge => "The upstream sent an event over the size limit.",
+    };
+    (Interruption::Truncated, message.to_owned())
 }
 
 /// Non-stream: the same upstream bytes aggregated, rendered in the client's dialect.
@@ -297,7 +302,7 @@ pub struct AggregatePipeline {
     decoder: Decoder,
     aggregator: Aggregator,
     context: ResponseContext,
-    failure: Option<String>,
+    failure: Option<(Interruption, String)>,
 }
 
 impl AggregatePipeline {
@@ -332,17 +337,20 @@ impl AggregatePipeline {
         self.aggregator.saw_terminal()
     }
 
-    /// The upstream ended (`failure` = a transport error): the answer in the client's dialect.
-    /// `response.failed`, `error` and truncation become the dialect's error body with a
-    /// fitting status; `response.incomplete` is a 200 with its stop reason.
-    pub fn finish(mut self, failure: Option<&str>) -> Rendered {
+    /// The upstream ended (`failure` = what stopped it, `None` = it closed): the answer in
+    /// the client's dialect. `response.failed`, `error` and an interruption become the
+    /// dialect's error body with a fitting status (504 for the timeouts);
+    /// `response.incomplete` is a 200 with its stop reason.
+    pub fn finish(mut self, failure: Option<Interruption>) -> Rendered {
         let truncated = self.decoder.finish().err().map(decode_message);
         let failure = self
             .failure
             .take()
-            .or(failure.map(str::to_owned))
+            .or(failure.map(|i| (i, i.message().to_owned())))
             .or(truncated);
-        let aggregate = self.aggregator.finish(failure.as_deref());
+        let aggregate = self
+            .aggregator
+            .finish(failure.as_ref().map(|(i, m)| (*i, m.as_str())));
         self.context.parts.render(&self.context, aggregate)
     }
 }
@@ -370,6 +378,7 @@ pub fn anthropic_error_type(status: u16) -> &'static str {
         413 => "request_too_large",
         429 => "rate_limit_error",
         503 | 529 => "overloaded_error",
+        504 => "timeout_error",
         s if s >= 500 => "api_error",
         _ => "invalid_request_error",
     }
@@ -485,6 +494,7 @@ mod tests {
             (500, "api_error"),
             (502, "api_error"),
             (503, "overloaded_error"),
+            (504, "timeout_error"),
             (529, "overloaded_error"),
         ] {
             assert_eq!(

@@ -88,9 +88,9 @@ impl StreamTranslator for Relay {
     }
 
     fn finish(&mut self, end: StreamEnd, out: &mut Vec<u8>) {
-        if let StreamEnd::Failed { message } = end {
+        if let StreamEnd::Failed { cause, message } = end {
             if !self.done {
-                write_error_event(out, Dialect::Responses, "upstream_error", &message);
+                write_error_event(out, Dialect::Responses, cause.code(), &message);
             }
         }
         self.done = true;
@@ -98,7 +98,8 @@ impl StreamTranslator for Relay {
 }
 
 /// The Response object (200) for a completed or incomplete stream; the OpenAI error shape
-/// with the failure's status otherwise (502 for a truncated stream).
+/// with the failure's status otherwise (an interrupted stream: its interruption's status and
+/// code).
 pub fn render(aggregate: Aggregate) -> Rendered {
     match aggregate.outcome {
         Outcome::Completed | Outcome::Incomplete { .. } => Rendered {
@@ -109,14 +110,9 @@ pub fn render(aggregate: Aggregate) -> Rendered {
             status: f.status,
             body: error_body(Dialect::Responses, f.status, &f.code, &f.message),
         },
-        Outcome::Truncated { message } => Rendered {
-            status: 502,
-            body: error_body(
-                Dialect::Responses,
-                502,
-                "upstream_stream_truncated",
-                &message,
-            ),
+        Outcome::Truncated { cause, message } => Rendered {
+            status: cause.status(),
+            body: error_body(Dialect::Responses, cause.status(), cause.code(), &message),
         },
     }
 }

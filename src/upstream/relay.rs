@@ -28,48 +28,23 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::translate::sse::{EventClass, SseScanner};
+use crate::translate::{write_error_event, Dialect};
 
-/// Why a relayed body ended early.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RelayFailure {
-    Idle,
-    Truncated,
-    UpstreamError,
-    Deadline,
-    Shutdown,
-}
+/// Why a relayed body ended early: the translate layer's [`Interruption`], so the translators
+/// render the same kinds and codes the relay reports.
+pub use crate::translate::error::Interruption as RelayFailure;
 
 impl RelayFailure {
-    pub fn code(self) -> &'static str {
-        match self {
-            RelayFailure::Idle => "upstream_idle_timeout",
-            RelayFailure::Truncated => "upstream_stream_truncated",
-            RelayFailure::UpstreamError => "upstream_connection_error",
-            RelayFailure::Deadline => "request_timeout",
-            RelayFailure::Shutdown => "proxy_shutting_down",
-        }
-    }
-
-    pub fn message(self) -> &'static str {
-        match self {
-            RelayFailure::Idle => "The upstream sent nothing for longer than the idle timeout; the response is incomplete.",
-            RelayFailure::Truncated => "The upstream stream ended before a terminal event; the response is incomplete.",
-            RelayFailure::UpstreamError => "The upstream connection failed mid-response; the response is incomplete.",
-            RelayFailure::Deadline => "The request took longer than the request timeout; the response is incomplete.",
-            RelayFailure::Shutdown => "The proxy is shutting down; the response is incomplete.",
-        }
-    }
-
     /// The SSE `error` event for this failure (Responses API shape).
     pub fn sse_event(self, mid_event: bool) -> Bytes {
         // A blank line first ends any partial event the upstream left behind, so the error
         // event itself parses on its own.
-        let lead = if mid_event { "\n\n" } else { "" };
-        Bytes::from(format!(
-            "{lead}event: error\ndata: {{\"type\":\"error\",\"code\":\"{}\",\"message\":\"{}\",\"param\":null}}\n\n",
-            self.code(),
-            self.message()
-        ))
+        let mut out = Vec::with_capacity(256);
+        if mid_event {
+            out.extend_from_slice(b"\n\n");
+        }
+        write_error_event(&mut out, Dialect::Responses, self.code(), self.message());
+        Bytes::from(out)
     }
 }
 

@@ -470,3 +470,184 @@ async fn a_suffix_the_model_does_not_take_is_a_local_400_naming_the_model_on_eve
     assert_eq!(mock.count(), 0, "nothing reached the upstream");
     proxy.shutdown().await;
 }
+
+/// How an upstream stream goes wrong after its first output, for the timeout and cut tests.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// Goes silent (longer than the proxy's `--idle-timeout 0.5`, shorter than `LIMIT`).
+    Silent,
+    /// Cuts the connection.
+    Cut,
+    /// Closes cleanly without a terminal event.
+    EndsEarly,
+}
+
+fn faulty_stream(fault: Fault) -> Script {
+    let chunks: Vec<(Duration, Bytes)> = [created(), in_progress(), delta("partial ")]
+        .into_iter()
+        .map(|e| (Duration::ZERO, Bytes::from(e)))
+        .collect();
+    let headers = vec![("content-type", "text/event-stream".into())];
+    match fault {
+        Fault::Silent => {
+            let mut chunks = chunks;
+            chunks.push((Duration::from_secs(5), Bytes::from(completed())));
+            Script::Respond {
+                status: 200,
+                headers,
+                chunks,
+            }
+        }
+        Fault::Cut => Script::CutAfter {
+            status: 200,
+            headers,
+            chunks,
+        },
+        Fault::EndsEarly => Script::Respond {
+            status: 200,
+            headers,
+            chunks,
+        },
+    }
+}
+
+/// What `/v1/responses` passthrough says for each fault (README, "A stream that fails never
+/// looks like success"): the translated routes must say the same.
+fn fault_code(fault: Fault) -> &'static str {
+    match fault {
+        Fault::Silent => "upstream_idle_timeout",
+        Fault::Cut => "upstream_connection_error",
+        Fault::EndsEarly => "upstream_stream_truncated",
+    }
+}
+
+/// The Anthropic `error.type` the fault's status maps to.
+fn fault_anthropic_type(fault: Fault) -> &'static str {
+    match fault {
+        Fault::Silent => "timeout_error",
+        Fault::Cut | Fault::EndsEarly => "api_error",
+    }
+}
+
+#[tokio::test]
+async fn chat_and_messages_streams_tell_an_idle_timeout_from_a_cut_in_their_error_events() {
+    let mock = MockUpstream::start("unused").await;
+    let proxy = TestProxy::start(&mock.base_url, &["--idle-timeout", "0.5"]).await;
+    let mut messages_seen = Vec::new();
+    for fault in [Fault::Silent, Fault::Cut, Fault::EndsEarly] {
+        mock.push(faulty_stream(fault));
+        let started = tokio::time::Instant::now();
+        let response = post(&proxy, "/v1/chat/completions", &chat(true), &[]).await;
+        let text = response.text();
+        assert_eq!(response.status, 200, "{fault:?}: {text}");
+        assert!(text.contains("partial"), "{fault:?}: {text}");
+        assert!(!response.complete, "{fault:?}: the transfer is aborted");
+        let last = data_lines(&text).pop().unwrap_or_default();
+        let error: Value = serde_json::from_str(&last).unwrap_or_default();
+        assert_eq!(
+            error["error"]["code"],
+            fault_code(fault),
+            "chat {fault:?}: {text}"
+        );
+        if let Fault::Silent = fault {
+            assert!(
+                started.elapsed() < Duration::from_secs(4),
+                "the idle timeout, not the upstream, ended the stream"
+            );
+        }
+
+        mock.push(faulty_stream(fault));
+        let response = post(&proxy, "/v1/messages", &messages(true), &[]).await;
+        let text = response.text();
+        assert_eq!(response.status, 200, "{fault:?}: {text}");
+        assert!(text.contains("partial"), "{fault:?}: {text}");
+        assert!(!response.complete, "{fault:?}: the transfer is aborted");
+        assert_eq!(
+            event_names(&text).last().map(String::as_str),
+            Some("error"),
+            "{text}"
+        );
+        let last = data_lines(&text).pop().unwrap_or_default();
+        let error: Value = serde_json::from_str(&last).unwrap_or_default();
+        assert_eq!(
+            error["error"]["type"],
+            fault_anthropic_type(fault),
+            "messages {fault:?}: {text}"
+        );
+        let message = error["error"]["message"].as_str().unwrap_or_default();
+        assert!(!message.is_empty(), "{text}");
+        messages_seen.push(message.to_owned());
+    }
+    messages_seen.dedup();
+    assert_eq!(
+        messages_seen.len(),
+        3,
+        "each fault has its own message: {messages_seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn non_streaming_chat_and_messages_answer_504_when_the_upstream_goes_silent() {
+    let mock = MockUpstream::start("unused").await;
+    let proxy = TestProxy::start(&mock.base_url, &["--idle-timeout", "0.5"]).await;
+    for fault in [Fault::Silent, Fault::Cut, Fault::EndsEarly] {
+        let status = match fault {
+            Fault::Silent => 504,
+            Fault::Cut | Fault::EndsEarly => 502,
+        };
+        mock.push(faulty_stream(fault));
+        let started = tokio::time::Instant::now();
+        let response = post(&proxy, "/v1/chat/completions", &chat(false), &[]).await;
+        assert_eq!(
+            response.status,
+            status,
+            "chat {fault:?}: {}",
+            response.text()
+        );
+        assert_eq!(
+            response.json()["error"]["code"],
+            fault_code(fault),
+            "chat {fault:?}"
+        );
+        if let Fault::Silent = fault {
+            assert!(
+                started.elapsed() < Duration::from_secs(4),
+                "the idle timeout, not the upstream, ended the answer"
+            );
+        }
+
+        mock.push(faulty_stream(fault));
+        let response = post(&proxy, "/v1/messages", &messages(false), &[]).await;
+        assert_eq!(
+            response.status,
+            status,
+            "messages {fault:?}: {}",
+            response.text()
+        );
+        let body = response.json();
+        assert_eq!(body["type"], "error", "{body}");
+        assert_eq!(body["error"]["type"], fault_anthropic_type(fault), "{body}");
+    }
+    assert_eq!(mock.count(), 6, "no retry after output");
+}
+
+#[tokio::test]
+async fn non_streaming_chat_and_messages_past_the_request_timeout_get_504_request_timeout() {
+    let mock = MockUpstream::start("unused").await;
+    let proxy = TestProxy::start(&mock.base_url, &["--request-timeout", "0.5"]).await;
+    for (path, body) in [
+        ("/v1/chat/completions", chat(false)),
+        ("/v1/messages", messages(false)),
+    ] {
+        mock.push(faulty_stream(Fault::Silent));
+        let started = tokio::time::Instant::now();
+        let response = post(&proxy, path, &body, &[]).await;
+        assert!(started.elapsed() < Duration::from_secs(4), "{path}");
+        assert_eq!(response.status, 504, "{path}: {}", response.text());
+        let body = response.json();
+        match path {
+            "/v1/chat/completions" => assert_eq!(body["error"]["code"], "request_timeout"),
+            _ => assert_eq!(body["error"]["type"], "timeout_error", "{body}"),
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! The Chat stream's promises, checked directly on small event sequences.
 
 use codex_proxy::translate::models::ModelTable;
-use codex_proxy::translate::{map_request, Dialect, ResponseContext};
+use codex_proxy::translate::{map_request, Dialect, Interruption, ResponseContext};
 use serde_json::{json, Value};
 
 use crate::goldens::stream;
@@ -176,7 +176,7 @@ fn nothing_is_written_before_output_and_transport_errors_after_completion_are_ig
     p.push(&sse(&[completed()]), &mut out);
     assert!(p.saw_terminal());
     let before = out.len();
-    p.finish(Some("connection reset"), &mut out);
+    p.finish(Some(Interruption::UpstreamError), &mut out);
     assert_eq!(out.len(), before);
     assert!(String::from_utf8(out)
         .unwrap()

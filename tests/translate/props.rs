@@ -2,7 +2,7 @@
 
 use codex_proxy::translate::codec::Decoder;
 use codex_proxy::translate::models::ModelTable;
-use codex_proxy::translate::{map_request, Dialect, StreamPipeline};
+use codex_proxy::translate::{map_request, Dialect, Interruption, StreamPipeline};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -149,7 +149,13 @@ proptest! {
         (bytes, mut splits) in stream_input(),
         include_usage in any::<bool>(),
         think in any::<bool>(),
-        failure in prop::option::of("[a-z \"\n]{0,8}"),
+        failure in prop::option::of(prop::sample::select(vec![
+            Interruption::Idle,
+            Interruption::Truncated,
+            Interruption::UpstreamError,
+            Interruption::Deadline,
+            Interruption::Shutdown,
+        ])),
     ) {
         splits.sort_unstable();
         let ctx = chat_context(include_usage, think);
@@ -161,7 +167,7 @@ proptest! {
             assert_valid_sse(&out);
             start = end;
         }
-        p.finish(failure.as_deref(), &mut out);
+        p.finish(failure, &mut out);
         assert_valid_sse(&out);
         let text = String::from_utf8(out).unwrap();
         // Exactly one ending: `[DONE]` after a terminal event, or an error event; never both.

@@ -4,7 +4,9 @@
 
 use codex_proxy::translate::anthropic::{self, MessagesStream};
 use codex_proxy::translate::models::ModelTable;
-use codex_proxy::translate::{ResponseContext, StreamEnd, StreamPipeline, StreamTranslator};
+use codex_proxy::translate::{
+    Interruption, ResponseContext, StreamEnd, StreamPipeline, StreamTranslator,
+};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -189,7 +191,7 @@ proptest! {
         let end = if clean {
             StreamEnd::Clean
         } else {
-            StreamEnd::Failed { message: "boom \"x\"\n".into() }
+            StreamEnd::Failed { cause: Interruption::Idle, message: "boom \"x\"\n".into() }
         };
         t.finish(end, &mut out);
         let parsed = grammar::parse(&out);

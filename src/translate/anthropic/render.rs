@@ -16,7 +16,8 @@ use crate::translate::think::{ThinkFilter, ThinkMode, ThinkPiece};
 use crate::translate::{error_body, Dialect, Rendered, ResponseContext};
 
 /// The non-streaming answer: a `message` (status 200) for a completed or incomplete response,
-/// else an Anthropic error body with the failure's status (502 for a truncated stream).
+/// else an Anthropic error body with the failure's status (for an interrupted stream its
+/// interruption's: 502 for a cut, 504 `timeout_error` for a timeout).
 /// `thinking`: the client asked for thinking blocks.
 pub fn render(ctx: &ResponseContext, aggregate: Aggregate, thinking: bool) -> Rendered {
     let incomplete = match &aggregate.outcome {
@@ -28,10 +29,10 @@ pub fn render(ctx: &ResponseContext, aggregate: Aggregate, thinking: bool) -> Re
                 body: error_body(Dialect::Anthropic, f.status, &f.code, &f.message),
             }
         }
-        Outcome::Truncated { message } => {
+        Outcome::Truncated { cause, message } => {
             return Rendered {
-                status: 502,
-                body: error_body(Dialect::Anthropic, 502, "upstream_error", message),
+                status: cause.status(),
+                body: error_body(Dialect::Anthropic, cause.status(), cause.code(), message),
             }
         }
     };

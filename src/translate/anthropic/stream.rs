@@ -38,7 +38,9 @@ use super::{stop_reason, Usage};
 use crate::translate::codec::write_json_str as write_str;
 use crate::translate::think::{ThinkFilter, ThinkMode, ThinkPiece};
 use crate::translate::tool_names::ToolNameMap;
-use crate::translate::{write_error_event, Dialect, ResponseContext, StreamEnd, StreamTranslator};
+use crate::translate::{
+    write_error_event, Dialect, Interruption, ResponseContext, StreamEnd, StreamTranslator,
+};
 
 /// The error message when the upstream stream stops without a terminal event.
 const TRUNCATED: &str = "The upstream stream ended before the response was complete.";
@@ -1107,8 +1109,9 @@ impl StreamTranslator for MessagesStream {
         }
         match end {
             // The translator saw no terminal event, so a "clean" close is still a truncation.
-            StreamEnd::Clean => self.fail("upstream_error", TRUNCATED, out),
-            StreamEnd::Failed { message } => self.fail("upstream_error", &message, out),
+            StreamEnd::Clean => self.fail(Interruption::Truncated.code(), TRUNCATED, out),
+            // The code picks the error type: `timeout_error` for the timeouts, else `api_error`.
+            StreamEnd::Failed { cause, message } => self.fail(cause.code(), &message, out),
         }
     }
 }
@@ -1228,6 +1231,7 @@ mod tests {
         );
         t.finish(
             StreamEnd::Failed {
+                cause: Interruption::UpstreamError,
                 message: "transport".into(),
             },
             &mut out,

@@ -3,7 +3,8 @@
 //! One choice holds everything: all text of all message items (every `output_text` part),
 //! all reasoning (every summary part, `"\n\n"` between parts) as `reasoning_content`, every
 //! call in `tool_calls` with its original name, refusals in `refusal`. Failures become the
-//! OpenAI error shape with the failure's status; a truncated stream is a 502;
+//! OpenAI error shape with the failure's status; an interrupted stream has its interruption's
+//! status and code (502 for a cut, 504 for a timeout);
 //! `response.incomplete` is a 200 with `finish_reason` `length` or `content_filter`.
 
 use serde_json::{json, Map, Value};
@@ -24,10 +25,10 @@ pub fn render(ctx: &ResponseContext, aggregate: Aggregate) -> Rendered {
                 body: error_body(Dialect::Chat, f.status, &f.code, &f.message),
             }
         }
-        Outcome::Truncated { message } => {
+        Outcome::Truncated { cause, message } => {
             return Rendered {
-                status: 502,
-                body: error_body(Dialect::Chat, 502, "upstream_stream_truncated", message),
+                status: cause.status(),
+                body: error_body(Dialect::Chat, cause.status(), cause.code(), message),
             }
         }
     };

@@ -29,7 +29,9 @@ use super::{chat_usage, completion_id, finish_reason, now_secs};
 use crate::translate::aggregate::failure_of;
 use crate::translate::codec::write_json_str;
 use crate::translate::think::{ThinkFilter, ThinkMode, ThinkPiece};
-use crate::translate::{write_error_event, Dialect, ResponseContext, StreamEnd, StreamTranslator};
+use crate::translate::{
+    write_error_event, Dialect, Interruption, ResponseContext, StreamEnd, StreamTranslator,
+};
 
 /// One tool call of the response.
 #[derive(Debug)]
@@ -708,15 +710,16 @@ impl StreamTranslator for ChatStream {
             return;
         }
         self.done = true;
-        let message = match end {
-            StreamEnd::Failed { message } => message,
+        let (cause, message) = match end {
+            StreamEnd::Failed { cause, message } => (cause, message),
             // A clean close that this translator never saw a terminal event for is still a
             // truncation from the client's point of view.
-            StreamEnd::Clean => {
-                "The upstream stream ended before the response was complete.".to_owned()
-            }
+            StreamEnd::Clean => (
+                Interruption::Truncated,
+                "The upstream stream ended before the response was complete.".to_owned(),
+            ),
         };
         self.flush_think(out);
-        write_error_event(out, Dialect::Chat, "upstream_stream_truncated", &message);
+        write_error_event(out, Dialect::Chat, cause.code(), &message);
     }
 }
