@@ -9,6 +9,9 @@
 //! - the request deadline passes (non-streaming requests), or
 //! - shutdown gives up waiting for it.
 //!
+//! Every byte passes an [`EchoFilter`] first (when one is given), so an echo of a secret is
+//! masked on every route before any stage or client sees it.
+//!
 //! For an event stream that error is an SSE `error` event followed by an aborted transfer
 //! (no final chunk), so no client mistakes it for a clean end. Dropping this body (the client
 //! went away) drops the upstream response at once, which closes or resets that upstream
@@ -28,6 +31,7 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use super::redact::EchoFilter;
 use crate::translate::sse::{EventClass, SseScanner};
 
 /// Why a relayed body ended early.
@@ -126,6 +130,7 @@ pub struct SseWatch {
     scanner: SseScanner,
     terminal_seen: bool,
     content_seen: bool,
+    events: usize,
 }
 
 impl SseWatch {
@@ -134,6 +139,7 @@ impl SseWatch {
             scanner: SseScanner::new(),
             terminal_seen: false,
             content_seen: false,
+            events: 0,
         }
     }
 
@@ -142,19 +148,28 @@ impl SseWatch {
         let mut commit = false;
         let terminal = &mut self.terminal_seen;
         let content = &mut self.content_seen;
-        self.scanner.feed(chunk, |class| match class {
-            EventClass::Bootstrap => {}
-            EventClass::Content => {
-                commit = true;
-                *content = true;
-                *terminal = false;
-            }
-            EventClass::Terminal => {
-                commit = true;
-                *terminal = true;
+        let events = &mut self.events;
+        self.scanner.feed(chunk, |class| {
+            *events += 1;
+            match class {
+                EventClass::Bootstrap => {}
+                EventClass::Content => {
+                    commit = true;
+                    *content = true;
+                    *terminal = false;
+                }
+                EventClass::Terminal => {
+                    commit = true;
+                    *terminal = true;
+                }
             }
         });
         commit
+    }
+
+    /// Events completed so far.
+    pub fn events(&self) -> usize {
+        self.events
     }
 
     /// True once a content-bearing event has been seen.
@@ -189,6 +204,51 @@ pub struct RelayParts {
     pub deadline: Option<Instant>,
     /// Cancelled when shutdown stops waiting for in-flight requests.
     pub abort: CancellationToken,
+    /// Masks echoes of the pool's secrets in every byte relayed.
+    pub echo: Option<EchoFilter>,
+    /// The budget share `held` is counted against, returned when the relay is dropped.
+    pub held_budget: Option<BudgetShare>,
+}
+
+/// A shared cap on bytes buffered at once (`--max-buffered-bytes`), seen from the upstream
+/// side so that bytes it buffers count against the same budget as request bodies.
+pub trait ByteBudget: Send + Sync {
+    /// Takes `n` bytes from the budget; false (and nothing taken) when it would overflow.
+    fn try_take(&self, n: usize) -> bool;
+    /// Returns `n` bytes taken earlier.
+    fn give_back(&self, n: usize);
+}
+
+/// Bytes taken from a [`ByteBudget`], given back on drop.
+pub struct BudgetShare {
+    budget: Arc<dyn ByteBudget>,
+    bytes: usize,
+}
+
+impl BudgetShare {
+    pub fn new(budget: Arc<dyn ByteBudget>) -> Self {
+        BudgetShare { budget, bytes: 0 }
+    }
+
+    /// Takes `more` bytes; false (and nothing taken) when the budget is spent.
+    pub fn grow(&mut self, more: usize) -> bool {
+        let ok = self.budget.try_take(more);
+        if ok {
+            self.bytes += more;
+        }
+        ok
+    }
+
+    /// Bytes held by this share.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for BudgetShare {
+    fn drop(&mut self) {
+        self.budget.give_back(self.bytes);
+    }
 }
 
 /// See the module docs.
@@ -209,6 +269,9 @@ pub struct RelayBody {
     state: State,
     stats: Arc<RelayStats>,
     stage: Option<Box<dyn RelayStage>>,
+    echo: Option<EchoFilter>,
+    /// Keeps the budget share of the held bytes until they are relayed (or dropped).
+    _held_budget: Option<BudgetShare>,
 }
 
 /// While data flows, shutdown and the deadline are checked every this many chunks (and always
@@ -235,7 +298,14 @@ impl RelayBody {
             state: State::Streaming,
             stats,
             stage: None,
+            echo: parts.echo,
+            _held_budget: parts.held_budget,
         }
+    }
+
+    /// The echo filter's matcher, for redacting what is built from this body's bytes.
+    pub fn echo_matcher(&self) -> Option<Arc<super::redact::EchoMatcher>> {
+        self.echo.as_ref().map(EchoFilter::matcher)
     }
 
     /// The same relay with its bytes passed through `stage`.
@@ -247,8 +317,12 @@ impl RelayBody {
     /// Upstream bytes as the client gets them: through the stage, if any (`None`: nothing to
     /// send yet).
     fn staged(&mut self, data: Bytes) -> Option<Bytes> {
+        let data = match &mut self.echo {
+            Some(echo) => echo.push(data),
+            None => data,
+        };
         match &mut self.stage {
-            None => Some(data),
+            None => (!data.is_empty()).then_some(data),
             Some(stage) => {
                 let mut out = Vec::new();
                 stage.chunk(&data, &mut out);
@@ -274,21 +348,32 @@ impl RelayBody {
         self.upstream = None;
         let _ = self.stats.failure.set(failure);
         self.state = State::Failing(failure, None);
+        let mut out = self.echo_tail();
         if let Some(stage) = &mut self.stage {
-            let mut out = Vec::new();
             stage.end(Some(failure), &mut out);
-            return if out.is_empty() {
-                self.poll_failing(cx)
-            } else {
-                self.emit(Bytes::from(out))
-            };
+        } else if let Some(watch) = &self.sse {
+            out.extend_from_slice(&failure.sse_event(watch.scanner.mid_event()));
         }
-        match &self.sse {
-            Some(watch) => {
-                let event = failure.sse_event(watch.scanner.mid_event());
-                self.emit(event)
+        if out.is_empty() {
+            self.poll_failing(cx)
+        } else {
+            self.emit(Bytes::from(out))
+        }
+    }
+
+    /// The bytes the echo filter still held back, through the stage (the body is ending).
+    fn echo_tail(&mut self) -> Vec<u8> {
+        let tail = match &mut self.echo {
+            Some(echo) if echo.held() > 0 => echo.finish(),
+            _ => return Vec::new(),
+        };
+        match &mut self.stage {
+            Some(stage) => {
+                let mut out = Vec::new();
+                stage.chunk(&tail, &mut out);
+                out
             }
-            None => self.poll_failing(cx),
+            None => tail.to_vec(),
         }
     }
 
@@ -343,7 +428,7 @@ impl RelayBody {
             Some(watch) if !watch.terminal_seen() => self.fail(RelayFailure::Truncated, cx),
             _ => {
                 self.state = State::Done;
-                let mut out = Vec::new();
+                let mut out = self.echo_tail();
                 if let Some(stage) = &mut self.stage {
                     stage.end(None, &mut out);
                 }

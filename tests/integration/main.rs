@@ -4,6 +4,7 @@
 //! - `streaming`: events flushed to the client as they arrive; the bootstrap hold-back.
 //! - `surface`: the route gate — every refusal, and that the upstream saw nothing.
 //! - `passthrough`: bodies and headers byte for byte, the header policy, redaction.
+//! - `echoes`: echoes of a key masked in headers, success bodies and streams on every route.
 //! - `limits`: body size, buffered bytes, connection count, slow senders, idle connections.
 //! - `resilience`: pre-header retries, timeouts, cut streams, client disconnects.
 //! - `lifecycle`: client token, /health, /shutdown and draining.
@@ -24,6 +25,7 @@ mod raw;
 
 mod chaos;
 mod chatgpt;
+mod echoes;
 mod lifecycle;
 mod limits;
 mod passthrough;
