@@ -218,7 +218,10 @@ async fn one_locked_copy_of_the_key_after_a_hundred_upstream_echoes_are_masked()
         assert_eq!(r.status, 200, "{}", r.text());
         let seen = format!("{:?}{}", r.headers, r.text());
         assert!(!seen.contains(&key), "the echo reached the client: {seen}");
-        assert!(!seen.contains(last4), "a masked echo reached the client: {seen}");
+        assert!(
+            !seen.contains(last4),
+            "a masked echo reached the client: {seen}"
+        );
         assert!(seen.contains("[REDACTED]"), "{seen}");
     }
     let after = find_copies(proxy.pid, key.as_bytes());
