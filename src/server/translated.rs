@@ -35,6 +35,10 @@ impl RelayStage for StreamPipeline {
     fn end(&mut self, failure: Option<RelayFailure>, out: &mut Vec<u8>) {
         self.finish(failure.map(RelayFailure::message), out);
     }
+
+    fn buffered(&self) -> usize {
+        StreamPipeline::buffered(self)
+    }
 }
 
 /// A JSON response in `dialect` made by the proxy.

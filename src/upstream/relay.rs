@@ -42,6 +42,8 @@ pub enum RelayFailure {
     UpstreamError,
     Deadline,
     Shutdown,
+    /// The buffer budget (`--max-buffered-bytes`) could not take what the stage holds.
+    Overloaded,
 }
 
 impl RelayFailure {
@@ -52,6 +54,7 @@ impl RelayFailure {
             RelayFailure::UpstreamError => "upstream_connection_error",
             RelayFailure::Deadline => "request_timeout",
             RelayFailure::Shutdown => "proxy_shutting_down",
+            RelayFailure::Overloaded => "proxy_overloaded",
         }
     }
 
@@ -62,6 +65,7 @@ impl RelayFailure {
             RelayFailure::UpstreamError => "The upstream connection failed mid-response; the response is incomplete.",
             RelayFailure::Deadline => "The request took longer than the request timeout; the response is incomplete.",
             RelayFailure::Shutdown => "The proxy is shutting down; the response is incomplete.",
+            RelayFailure::Overloaded => "Too many response bytes are buffered in the proxy right now; the response is incomplete.",
         }
     }
 
@@ -94,6 +98,11 @@ pub trait RelayStage: Send {
     /// The upstream ended: cleanly after its terminal event (`None`), or with `failure`. The
     /// stage appends its dialect's closing or error event.
     fn end(&mut self, failure: Option<RelayFailure>, out: &mut Vec<u8>);
+    /// Bytes the stage holds between chunks (a partial event), counted against the buffer
+    /// budget while it holds them.
+    fn buffered(&self) -> usize {
+        0
+    }
 }
 
 /// Counters shared with the request log.
@@ -243,6 +252,17 @@ impl BudgetShare {
     pub fn bytes(&self) -> usize {
         self.bytes
     }
+
+    /// Grows or shrinks the share to `target` bytes; false (share unchanged) when growing
+    /// does not fit.
+    pub fn set(&mut self, target: usize) -> bool {
+        if target > self.bytes {
+            return self.grow(target - self.bytes);
+        }
+        self.budget.give_back(self.bytes - target);
+        self.bytes = target;
+        true
+    }
 }
 
 impl Drop for BudgetShare {
@@ -270,8 +290,9 @@ pub struct RelayBody {
     stats: Arc<RelayStats>,
     stage: Option<Box<dyn RelayStage>>,
     echo: Option<EchoFilter>,
-    /// Keeps the budget share of the held bytes until they are relayed (or dropped).
-    _held_budget: Option<BudgetShare>,
+    /// The budget share of the held bytes until they are relayed, then of what the stage
+    /// buffers.
+    budget: Option<BudgetShare>,
 }
 
 /// While data flows, shutdown and the deadline are checked every this many chunks (and always
@@ -299,7 +320,7 @@ impl RelayBody {
             stats,
             stage: None,
             echo: parts.echo,
-            _held_budget: parts.held_budget,
+            budget: parts.held_budget,
         }
     }
 
@@ -329,6 +350,17 @@ impl RelayBody {
                 (!out.is_empty()).then(|| Bytes::from(out))
             }
         }
+    }
+
+    /// Brings the budget share to what is buffered now (held bytes not yet relayed, plus the
+    /// stage's partial event); false when the budget cannot take it.
+    fn account(&mut self) -> bool {
+        let Some(share) = &mut self.budget else {
+            return true;
+        };
+        let held: usize = self.held.iter().map(Bytes::len).sum();
+        let staged = self.stage.as_ref().map_or(0, |s| s.buffered());
+        share.set(held + staged)
     }
 
     fn emit(&self, data: Bytes) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
@@ -458,7 +490,11 @@ impl Body for RelayBody {
                 State::Streaming => {}
             }
             if let Some(chunk) = this.held.pop_front() {
-                match this.staged(chunk) {
+                let out = this.staged(chunk);
+                if !this.account() {
+                    return this.fail(RelayFailure::Overloaded, cx);
+                }
+                match out {
                     Some(out) => return this.emit(out),
                     None => continue,
                 }
@@ -485,7 +521,11 @@ impl Body for RelayBody {
                     }
                     this.last_data = Instant::now();
                     this.since_check += 1;
-                    match this.staged(data) {
+                    let out = this.staged(data);
+                    if this.stage.is_some() && !this.account() {
+                        return this.fail(RelayFailure::Overloaded, cx);
+                    }
+                    match out {
                         Some(out) => return this.emit(out),
                         None => continue,
                     }

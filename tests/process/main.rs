@@ -6,6 +6,7 @@
 //! - `hardening`: non-dumpable, core limit, locked memory, no_new_privs; the `--user` drop;
 //!   probes as another process of the same uid, each paired with a control that shows the
 //!   probe works (root only: skipped with a message otherwise).
+//! - `caps`: an upstream sending far more than each buffer cap; the proxy's peak RSS.
 //! - `copies`: how many copies of the key the process memory holds after many requests.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 // These tests drive real processes in real time, outside tokio: std time is the right clock.
@@ -16,6 +17,7 @@ mod mock;
 #[path = "../common/raw.rs"]
 mod raw;
 
+mod caps;
 mod copies;
 mod hardening;
 mod secrets;
