@@ -123,9 +123,9 @@ async fn a_flooding_upstream_gets_errors_and_the_proxy_stays_under_100_mib() {
         let proxy = fresh();
         mock.push(stream_of(&[created()], flood(&long_delta)));
         let r = send(&proxy, path, body.clone()).await;
+        assert_bounded(&proxy, path);
         assert_eq!(r.status, 502, "{path}: {}", r.text());
         assert!(r.text().contains(says), "{path}: {}", r.text());
-        assert_bounded(&proxy, path);
     }
 
     // One event that never ends, in a translated stream: the decoder's event cap ends it
