@@ -13,6 +13,7 @@
 //! - `pool`: several keys: failover, cooldowns, affinity, quota bias, give-up answers.
 //! - `chatgpt`: ChatGPT accounts: the Codex backend profile, token refresh, `--auth-dir`.
 //! - `translation`: Chat Completions and Anthropic Messages clients end to end, local routes.
+//! - `upstream_caps`: caps on what an upstream answer makes the proxy buffer.
 //! - `chaos`: 300 concurrent streams over 3 accounts with random upstream faults.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -36,3 +37,4 @@ mod streaming;
 mod surface;
 mod tls;
 mod translation;
+mod upstream_caps;
