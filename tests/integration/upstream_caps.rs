@@ -156,7 +156,10 @@ async fn a_translated_streams_partial_event_over_max_buffered_bytes_ends_with_an
     assert!(!r.complete, "an aborted transfer");
     let text = r.text();
     assert!(text.contains("hello"), "{text}");
-    assert!(text.contains("Too many response bytes are buffered"), "{text}");
+    assert!(
+        text.contains("Too many response bytes are buffered"),
+        "{text}"
+    );
     assert!(!text.contains("[DONE]"), "{text}");
     assert!(
         tokio::time::timeout(LIMIT, async {
@@ -169,4 +172,60 @@ async fn a_translated_streams_partial_event_over_max_buffered_bytes_ends_with_an
         "the share returns: {}",
         proxy.state.budget.used()
     );
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let mut acc = 0u32;
+        for (i, b) in chunk.iter().enumerate() {
+            acc |= u32::from(*b) << (16 - 8 * i);
+        }
+        for i in 0..=chunk.len() {
+            out.push(A[((acc >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_chatgpt_accounts_aggregated_responses_answer_is_capped_at_16_mib() {
+    let backend = MockUpstream::start("unused").await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims =
+        json!({"exp": now + 3600, "https://api.openai.com/auth": {"chatgpt_account_id": "acct-1"}});
+    let access = format!(
+        "{}.{}.sig",
+        b64url(br#"{"alg":"none","typ":"JWT"}"#),
+        b64url(claims.to_string().as_bytes())
+    );
+    let stdin = json!({"access_token": access, "refresh_token": "rt-caps", "account_id": "acct-1"})
+        .to_string();
+    let base = format!("http://{}/backend-api/codex", backend.addr);
+    let proxy = TestProxy::start_with_input(
+        &backend.base_url,
+        &["--chatgpt-base-url", &base, "--max-attempts", "1"],
+        stdin.as_bytes(),
+    )
+    .await;
+    let one_mib = delta(&"a".repeat(1 << 20));
+    let mut chunks = vec![created()];
+    chunks.extend((0..20).map(|_| one_mib.clone()));
+    chunks.push(completed());
+    backend.push(stream(chunks));
+    // Not streaming: the Codex backend only streams, so the proxy aggregates the answer.
+    let r = send(
+        &proxy,
+        "/v1/responses",
+        json!({"model":"gpt-5.4","input":"x"}),
+    )
+    .await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "upstream_response_too_large");
+    assert_eq!(backend.requests().len(), 1);
+    assert_eq!(proxy.state.budget.used(), 0);
 }
