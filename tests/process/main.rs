@@ -7,6 +7,7 @@
 //!   probes as another process of the same uid, each paired with a control that shows the
 //!   probe works (root only: skipped with a message otherwise).
 //! - `caps`: an upstream sending far more than each buffer cap; the proxy's peak RSS.
+//! - `soak` (ignored; `scripts/soak`): minutes of mixed traffic with faults, then leak checks.
 //! - `copies`: how many copies of the key the process memory holds after many requests.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 // These tests drive real processes in real time, outside tokio: std time is the right clock.
@@ -21,5 +22,6 @@ mod caps;
 mod copies;
 mod hardening;
 mod secrets;
+mod soak;
 mod spawn;
 mod startup;
