@@ -41,13 +41,14 @@ use super::profile;
 use super::redact::{redact, EchoFilter, EchoMatcher, SecretBytes};
 use super::refresh::Refresher;
 use super::relay::{
-    BudgetShare, ByteBudget, RelayBody, RelayFailure, RelayParts, RelayStats, SseWatch,
+    poison, BudgetShare, ByteBudget, RelayBody, RelayFailure, RelayParts, RelayStats, SseWatch,
 };
 use super::retry::{decide, jitter, Decision, RetryBudget};
 use crate::config::{Timeouts, UpstreamBase};
 use crate::pool::state::Verdict;
 use crate::pool::{quota, Account, AccountKind, Pick, Pool};
 use crate::translate::sse::last_event_data;
+use hyper_util::client::legacy::connect::{capture_connection, CaptureConnection};
 
 /// Largest upstream error body read (to classify and redact it) before relaying; beyond: 502.
 pub const MAX_ERROR_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -374,8 +375,8 @@ impl Upstream {
                     Some(verdict) => (verdict, Err(error.give_up(attempts))),
                     None => return Err(error.give_up(attempts)),
                 },
-                Ok(response) => match self
-                    .answer(response, &out, deadline, attempts, &chosen, aggregate)
+                Ok(answered) => match self
+                    .answer(answered, &out, deadline, attempts, &chosen, aggregate)
                     .await
                 {
                     Answered::Final(reply) => return Ok(reply),
@@ -472,10 +473,12 @@ impl Upstream {
 
     async fn attempt(
         &self,
-        request: Request<Full<Bytes>>,
+        mut request: Request<Full<Bytes>>,
         deadline: Option<Instant>,
         abort: &CancellationToken,
-    ) -> Result<http::Response<Incoming>, AttemptError> {
+    ) -> Result<(http::Response<Incoming>, CaptureConnection), AttemptError> {
+        // To poison the connection if the answer echoes a secret (see `relay::poison`).
+        let connection = capture_connection(&mut request);
         let limit = match deadline {
             Some(deadline) => deadline,
             None => Instant::now() + self.timeouts.header,
@@ -485,7 +488,7 @@ impl Upstream {
             _ = abort.cancelled() => return Err(AttemptError::Shutdown),
         };
         match sent {
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(response)) => Ok((response, connection)),
             Ok(Err(error)) if error.is_connect() => {
                 if is_connect_timeout(&error) {
                     Err(AttemptError::ConnectTimeout)
@@ -503,7 +506,7 @@ impl Upstream {
     /// streams until their commit point, and records what the account's answer says.
     async fn answer(
         &self,
-        response: http::Response<Incoming>,
+        (response, connection): (http::Response<Incoming>, CaptureConnection),
         out: &Outbound<'_>,
         deadline: Option<Instant>,
         attempts: u32,
@@ -514,7 +517,9 @@ impl Upstream {
         let (parts, mut body) = response.into_parts();
         let mut headers = response_headers_for_client(&parts.headers);
         let echo = self.echo.get(&self.pool);
-        echo.redact_headers(&mut headers);
+        if echo.redact_headers(&mut headers) {
+            poison(Some(&connection));
+        }
         let stats = Arc::new(RelayStats::default());
         let status = parts.status;
         let remaining = quota::remaining(&parts.headers);
@@ -558,7 +563,10 @@ impl Upstream {
             let tokens = self.pool.tokens();
             let secrets = tokens.iter().filter_map(|t| t.secret());
             let bytes = match redact(&bytes, secrets) {
-                Some(clean) => Bytes::from(clean),
+                Some(clean) => {
+                    poison(Some(&connection));
+                    Bytes::from(clean)
+                }
                 None => bytes,
             };
             headers.remove(header::CONTENT_LENGTH);
@@ -588,6 +596,7 @@ impl Upstream {
             abort: out.abort.clone(),
             echo: Some(EchoFilter::new(echo)),
             held_budget: self.buffers.clone().map(BudgetShare::new),
+            connection: Some(connection),
         };
         let mut verdict = Verdict::Served;
         if is_event_stream {

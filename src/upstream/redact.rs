@@ -247,14 +247,24 @@ impl EchoMatcher {
         mask_ranges(buf, &mut ranges)
     }
 
-    /// Masks echoes in every header value (any status).
-    pub fn redact_headers(&self, headers: &mut http::HeaderMap) {
+    /// Masks echoes in every header value (any status); true when any was masked.
+    pub fn redact_headers(&self, headers: &mut http::HeaderMap) -> bool {
+        let mut found = false;
         if self.automaton.is_none() {
-            return;
+            return found;
         }
+        let mut ranges = Vec::new();
         for value in headers.values_mut() {
+            // Scan in place first: most values hold no echo and are not copied.
+            ranges.clear();
+            let len = value.len();
+            let hold = self.scan(value.as_bytes(), &mut ranges);
+            if ranges.is_empty() && hold.is_none_or(|start| len - start < TAIL_FRAGMENT) {
+                continue;
+            }
             let mut bytes = value.as_bytes().to_vec();
             if self.redact_whole(&mut bytes) {
+                found = true;
                 let sensitive = value.is_sensitive();
                 if let Ok(mut masked) = http::HeaderValue::from_bytes(&bytes) {
                     masked.set_sensitive(sensitive);
@@ -262,6 +272,7 @@ impl EchoMatcher {
                 }
             }
         }
+        found
     }
 }
 
@@ -306,6 +317,8 @@ pub struct EchoFilter {
     matcher: Arc<EchoMatcher>,
     held: Vec<u8>,
     ranges: Vec<(usize, usize)>,
+    /// Something was masked since the last [`EchoFilter::take_found`].
+    found: bool,
 }
 
 impl EchoFilter {
@@ -314,7 +327,13 @@ impl EchoFilter {
             matcher,
             held: Vec::new(),
             ranges: Vec::new(),
+            found: false,
         }
+    }
+
+    /// True (once) when an echo was masked since the last call.
+    pub fn take_found(&mut self) -> bool {
+        std::mem::take(&mut self.found)
     }
 
     /// The next upstream bytes in; what may go to the client now out (possibly empty).
@@ -335,7 +354,7 @@ impl EchoFilter {
     }
 
     fn finish_chunk(&mut self, buf: &mut Vec<u8>, hold: Option<usize>) -> Bytes {
-        mask_ranges(buf, &mut self.ranges);
+        self.found |= mask_ranges(buf, &mut self.ranges);
         if let Some(start) = hold {
             self.held = buf.split_off(start);
         }
@@ -357,6 +376,7 @@ impl EchoFilter {
         let mut tail = std::mem::take(&mut self.held);
         if tail.len() >= TAIL_FRAGMENT {
             mask(&mut tail);
+            self.found = true;
         }
         Bytes::from(tail)
     }

@@ -31,6 +31,8 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use hyper_util::client::legacy::connect::CaptureConnection;
+
 use super::redact::EchoFilter;
 use crate::translate::sse::{EventClass, SseScanner};
 
@@ -217,6 +219,8 @@ pub struct RelayParts {
     pub echo: Option<EchoFilter>,
     /// The budget share `held` is counted against, returned when the relay is dropped.
     pub held_budget: Option<BudgetShare>,
+    /// The upstream connection, poisoned (never reused) once an echo was masked in its bytes.
+    pub connection: Option<CaptureConnection>,
 }
 
 /// A shared cap on bytes buffered at once (`--max-buffered-bytes`), seen from the upstream
@@ -293,6 +297,18 @@ pub struct RelayBody {
     /// The budget share of the held bytes until they are relayed, then of what the stage
     /// buffers.
     budget: Option<BudgetShare>,
+    connection: Option<CaptureConnection>,
+}
+
+/// Marks the upstream connection as never to be reused: it carried an echo of a secret, and
+/// its read buffers keep the bytes they read until they are freed (and wiped) with it. The
+/// pool drops a poisoned connection when it is returned or next checked out.
+pub fn poison(connection: Option<&CaptureConnection>) {
+    if let Some(connection) = connection {
+        if let Some(connected) = connection.connection_metadata().as_ref() {
+            connected.poison();
+        }
+    }
 }
 
 /// While data flows, shutdown and the deadline are checked every this many chunks (and always
@@ -321,6 +337,7 @@ impl RelayBody {
             stage: None,
             echo: parts.echo,
             budget: parts.held_budget,
+            connection: parts.connection,
         }
     }
 
@@ -339,7 +356,13 @@ impl RelayBody {
     /// send yet).
     fn staged(&mut self, data: Bytes) -> Option<Bytes> {
         let data = match &mut self.echo {
-            Some(echo) => echo.push(data),
+            Some(echo) => {
+                let out = echo.push(data);
+                if echo.take_found() {
+                    poison(self.connection.as_ref());
+                }
+                out
+            }
             None => data,
         };
         match &mut self.stage {
@@ -396,7 +419,13 @@ impl RelayBody {
     /// The bytes the echo filter still held back, through the stage (the body is ending).
     fn echo_tail(&mut self) -> Vec<u8> {
         let tail = match &mut self.echo {
-            Some(echo) if echo.held() > 0 => echo.finish(),
+            Some(echo) if echo.held() > 0 => {
+                let tail = echo.finish();
+                if echo.take_found() {
+                    poison(self.connection.as_ref());
+                }
+                tail
+            }
             _ => return Vec::new(),
         };
         match &mut self.stage {
