@@ -2,6 +2,8 @@
 //! message of many text deltas, a function call with argument deltas, completed with usage),
 //! fed in 1,400-byte chunks through
 //! * `scan`: the relay's passthrough scanner (`SseScanner`, what `/v1/responses` costs),
+//! * `scan_redact`, `scan_redact_1000`: the scanner plus the key-echo filter every relayed
+//!   byte passes (`EchoFilter`), with one key and with a pool of 1,000 keys,
 //! * `decode`: the SSE decoder alone,
 //! * `chat_stream`: the Chat `StreamPipeline` (decoder + state machine + chunk encoding),
 //! * `chat_aggregate`: the Chat `AggregatePipeline` (non-stream clients),
@@ -24,8 +26,10 @@ use codex_proxy::translate::sse::SseScanner;
 use codex_proxy::translate::{
     map_request, AggregatePipeline, Dialect, ResponseContext, StreamPipeline,
 };
+use codex_proxy::upstream::redact::{EchoFilter, EchoMatcher, SecretBytes};
 use nix::sys::resource::{getrusage, UsageWho};
 use serde_json::json;
+use std::sync::Arc;
 
 const EVENTS: usize = 10_000;
 const CHUNK: usize = 1400;
@@ -158,6 +162,25 @@ fn transcript() -> (Vec<u8>, usize) {
     (s.into_bytes(), n)
 }
 
+/// A key for the echo filter (the proxy's own come from the locked arena).
+struct BenchKey(Vec<u8>);
+
+impl SecretBytes for BenchKey {
+    fn secret_bytes(&self) -> Option<&[u8]> {
+        Some(&self.0)
+    }
+}
+
+fn keys(n: usize) -> Arc<EchoMatcher> {
+    let sources = (0..n)
+        .map(|i| {
+            let key = format!("sk-proj-bench{i:06}abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH");
+            Arc::new(BenchKey(key.into_bytes())) as Arc<dyn SecretBytes>
+        })
+        .collect();
+    Arc::new(EchoMatcher::new(sources))
+}
+
 fn cpu() -> Duration {
     let u = getrusage(UsageWho::RUSAGE_SELF).unwrap();
     let tv = |t: nix::sys::time::TimeVal| {
@@ -227,6 +250,27 @@ fn main() -> std::process::ExitCode {
     .unwrap()
     .context;
 
+    let chunks: Vec<bytes::Bytes> = upstream
+        .chunks(CHUNK)
+        .map(bytes::Bytes::copy_from_slice)
+        .collect();
+    let one_key = keys(1);
+    let many_keys = keys(1000);
+    let redact = |matcher: &Arc<EchoMatcher>| {
+        let mut scanner = SseScanner::new();
+        let mut filter = EchoFilter::new(Arc::clone(matcher));
+        let mut n = 0;
+        let mut out = 0;
+        for chunk in &chunks {
+            scanner.feed(chunk, |_| n += 1);
+            out += filter.push(chunk.clone()).len();
+        }
+        out += filter.finish().len();
+        assert_eq!(n, events);
+        assert_eq!(out, upstream.len());
+        out
+    };
+
     let results = [
         measure("scan", iterations, || {
             let mut scanner = SseScanner::new();
@@ -237,6 +281,8 @@ fn main() -> std::process::ExitCode {
             assert_eq!(n, events);
             0
         }),
+        measure("scan_redact", iterations, || redact(&one_key)),
+        measure("scan_redact_1000", iterations, || redact(&many_keys)),
         measure("decode", iterations, || {
             let mut decoder = Decoder::new();
             let mut n = 0;

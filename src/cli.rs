@@ -153,7 +153,8 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 32 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
-    /// Request body bytes buffered across all requests at once (beyond it: 503).
+    /// Bytes buffered across all requests at once: request bodies, held stream starts,
+    /// aggregated answers, partial translated events (beyond it: 503, or an error event).
     #[arg(long, value_name = "N", default_value_t = 256 * 1024 * 1024)]
     pub max_buffered_bytes: usize,
 

@@ -66,6 +66,7 @@ pub fn build_state(
         auth_dir,
         rescan_every: config.auth_dir_interval,
     };
+    let buffers = BufferBudget::new(config.limits.max_buffered_bytes);
     Ok(Arc::new(State {
         gate: Gate::new(port, config.http_shutdown),
         models: config.models.clone(),
@@ -82,10 +83,12 @@ pub fn build_state(
             max_attempts: config.limits.max_attempts,
             budget: Default::default(),
             health: Default::default(),
+            buffers: Some(Arc::clone(&buffers) as Arc<dyn upstream::relay::ByteBudget>),
+            echo: Default::default(),
         },
         limits: config.limits,
         timeouts: config.timeouts,
-        budget: BufferBudget::new(config.limits.max_buffered_bytes),
+        budget: buffers,
         shutdown_requested: CancellationToken::new(),
         abort: CancellationToken::new(),
         open_connections: Default::default(),

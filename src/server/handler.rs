@@ -498,7 +498,7 @@ async fn forward(
         Ok(reply) if reply.aggregate => {
             // A stream-only upstream served a client that wants one JSON answer.
             let ctx = crate::translate::responses::context(model);
-            translated::respond(reply, &ctx, false, log).await
+            translated::respond(reply, &ctx, false, log, &state.budget).await
         }
         Ok(reply) => {
             log.attempts = reply.attempts;

@@ -62,6 +62,21 @@ impl Drop for Reservation {
     }
 }
 
+/// Upstream buffers (held stream starts, aggregated answers) share the same cap.
+impl crate::upstream::relay::ByteBudget for BufferBudget {
+    fn try_take(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|total| *total <= self.cap)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

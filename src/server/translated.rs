@@ -19,7 +19,7 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 
 use super::body::{ProxyBody, RequestLog};
-use super::limits::Reservation;
+use super::limits::{BufferBudget, Reservation};
 use super::State;
 use crate::translate::{self, AggregatePipeline, Dialect, ResponseContext, StreamPipeline};
 use crate::upstream::relay::{RelayBody, RelayFailure, RelayStage};
@@ -34,6 +34,10 @@ impl RelayStage for StreamPipeline {
 
     fn end(&mut self, failure: Option<RelayFailure>, out: &mut Vec<u8>) {
         self.finish(failure, out);
+    }
+
+    fn buffered(&self) -> usize {
+        StreamPipeline::buffered(self)
     }
 }
 
@@ -158,16 +162,47 @@ fn translated_headers(upstream: HeaderMap, content_type: &'static str) -> Header
     headers
 }
 
+/// Most upstream bytes read into one aggregated answer (a non-streaming client's); beyond it
+/// the client gets 502 `upstream_response_too_large`.
+pub const MAX_AGGREGATE_BYTES: usize = 16 * 1024 * 1024;
+
 /// Reads an upstream event stream to its end (the relay enforces the idle timeout, the
 /// deadline and shutdown) and renders it as one answer; a timeout is a 504 in the client's
-/// dialect (`upstream_idle_timeout`, `request_timeout`), a cut a 502.
-pub async fn aggregate(relay: RelayBody, ctx: &ResponseContext) -> translate::Rendered {
+/// dialect (`upstream_idle_timeout`, `request_timeout`), a cut a 502. The bytes read are
+/// capped at [`MAX_AGGREGATE_BYTES`] and counted against the buffer budget (503
+/// `proxy_overloaded` when it is spent); echoes of a secret are masked in the rendered answer,
+/// so one spread over several deltas is caught too.
+pub async fn aggregate(
+    relay: RelayBody,
+    ctx: &ResponseContext,
+    budget: &Arc<BufferBudget>,
+) -> translate::Rendered {
+    let echo = relay.echo_matcher();
     let mut pipeline = AggregatePipeline::new(ctx);
+    let mut share = budget.reserve_none();
+    let mut total = 0usize;
     let mut body = relay.with_stage(Box::new(Verbatim));
     let failure = loop {
         match body.frame().await {
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
+                    total += data.len();
+                    if total > MAX_AGGREGATE_BYTES {
+                        return rendered_error(
+                            ctx.dialect,
+                            StatusCode::BAD_GATEWAY,
+                            "upstream_response_too_large",
+                            "The upstream answer is larger than the proxy aggregates.",
+                        );
+                    }
+                    if !share.grow(data.len()) {
+                        return rendered_error(
+                            ctx.dialect,
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "proxy_overloaded",
+                            "Too many response bytes are buffered right now; try again shortly.",
+                        );
+                    }
                     pipeline.push(&data);
                 }
             }
@@ -178,7 +213,23 @@ pub async fn aggregate(relay: RelayBody, ctx: &ResponseContext) -> translate::Re
             None => break None,
         }
     };
-    pipeline.finish(failure)
+    let mut rendered = pipeline.finish(failure);
+    if let Some(echo) = echo {
+        echo.redact_whole(&mut rendered.body);
+    }
+    rendered
+}
+
+fn rendered_error(
+    dialect: Dialect,
+    status: StatusCode,
+    code: &str,
+    message: &str,
+) -> translate::Rendered {
+    translate::Rendered {
+        status: status.as_u16(),
+        body: translate::error_body(dialect, status.as_u16(), code, message),
+    }
 }
 
 /// Serves a Chat Completions or Anthropic Messages request: map, forward, translate back.
@@ -249,7 +300,16 @@ pub async fn forward(
             log.attempts = give_up.attempts;
             give_up_response(dialect, &give_up)
         }
-        Ok(reply) => respond(reply, &mapped.context, mapped.client_stream, log).await,
+        Ok(reply) => {
+            respond(
+                reply,
+                &mapped.context,
+                mapped.client_stream,
+                log,
+                &state.budget,
+            )
+            .await
+        }
     }
 }
 
@@ -259,6 +319,7 @@ pub async fn respond(
     ctx: &ResponseContext,
     client_stream: bool,
     log: &mut RequestLog,
+    budget: &Arc<BufferBudget>,
 ) -> Response<ProxyBody> {
     log.attempts = reply.attempts;
     log.account = Some(reply.account);
@@ -290,7 +351,7 @@ pub async fn respond(
             response
         }
         ReplyBody::Relay(relay) => {
-            let rendered = aggregate(*relay, ctx).await;
+            let rendered = aggregate(*relay, ctx, budget).await;
             let status = StatusCode::from_u16(rendered.status).unwrap_or(StatusCode::BAD_GATEWAY);
             let mut response = Response::new(ProxyBody::full(Bytes::from(rendered.body)));
             *response.status_mut() = status;

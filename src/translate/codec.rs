@@ -187,6 +187,12 @@ impl Decoder {
         Ok(())
     }
 
+    /// Bytes of the event being read, kept until it ends (at most the event limit, twice:
+    /// the partial line and the data lines before it).
+    pub fn buffered(&self) -> usize {
+        self.line.capacity() + self.data.capacity()
+    }
+
     /// True when the bytes so far stop inside an event.
     pub fn mid_event(&self) -> bool {
         (!self.line.is_empty() && !self.at_start) || self.has_fields

@@ -55,15 +55,19 @@ pub enum Interruption {
     Deadline,
     /// Shutdown stopped waiting for the response.
     Shutdown,
+    /// The proxy's buffer budget (`--max-buffered-bytes`) could not take what the response
+    /// needs held.
+    Overloaded,
 }
 
 impl Interruption {
-    const ALL: [Interruption; 5] = [
+    const ALL: [Interruption; 6] = [
         Interruption::Idle,
         Interruption::Truncated,
         Interruption::UpstreamError,
         Interruption::Deadline,
         Interruption::Shutdown,
+        Interruption::Overloaded,
     ];
 
     /// The machine-readable code clients see.
@@ -74,6 +78,7 @@ impl Interruption {
             Interruption::UpstreamError => "upstream_connection_error",
             Interruption::Deadline => "request_timeout",
             Interruption::Shutdown => "proxy_shutting_down",
+            Interruption::Overloaded => "proxy_overloaded",
         }
     }
 
@@ -82,7 +87,7 @@ impl Interruption {
     pub fn status(self) -> u16 {
         match self {
             Interruption::Idle | Interruption::Deadline => 504,
-            Interruption::Shutdown => 503,
+            Interruption::Shutdown | Interruption::Overloaded => 503,
             Interruption::Truncated | Interruption::UpstreamError => 502,
         }
     }
@@ -95,6 +100,7 @@ impl Interruption {
             Interruption::UpstreamError => "The upstream connection failed mid-response; the response is incomplete.",
             Interruption::Deadline => "The request took longer than the request timeout; the response is incomplete.",
             Interruption::Shutdown => "The proxy is shutting down; the response is incomplete.",
+            Interruption::Overloaded => "Too many response bytes are buffered in the proxy right now; the response is incomplete.",
         }
     }
 

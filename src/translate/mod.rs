@@ -284,6 +284,11 @@ impl StreamPipeline {
     pub fn saw_terminal(&self) -> bool {
         self.saw_terminal
     }
+
+    /// Bytes of a partial upstream event held until its end arrives.
+    pub fn buffered(&self) -> usize {
+        self.decoder.buffered()
+    }
 }
 
 const TRUNCATED: &str = "The upstream stream ended before the response was complete.";

@@ -14,6 +14,10 @@ use serde::Deserialize;
 /// Data bytes collected per event for finding its `type` when there is no `event:` line.
 /// A larger event without an `event:` line is classed as content.
 const MAX_TYPE_SCAN_BYTES: usize = 1 << 20;
+/// Bytes of one line kept while it is incomplete: enough for the type scan. The rest of a
+/// longer line is passed over (the relay forwards it; the scanner only classifies), so a
+/// single huge event costs the scanner no more than this.
+const MAX_LINE_BYTES: usize = MAX_TYPE_SCAN_BYTES + 64;
 
 /// What an event means for the commit point (`docs/retry.md`, "The commit point").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,8 +48,10 @@ impl EventClass {
 /// Incremental SSE event scanner; see the module docs.
 #[derive(Default)]
 pub struct SseScanner {
-    /// The current, incomplete line.
+    /// The current, incomplete line (its first [`MAX_LINE_BYTES`] bytes).
     line: Vec<u8>,
+    /// The current line is longer than what `line` kept.
+    line_overflow: bool,
     /// The previous chunk ended in `\r`: a `\n` at the start of the next one belongs to it.
     after_cr: bool,
     /// Fields of the event being read.
@@ -76,15 +82,16 @@ impl SseScanner {
             }
         }
         while let Some(pos) = memchr::memchr2(b'\n', b'\r', chunk) {
-            let class = if self.line.is_empty() {
-                self.on_line(&chunk[..pos])
+            let class = if self.line.is_empty() && pos <= MAX_LINE_BYTES {
+                self.on_line(&chunk[..pos], false)
             } else {
                 // A line split across chunks: join it, keeping the buffer's capacity.
                 let mut line = std::mem::take(&mut self.line);
-                line.extend_from_slice(&chunk[..pos]);
-                let class = self.on_line(&line);
+                let overflow = self.keep(&mut line, &chunk[..pos]);
+                let class = self.on_line(&line, overflow);
                 line.clear();
                 self.line = line;
+                self.line_overflow = false;
                 class
             };
             if let Some(class) = class {
@@ -103,7 +110,17 @@ impl SseScanner {
                 chunk = &chunk[pos + 1..];
             }
         }
-        self.line.extend_from_slice(chunk);
+        let mut line = std::mem::take(&mut self.line);
+        self.line_overflow = self.keep(&mut line, chunk);
+        self.line = line;
+    }
+
+    /// Appends `more` to the partial `line` up to [`MAX_LINE_BYTES`]; true when the line is
+    /// now longer than what it kept.
+    fn keep(&self, line: &mut Vec<u8>, more: &[u8]) -> bool {
+        let room = MAX_LINE_BYTES.saturating_sub(line.len());
+        line.extend_from_slice(&more[..more.len().min(room)]);
+        self.line_overflow || more.len() > room
     }
 
     /// True when the bytes so far stop inside an event (a partial line or undispatched fields).
@@ -111,8 +128,9 @@ impl SseScanner {
         !self.line.is_empty() || self.has_fields
     }
 
-    /// Processes one complete line; returns the class of an event it completes.
-    fn on_line(&mut self, line: &[u8]) -> Option<EventClass> {
+    /// Processes one complete line (`cut`: only its start was kept); returns the class of an
+    /// event it completes.
+    fn on_line(&mut self, line: &[u8], cut: bool) -> Option<EventClass> {
         if line.is_empty() {
             return self.dispatch();
         }
@@ -134,7 +152,7 @@ impl SseScanner {
             b"data" => {
                 self.has_fields = true;
                 if self.event_name.is_none() && !self.data_overflow {
-                    if self.data.len() + value.len() + 1 > MAX_TYPE_SCAN_BYTES {
+                    if cut || self.data.len() + value.len() + 1 > MAX_TYPE_SCAN_BYTES {
                         self.data_overflow = true;
                         self.data = Vec::new();
                     } else {
@@ -250,6 +268,34 @@ data: \"response\":{\"id\":\"r1\"}}\n\n";
         let stream = b"event: a\ndata: {\"n\":1}\n\nevent: b\r\ndata: {\"n\":\r\ndata: 2}\r\n\r\ndata: partial";
         assert_eq!(last_event_data(stream), Some(b"{\"n\":\n2}".to_vec()));
         assert_eq!(last_event_data(b"data: x"), None);
+    }
+
+    #[test]
+    fn a_line_longer_than_the_scan_limit_keeps_only_its_start() {
+        let mut scanner = SseScanner::new();
+        let mut out = Vec::new();
+        scanner.feed(
+            b"event: response.created\ndata: {}\n\ndata: {\"type\":\"",
+            |c| out.push(c),
+        );
+        let filler = vec![b'x'; 1 << 16];
+        for _ in 0..64 {
+            scanner.feed(&filler, |c| out.push(c));
+            assert!(scanner.line.len() <= MAX_LINE_BYTES);
+        }
+        assert!(scanner.line.capacity() <= 2 * MAX_LINE_BYTES);
+        scanner.feed(b"\"}\n\nevent: response.completed\ndata: {}\n\n", |c| {
+            out.push(c)
+        });
+        assert_eq!(
+            out,
+            vec![
+                EventClass::Bootstrap,
+                EventClass::Content,
+                EventClass::Terminal
+            ]
+        );
+        assert!(!scanner.mid_event());
     }
 
     #[test]

@@ -44,17 +44,25 @@ use super::classify::{classify, classify_in_band, unix_now};
 use super::client::{is_connect_timeout, HttpClient};
 use super::headers::{request_headers_for_upstream, response_headers_for_client};
 use super::profile;
-use super::redact::redact;
+use super::redact::{redact, EchoFilter, EchoMatcher, SecretBytes};
 use super::refresh::Refresher;
-use super::relay::{RelayBody, RelayFailure, RelayParts, RelayStats, SseWatch};
+use super::relay::{
+    poison, BudgetShare, ByteBudget, RelayBody, RelayFailure, RelayParts, RelayStats, SseWatch,
+};
 use super::retry::{decide, jitter, pool_wait, Decision, RetryBudget};
 use crate::config::{Timeouts, UpstreamBase};
 use crate::pool::state::Verdict;
 use crate::pool::{quota, Account, AccountKind, Pick, Pool};
 use crate::translate::sse::last_event_data;
+use hyper_util::client::legacy::connect::{capture_connection, CaptureConnection};
 
 /// Largest upstream error body read (to classify and redact it) before relaying; beyond: 502.
 pub const MAX_ERROR_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Most bytes of an event stream held before its commit point (bootstrap events); beyond it
+/// the attempt ends with 502 `upstream_response_too_large`.
+pub const MAX_HOLD_BYTES: usize = 4 * 1024 * 1024;
+/// Most events held before the commit point; beyond it, the same 502.
+pub const MAX_HOLD_EVENTS: usize = 1024;
 /// The longest wait a proxy-made 429 advertises in `Retry-After` (SDKs sleep as told).
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
@@ -74,6 +82,37 @@ pub struct Upstream {
     pub budget: RetryBudget,
     /// Connection failures per upstream host, for the log and `/health`.
     pub health: super::health::UpstreamHealth,
+    /// Bytes buffered from upstream answers count against this (`--max-buffered-bytes`).
+    pub buffers: Option<Arc<dyn ByteBudget>>,
+    /// The echo matcher for the pool's current secrets.
+    pub echo: EchoCache,
+}
+
+/// The [`EchoMatcher`] of the pool's current tokens, rebuilt when a token changes.
+#[derive(Default)]
+pub struct EchoCache {
+    current: std::sync::Mutex<Option<(Vec<usize>, Arc<EchoMatcher>)>>,
+}
+
+impl EchoCache {
+    /// The matcher for `pool`'s tokens as they are now.
+    pub fn get(&self, pool: &Pool) -> Arc<EchoMatcher> {
+        let tokens = pool.tokens();
+        let ids: Vec<usize> = tokens.iter().map(|t| Arc::as_ptr(t) as usize).collect();
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((built_for, matcher)) = current.as_ref() {
+            if *built_for == ids {
+                return Arc::clone(matcher);
+            }
+        }
+        let sources: Vec<Arc<dyn SecretBytes>> = tokens
+            .into_iter()
+            .map(|t| t as Arc<dyn SecretBytes>)
+            .collect();
+        let matcher = Arc::new(EchoMatcher::new(sources));
+        *current = Some((ids, Arc::clone(&matcher)));
+        matcher
+    }
 }
 
 /// A request ready to go upstream: headers already checked by the front end, body buffered.
@@ -396,8 +435,8 @@ impl Upstream {
                     Some(verdict) => (verdict, Err(error.give_up(attempts))),
                     None => return Err(error.give_up(attempts)),
                 },
-                Ok(response) => match self
-                    .answer(response, &out, deadline, attempts, &chosen, aggregate)
+                Ok(answered) => match self
+                    .answer(answered, &out, deadline, attempts, &chosen, aggregate)
                     .await
                 {
                     Answered::Final(reply) => return Ok(reply),
@@ -494,10 +533,12 @@ impl Upstream {
 
     async fn attempt(
         &self,
-        request: Request<Full<Bytes>>,
+        mut request: Request<Full<Bytes>>,
         deadline: Option<Instant>,
         abort: &CancellationToken,
-    ) -> Result<http::Response<Incoming>, AttemptError> {
+    ) -> Result<(http::Response<Incoming>, CaptureConnection), AttemptError> {
+        // To poison the connection if the answer echoes a secret (see `relay::poison`).
+        let connection = capture_connection(&mut request);
         let limit = match deadline {
             Some(deadline) => deadline,
             None => Instant::now() + self.timeouts.header,
@@ -513,7 +554,7 @@ impl Upstream {
         match sent {
             Ok(Ok(response)) => {
                 self.health.answered(&host);
-                Ok(response)
+                Ok((response, connection))
             }
             Ok(Err(error)) if error.is_connect() => {
                 self.health
@@ -538,7 +579,7 @@ impl Upstream {
     /// streams until their commit point, and records what the account's answer says.
     async fn answer(
         &self,
-        response: http::Response<Incoming>,
+        (response, connection): (http::Response<Incoming>, CaptureConnection),
         out: &Outbound<'_>,
         deadline: Option<Instant>,
         attempts: u32,
@@ -548,6 +589,10 @@ impl Upstream {
         let account = chosen.index;
         let (parts, mut body) = response.into_parts();
         let mut headers = response_headers_for_client(&parts.headers);
+        let echo = self.echo.get(&self.pool);
+        if echo.redact_headers(&mut headers) {
+            poison(Some(&connection));
+        }
         let stats = Arc::new(RelayStats::default());
         let status = parts.status;
         let remaining = quota::remaining(&parts.headers);
@@ -620,7 +665,10 @@ impl Upstream {
             let tokens = self.pool.tokens();
             let secrets = tokens.iter().filter_map(|t| t.secret());
             let bytes = match redact(&bytes, secrets) {
-                Some(clean) => Bytes::from(clean),
+                Some(clean) => {
+                    poison(Some(&connection));
+                    Bytes::from(clean)
+                }
                 None => bytes,
             };
             headers.remove(header::CONTENT_LENGTH);
@@ -648,20 +696,49 @@ impl Upstream {
             idle: self.timeouts.idle,
             deadline,
             abort: out.abort.clone(),
+            echo: Some(EchoFilter::new(echo)),
+            held_budget: self.buffers.clone().map(BudgetShare::new),
+            connection: Some(connection),
         };
         let mut verdict = Verdict::Served;
         if is_event_stream {
             headers.remove(header::CONTENT_LENGTH);
             relay.sse = Some(SseWatch::new());
             let hold_until = Instant::now() + self.timeouts.header;
-            self.hold(&mut relay, hold_until).await;
+            if let Err(over) = self.hold(&mut relay, hold_until).await {
+                // The upstream said too much before its first content: not an answer.
+                self.pool.record(
+                    account,
+                    Verdict::ServerError,
+                    Some(status.as_u16()),
+                    remaining,
+                    None,
+                    Instant::now(),
+                );
+                let body = Bytes::from(crate::translate::error_body(
+                    crate::translate::Dialect::Responses,
+                    over.status().as_u16(),
+                    over.code(),
+                    over.message(),
+                ));
+                let mut headers = HeaderMap::new();
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                let mut reply = reply(headers, ReplyBody::Full(body), stats);
+                reply.status = over.status();
+                reply.aggregate = false;
+                return Answered::Final(reply);
+            }
             verdict = pre_commit_verdict(&relay);
         } else {
             // A plain body goes out with its head: wait for its first bytes (nobody can use a
             // JSON head without its body), so both leave in one write.
             let idle = Instant::now() + self.timeouts.idle;
             let until = deadline.map_or(idle, |d| d.min(idle));
-            self.hold(&mut relay, until).await;
+            // One chunk at most: it cannot overflow the hold-back caps.
+            let _ = self.hold(&mut relay, until).await;
         }
         let session = (verdict == Verdict::Served)
             .then_some(out.session)
@@ -688,37 +765,68 @@ impl Upstream {
     /// Reads upstream bytes into `relay.held` until the commit point: for an event stream the
     /// first content-bearing or terminal event, for a plain body its first bytes; or the end
     /// of the body, an error, shutdown, or `until`.
-    async fn hold(&self, relay: &mut RelayParts, until: Instant) {
+    ///
+    /// The held bytes are bounded by [`MAX_HOLD_BYTES`] and [`MAX_HOLD_EVENTS`] and counted
+    /// against the buffer budget; past either, the upstream is dropped and the caller answers
+    /// with the returned error (nothing has been sent to the client yet).
+    async fn hold(&self, relay: &mut RelayParts, until: Instant) -> Result<(), Overflow> {
         let Some(body) = relay.upstream.as_mut() else {
-            return;
+            return Ok(());
         };
+        let mut bytes = 0usize;
         loop {
             let frame = tokio::select! {
                 frame = body.frame() => frame,
-                _ = tokio::time::sleep_until(until) => return,
-                _ = relay.abort.cancelled() => return,
+                _ = tokio::time::sleep_until(until) => return Ok(()),
+                _ = relay.abort.cancelled() => return Ok(()),
             };
             match frame {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
+                        // Only an event stream's start is held; a plain body's first chunk
+                        // goes out at once.
+                        let streaming = relay.sse.is_some();
+                        bytes += data.len();
+                        let budget_ok = !streaming
+                            || relay
+                                .held_budget
+                                .as_mut()
+                                .is_none_or(|share| share.grow(data.len()));
                         let commit = match relay.sse.as_mut() {
                             Some(watch) => watch.feed(&data),
                             None => !data.is_empty(),
                         };
+                        let events = relay.sse.as_ref().map_or(0, SseWatch::events);
+                        let over = if !budget_ok {
+                            Some(Overflow::Budget)
+                        } else if streaming
+                            && !commit
+                            && (bytes > MAX_HOLD_BYTES || events > MAX_HOLD_EVENTS)
+                        {
+                            Some(Overflow::Hold)
+                        } else {
+                            None
+                        };
+                        if let Some(over) = over {
+                            relay.upstream = None;
+                            relay.held.clear();
+                            relay.held_budget = None;
+                            return Err(over);
+                        }
                         relay.held.push(data);
                         if commit {
-                            return;
+                            return Ok(());
                         }
                     }
                 }
                 Some(Err(_)) => {
                     relay.upstream = None;
                     relay.early_failure = Some(RelayFailure::UpstreamError);
-                    return;
+                    return Ok(());
                 }
                 None => {
                     relay.upstream = None;
-                    return;
+                    return Ok(());
                 }
             }
         }
@@ -747,6 +855,42 @@ impl Upstream {
                 }
                 Some(Err(_)) => return Err(ErrorBodyError::Unreadable),
                 None => return Ok(Bytes::from(collected)),
+            }
+        }
+    }
+}
+
+/// Why the bytes before the commit point could not be held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Overflow {
+    /// Over [`MAX_HOLD_BYTES`] or [`MAX_HOLD_EVENTS`].
+    Hold,
+    /// `--max-buffered-bytes` is in use by other requests.
+    Budget,
+}
+
+impl Overflow {
+    fn status(self) -> StatusCode {
+        match self {
+            Overflow::Hold => StatusCode::BAD_GATEWAY,
+            Overflow::Budget => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn code(self) -> &'static str {
+        match self {
+            Overflow::Hold => "upstream_response_too_large",
+            Overflow::Budget => "proxy_overloaded",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Overflow::Hold => {
+                "The upstream sent more before its first output than the proxy holds."
+            }
+            Overflow::Budget => {
+                "Too many response bytes are buffered right now; try again shortly."
             }
         }
     }

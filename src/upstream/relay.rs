@@ -9,6 +9,9 @@
 //! - the request deadline passes (non-streaming requests), or
 //! - shutdown gives up waiting for it.
 //!
+//! Every byte passes an [`EchoFilter`] first (when one is given), so an echo of a secret is
+//! masked on every route before any stage or client sees it.
+//!
 //! For an event stream that error is an SSE `error` event followed by an aborted transfer
 //! (no final chunk), so no client mistakes it for a clean end. Dropping this body (the client
 //! went away) drops the upstream response at once, which closes or resets that upstream
@@ -27,6 +30,9 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use hyper_util::client::legacy::connect::CaptureConnection;
+
+use super::redact::EchoFilter;
 use crate::translate::sse::{EventClass, SseScanner};
 use crate::translate::{write_error_event, Dialect};
 
@@ -64,6 +70,11 @@ pub trait RelayStage: Send {
     /// The upstream ended: cleanly after its terminal event (`None`), or with `failure`. The
     /// stage appends its dialect's closing or error event.
     fn end(&mut self, failure: Option<RelayFailure>, out: &mut Vec<u8>);
+    /// Bytes the stage holds between chunks (a partial event), counted against the buffer
+    /// budget while it holds them.
+    fn buffered(&self) -> usize {
+        0
+    }
 }
 
 /// What the request log needs from a relay.
@@ -99,6 +110,7 @@ pub struct SseWatch {
     scanner: SseScanner,
     terminal_seen: bool,
     content_seen: bool,
+    events: usize,
 }
 
 impl SseWatch {
@@ -107,6 +119,7 @@ impl SseWatch {
             scanner: SseScanner::new(),
             terminal_seen: false,
             content_seen: false,
+            events: 0,
         }
     }
 
@@ -115,19 +128,28 @@ impl SseWatch {
         let mut commit = false;
         let terminal = &mut self.terminal_seen;
         let content = &mut self.content_seen;
-        self.scanner.feed(chunk, |class| match class {
-            EventClass::Bootstrap => {}
-            EventClass::Content => {
-                commit = true;
-                *content = true;
-                *terminal = false;
-            }
-            EventClass::Terminal => {
-                commit = true;
-                *terminal = true;
+        let events = &mut self.events;
+        self.scanner.feed(chunk, |class| {
+            *events += 1;
+            match class {
+                EventClass::Bootstrap => {}
+                EventClass::Content => {
+                    commit = true;
+                    *content = true;
+                    *terminal = false;
+                }
+                EventClass::Terminal => {
+                    commit = true;
+                    *terminal = true;
+                }
             }
         });
         commit
+    }
+
+    /// Events completed so far.
+    pub fn events(&self) -> usize {
+        self.events
     }
 
     /// True once a content-bearing event has been seen.
@@ -162,6 +184,64 @@ pub struct RelayParts {
     pub deadline: Option<Instant>,
     /// Cancelled when shutdown stops waiting for in-flight requests.
     pub abort: CancellationToken,
+    /// Masks echoes of the pool's secrets in every byte relayed.
+    pub echo: Option<EchoFilter>,
+    /// The budget share `held` is counted against, returned when the relay is dropped.
+    pub held_budget: Option<BudgetShare>,
+    /// The upstream connection, poisoned (never reused) once an echo was masked in its bytes.
+    pub connection: Option<CaptureConnection>,
+}
+
+/// A shared cap on bytes buffered at once (`--max-buffered-bytes`), seen from the upstream
+/// side so that bytes it buffers count against the same budget as request bodies.
+pub trait ByteBudget: Send + Sync {
+    /// Takes `n` bytes from the budget; false (and nothing taken) when it would overflow.
+    fn try_take(&self, n: usize) -> bool;
+    /// Returns `n` bytes taken earlier.
+    fn give_back(&self, n: usize);
+}
+
+/// Bytes taken from a [`ByteBudget`], given back on drop.
+pub struct BudgetShare {
+    budget: Arc<dyn ByteBudget>,
+    bytes: usize,
+}
+
+impl BudgetShare {
+    pub fn new(budget: Arc<dyn ByteBudget>) -> Self {
+        BudgetShare { budget, bytes: 0 }
+    }
+
+    /// Takes `more` bytes; false (and nothing taken) when the budget is spent.
+    pub fn grow(&mut self, more: usize) -> bool {
+        let ok = self.budget.try_take(more);
+        if ok {
+            self.bytes += more;
+        }
+        ok
+    }
+
+    /// Bytes held by this share.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Grows or shrinks the share to `target` bytes; false (share unchanged) when growing
+    /// does not fit.
+    pub fn set(&mut self, target: usize) -> bool {
+        if target > self.bytes {
+            return self.grow(target - self.bytes);
+        }
+        self.budget.give_back(self.bytes - target);
+        self.bytes = target;
+        true
+    }
+}
+
+impl Drop for BudgetShare {
+    fn drop(&mut self) {
+        self.budget.give_back(self.bytes);
+    }
 }
 
 /// See the module docs.
@@ -182,6 +262,22 @@ pub struct RelayBody {
     state: State,
     stats: Arc<RelayStats>,
     stage: Option<Box<dyn RelayStage>>,
+    echo: Option<EchoFilter>,
+    /// The budget share of the held bytes until they are relayed, then of what the stage
+    /// buffers.
+    budget: Option<BudgetShare>,
+    connection: Option<CaptureConnection>,
+}
+
+/// Marks the upstream connection as never to be reused: it carried an echo of a secret, and
+/// its read buffers keep the bytes they read until they are freed (and wiped) with it. The
+/// pool drops a poisoned connection when it is returned or next checked out.
+pub fn poison(connection: Option<&CaptureConnection>) {
+    if let Some(connection) = connection {
+        if let Some(connected) = connection.connection_metadata().as_ref() {
+            connected.poison();
+        }
+    }
 }
 
 /// While data flows, shutdown and the deadline are checked every this many chunks (and always
@@ -208,7 +304,15 @@ impl RelayBody {
             state: State::Streaming,
             stats,
             stage: None,
+            echo: parts.echo,
+            budget: parts.held_budget,
+            connection: parts.connection,
         }
+    }
+
+    /// The echo filter's matcher, for redacting what is built from this body's bytes.
+    pub fn echo_matcher(&self) -> Option<Arc<super::redact::EchoMatcher>> {
+        self.echo.as_ref().map(EchoFilter::matcher)
     }
 
     /// The same relay with its bytes passed through `stage`.
@@ -220,14 +324,35 @@ impl RelayBody {
     /// Upstream bytes as the client gets them: through the stage, if any (`None`: nothing to
     /// send yet).
     fn staged(&mut self, data: Bytes) -> Option<Bytes> {
+        let data = match &mut self.echo {
+            Some(echo) => {
+                let out = echo.push(data);
+                if echo.take_found() {
+                    poison(self.connection.as_ref());
+                }
+                out
+            }
+            None => data,
+        };
         match &mut self.stage {
-            None => Some(data),
+            None => (!data.is_empty()).then_some(data),
             Some(stage) => {
                 let mut out = Vec::new();
                 stage.chunk(&data, &mut out);
                 (!out.is_empty()).then(|| Bytes::from(out))
             }
         }
+    }
+
+    /// Brings the budget share to what is buffered now (held bytes not yet relayed, plus the
+    /// stage's partial event); false when the budget cannot take it.
+    fn account(&mut self) -> bool {
+        let Some(share) = &mut self.budget else {
+            return true;
+        };
+        let held: usize = self.held.iter().map(Bytes::len).sum();
+        let staged = self.stage.as_ref().map_or(0, |s| s.buffered());
+        share.set(held + staged)
     }
 
     fn emit(&self, data: Bytes) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
@@ -244,21 +369,38 @@ impl RelayBody {
         self.upstream = None;
         let _ = self.stats.failure.set(failure);
         self.state = State::Failing(failure, None);
+        let mut out = self.echo_tail();
         if let Some(stage) = &mut self.stage {
-            let mut out = Vec::new();
             stage.end(Some(failure), &mut out);
-            return if out.is_empty() {
-                self.poll_failing(cx)
-            } else {
-                self.emit(Bytes::from(out))
-            };
+        } else if let Some(watch) = &self.sse {
+            out.extend_from_slice(&failure.sse_event(watch.scanner.mid_event()));
         }
-        match &self.sse {
-            Some(watch) => {
-                let event = failure.sse_event(watch.scanner.mid_event());
-                self.emit(event)
+        if out.is_empty() {
+            self.poll_failing(cx)
+        } else {
+            self.emit(Bytes::from(out))
+        }
+    }
+
+    /// The bytes the echo filter still held back, through the stage (the body is ending).
+    fn echo_tail(&mut self) -> Vec<u8> {
+        let tail = match &mut self.echo {
+            Some(echo) if echo.held() > 0 => {
+                let tail = echo.finish();
+                if echo.take_found() {
+                    poison(self.connection.as_ref());
+                }
+                tail
             }
-            None => self.poll_failing(cx),
+            _ => return Vec::new(),
+        };
+        match &mut self.stage {
+            Some(stage) => {
+                let mut out = Vec::new();
+                stage.chunk(&tail, &mut out);
+                out
+            }
+            None => tail.to_vec(),
         }
     }
 
@@ -313,7 +455,7 @@ impl RelayBody {
             Some(watch) if !watch.terminal_seen() => self.fail(RelayFailure::Truncated, cx),
             _ => {
                 self.state = State::Done;
-                let mut out = Vec::new();
+                let mut out = self.echo_tail();
                 if let Some(stage) = &mut self.stage {
                     stage.end(None, &mut out);
                 }
@@ -343,7 +485,11 @@ impl Body for RelayBody {
                 State::Streaming => {}
             }
             if let Some(chunk) = this.held.pop_front() {
-                match this.staged(chunk) {
+                let out = this.staged(chunk);
+                if !this.account() {
+                    return this.fail(RelayFailure::Overloaded, cx);
+                }
+                match out {
                     Some(out) => return this.emit(out),
                     None => continue,
                 }
@@ -370,7 +516,11 @@ impl Body for RelayBody {
                     }
                     this.last_data = Instant::now();
                     this.since_check += 1;
-                    match this.staged(data) {
+                    let out = this.staged(data);
+                    if this.stage.is_some() && !this.account() {
+                        return this.fail(RelayFailure::Overloaded, cx);
+                    }
+                    match out {
                         Some(out) => return this.emit(out),
                         None => continue,
                     }

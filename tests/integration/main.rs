@@ -4,6 +4,7 @@
 //! - `streaming`: events flushed to the client as they arrive; the bootstrap hold-back.
 //! - `surface`: the route gate — every refusal, and that the upstream saw nothing.
 //! - `passthrough`: bodies and headers byte for byte, the header policy, redaction.
+//! - `echoes`: echoes of a key masked in headers, success bodies and streams on every route.
 //! - `limits`: body size, buffered bytes, connection count, slow senders, idle connections.
 //! - `resilience`: pre-header retries, timeouts, cut streams, client disconnects.
 //! - `lifecycle`: client token, /health, /shutdown and draining.
@@ -13,6 +14,7 @@
 //! - `chatgpt`: ChatGPT accounts: the Codex backend profile, token refresh, `--auth-dir`.
 //! - `translation`: Chat Completions and Anthropic Messages clients end to end, local routes.
 //! - `diagnostics`: `/health` reports a failing upstream, and why, until it answers again.
+//! - `upstream_caps`: caps on what an upstream answer makes the proxy buffer.
 //! - `chaos`: 300 concurrent streams over 3 accounts with random upstream faults.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -26,6 +28,7 @@ mod raw;
 mod chaos;
 mod chatgpt;
 mod diagnostics;
+mod echoes;
 mod lifecycle;
 mod limits;
 mod passthrough;
@@ -36,3 +39,4 @@ mod streaming;
 mod surface;
 mod tls;
 mod translation;
+mod upstream_caps;

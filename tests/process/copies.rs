@@ -156,3 +156,80 @@ async fn over_tls_and_h2_the_upstream_gets_the_real_key_and_one_copy_remains() {
         assert_eq!(after.len(), 1, "{version:?}: {after:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_locked_copy_of_the_key_after_a_hundred_upstream_echoes_are_masked() {
+    if !is_root() {
+        eprintln!("skipped: needs root to read another process's memory");
+        return;
+    }
+    let key = canary();
+    let mock = MockUpstream::start("copies-echo").await;
+    let dir = temp_dir("copies-echo");
+    let proxy = start(
+        Launch {
+            args: vec!["--upstream-url".into(), mock.base_url.clone()],
+            stdin: format!("{key}\n").as_bytes(),
+            as_uid: None,
+            env: vec![],
+        },
+        &dir,
+    );
+    let last4 = &key[key.len() - 4..];
+    for i in 0..100 {
+        let stream = i % 2 == 0;
+        let echo = format!("echo {key} and sk-****{last4}");
+        let (content_type, body) = if stream {
+            let events = crate::mock::responses_stream(&echo, 4);
+            ("text/event-stream", events.concat())
+        } else {
+            (
+                "application/json",
+                serde_json::json!({"id":"resp_1","output":[],"echo":echo}).to_string(),
+            )
+        };
+        // The echo also arrives split inside the key, across two chunks.
+        let cut = body.find(&key).unwrap() + 10;
+        mock.push(crate::mock::Script::Respond {
+            status: 200,
+            headers: vec![
+                ("content-type", content_type.into()),
+                ("www-authenticate", format!("Bearer realm=\"{key}\"")),
+            ],
+            chunks: vec![
+                (Duration::ZERO, bytes::Bytes::from(body[..cut].to_string())),
+                (
+                    Duration::from_millis(1),
+                    bytes::Bytes::from(body[cut..].to_string()),
+                ),
+            ],
+        });
+        let request = if stream {
+            r#"{"model":"m","stream":true,"input":"x"}"#
+        } else {
+            r#"{"model":"m","input":"x"}"#
+        };
+        let r = exchange(
+            proxy.addr,
+            &post(proxy.addr, "/v1/responses", request, &[]),
+            Duration::from_secs(10),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let seen = format!("{:?}{}", r.headers, r.text());
+        assert!(!seen.contains(&key), "the echo reached the client: {seen}");
+        assert!(
+            !seen.contains(last4),
+            "a masked echo reached the client: {seen}"
+        );
+        assert!(seen.contains("[REDACTED]"), "{seen}");
+    }
+    let after = find_copies(proxy.pid, key.as_bytes());
+    eprintln!(
+        "copies of the key after 100 masked echoes: {} {after:?}",
+        after.len()
+    );
+    assert_eq!(after.len(), 1, "after 100 masked echoes: {after:?}");
+    assert!(after[0].1.contains("lo"), "{after:?}");
+    drop(proxy);
+}

@@ -8,6 +8,8 @@
 //!   probe works (root only: skipped with a message otherwise).
 //! - `diagnostics`: log lines and messages an operator reads (connect failures, bytes_out,
 //!   shutdown cuts, the start-up line, a key as an argument, `--user` without root).
+//! - `caps`: an upstream sending far more than each buffer cap; the proxy's peak RSS.
+//! - `soak` (ignored; `scripts/soak`): minutes of mixed traffic with faults, then leak checks.
 //! - `copies`: how many copies of the key the process memory holds after many requests.
 //! - `flood`: refusals a local user can provoke are summarised in the log, not one line each.
 //! - `refusals`: the log line of a refused request (method, path, reason; never the query).
@@ -20,11 +22,13 @@ mod mock;
 #[path = "../common/raw.rs"]
 mod raw;
 
+mod caps;
 mod copies;
 mod diagnostics;
 mod flood;
 mod hardening;
 mod refusals;
 mod secrets;
+mod soak;
 mod spawn;
 mod startup;
