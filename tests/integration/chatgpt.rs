@@ -16,7 +16,8 @@ use crate::raw::{self, RawResponse};
 const LIMIT: Duration = Duration::from_secs(15);
 const STREAM_BODY: &str = r#"{"model":"gpt-5","stream":true,"input":"hi"}"#;
 
-fn b64url(bytes: &[u8]) -> String {
+/// Base64url without padding, as JWT segments are written (shared with `upstream_caps`).
+pub(crate) fn b64url(bytes: &[u8]) -> String {
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {

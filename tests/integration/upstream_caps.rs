@@ -174,21 +174,6 @@ async fn a_translated_streams_partial_event_over_max_buffered_bytes_ends_with_an
     );
 }
 
-fn b64url(bytes: &[u8]) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let mut acc = 0u32;
-        for (i, b) in chunk.iter().enumerate() {
-            acc |= u32::from(*b) << (16 - 8 * i);
-        }
-        for i in 0..=chunk.len() {
-            out.push(A[((acc >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
 #[tokio::test]
 async fn a_chatgpt_accounts_aggregated_responses_answer_is_capped_at_16_mib() {
     let backend = MockUpstream::start("unused").await;
@@ -200,8 +185,8 @@ async fn a_chatgpt_accounts_aggregated_responses_answer_is_capped_at_16_mib() {
         json!({"exp": now + 3600, "https://api.openai.com/auth": {"chatgpt_account_id": "acct-1"}});
     let access = format!(
         "{}.{}.sig",
-        b64url(br#"{"alg":"none","typ":"JWT"}"#),
-        b64url(claims.to_string().as_bytes())
+        crate::chatgpt::b64url(br#"{"alg":"none","typ":"JWT"}"#),
+        crate::chatgpt::b64url(claims.to_string().as_bytes())
     );
     let stdin = json!({"access_token": access, "refresh_token": "rt-caps", "account_id": "acct-1"})
         .to_string();
