@@ -202,3 +202,13 @@ impl Drop for Running {
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
+
+/// What `codex-proxy --help` prints (it must exit 0).
+pub fn help_text() -> String {
+    let out = std::process::Command::new(BIN)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "--help exits 0");
+    String::from_utf8(out.stdout).unwrap()
+}
