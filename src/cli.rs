@@ -124,6 +124,13 @@ pub struct Args {
     #[arg(long)]
     pub client_token: bool,
 
+    /// A local user (name or uid) who may use the port; repeat for more. The kernel says who
+    /// owns each connection (looked up once per connection); anyone else gets 403
+    /// user_not_allowed, and a connection whose owner cannot be determined is refused. Names are
+    /// resolved at start. [default: every local user]
+    #[arg(long = "allow-user", value_name = "USER")]
+    pub allow_users: Vec<String>,
+
     /// Owner (name or uid) of the server-info file when it holds a token [default: SUDO_UID,
     /// else the proxy's own uid].
     #[arg(long, value_name = "USER")]

@@ -28,6 +28,8 @@ pub enum ConfigError {
     UnknownUser(String),
     #[error("--info-owner {0}: no such user")]
     UnknownInfoOwner(String),
+    #[error("--allow-user {0}: no such user")]
+    UnknownAllowUser(String),
     #[error("SUDO_UID is not a number")]
     BadSudoUid,
     #[error("--client-token needs --server-info (the token is handed over in that file)")]
@@ -221,6 +223,8 @@ pub struct Config {
     pub client_token: bool,
     /// Owner of a server-info file that holds a token.
     pub info_owner: Uid,
+    /// Who may use the port (`--allow-user`, resolved to uids).
+    pub access: crate::server::users::Access,
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub log_level: LogLevel,
@@ -295,6 +299,20 @@ impl Config {
             }
             (None, None) => crate::hardening::current_uid(),
         };
+        let access = if args.allow_users.is_empty() {
+            crate::server::users::Access::everyone()
+        } else {
+            let uids = args
+                .allow_users
+                .iter()
+                .map(|user| {
+                    resolve_uid(user)
+                        .map(Uid::as_raw)
+                        .ok_or_else(|| ConfigError::UnknownAllowUser(user.clone()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            crate::server::users::Access::only(uids)
+        };
         for (flag, value) in [
             ("max-body-bytes", args.max_body_bytes),
             ("max-buffered-bytes", args.max_buffered_bytes),
@@ -328,6 +346,7 @@ impl Config {
             models,
             client_token: args.client_token,
             info_owner,
+            access,
             timeouts: Timeouts {
                 connect: secs(args.connect_timeout),
                 header: secs(args.header_timeout),
@@ -452,6 +471,22 @@ mod tests {
         assert!(matches!(
             config(&["--upstream-ca", "/nonexistent/ca.pem"]),
             Err(ConfigError::UpstreamCa { .. })
+        ));
+    }
+
+    #[test]
+    fn allow_user_takes_names_and_uids_and_refuses_unknown_names() {
+        use crate::server::peer::Caller;
+        let c = config(&["--allow-user", "root", "--allow-user", "4242"]).unwrap();
+        let caller = |uid| Caller { uid, name: None };
+        assert!(c.access.admits(Some(&caller(0))).is_ok());
+        assert!(c.access.admits(Some(&caller(4242))).is_ok());
+        assert!(c.access.admits(Some(&caller(4243))).is_err());
+        assert!(c.access.admits(None).is_err());
+        assert!(!config(&[]).unwrap().access.is_restricted());
+        assert!(matches!(
+            config(&["--allow-user", "root", "--allow-user", "no-such-user-xyz"]),
+            Err(ConfigError::UnknownAllowUser(name)) if name == "no-such-user-xyz"
         ));
     }
 

@@ -93,6 +93,8 @@ pub fn build_state(
         abort: CancellationToken::new(),
         open_connections: Default::default(),
         session_hasher: Default::default(),
+        access: config.access.clone(),
+        names: Default::default(),
     }))
 }
 

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
+use super::peer::{Caller, UidLabel};
 use crate::upstream::relay::{RelayBody, RelayStats};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -27,16 +28,27 @@ pub struct RequestLog {
     pub bytes_out: u64,
     /// The account that served the request (its index), if one did.
     pub account: Option<usize>,
+    /// The local user who owns the connection (`None`: could not be determined).
+    pub caller: Option<Caller>,
 }
 
 impl Drop for RequestLog {
     fn drop(&mut self) {
         let failure = self.stats.as_ref().and_then(|s| s.failure());
+        let user = self.caller.as_ref().and_then(|c| c.name.as_deref());
+        let uid = match &self.caller {
+            Some(c) if c.name.is_some() => None,
+            other => Some(tracing::field::display(UidLabel(
+                other.as_ref().map(|c| c.uid),
+            ))),
+        };
         macro_rules! line {
             ($level:expr) => {
                 tracing::event!(
                     $level,
                     route = self.route,
+                    user,
+                    uid,
                     status = self.status,
                     upstream_status = self.upstream_status,
                     attempts = self.attempts,

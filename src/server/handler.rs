@@ -16,6 +16,7 @@ use super::body::{ProxyBody, RequestLog};
 use super::encoding::{self, DecodeError};
 use super::errors::{json_response, openai_error, refusal};
 use super::limits::Reservation;
+use super::peer::{Caller, UidLabel};
 use super::routes::{log_safe, Refusal, Route};
 use super::{translated, State};
 use crate::translate::Dialect;
@@ -24,9 +25,11 @@ use crate::upstream::{Outbound, ReplyBody};
 /// Longest pause tolerated between two chunks of a request body (slow senders).
 pub const BODY_CHUNK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Handles one request. Never fails: every problem is a response in the OpenAI dialect.
+/// Handles one request on a connection owned by `caller` (`None`: the owner could not be
+/// determined). Never fails: every problem is a response in the route's dialect.
 pub async fn handle(
     state: Arc<State>,
+    caller: Option<Caller>,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
@@ -40,10 +43,24 @@ pub async fn handle(
         stats: None,
         bytes_out: 0,
         account: None,
+        caller: None,
     };
     // Errors on the Anthropic routes (refusals included) use Anthropic's shape.
     let mut anthropic = request.uri().path().starts_with("/v1/messages");
-    let response = if head_size(&request) > super::MAX_HEADER_BYTES {
+    let admitted = state.access.admits(caller.as_ref());
+    log.caller = caller;
+    // A user who may not use the port is refused before anything else is looked at, so
+    // nothing about the proxy (routes, token, probe) answers them but this.
+    let response = if let Err(denied) = admitted {
+        tracing::warn!(
+            uid = %UidLabel(denied.uid()),
+            method = %log_safe(request.method().as_str()),
+            path = %log_safe(request.uri().path()),
+            reason = "user_not_allowed",
+            "request refused: local user not allowed"
+        );
+        denied.response()
+    } else if head_size(&request) > super::MAX_HEADER_BYTES {
         openai_error(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "headers_too_large",

@@ -11,9 +11,11 @@ pub mod errors;
 pub mod handler;
 pub mod info;
 pub mod limits;
+pub mod peer;
 pub mod routes;
 pub mod token;
 pub mod translated;
+pub mod users;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -102,6 +104,10 @@ pub struct State {
     pub open_connections: AtomicUsize,
     /// Keys sessions for account affinity (random per launch, so session ids are not kept).
     pub session_hasher: std::collections::hash_map::RandomState,
+    /// Who may use the port (`--allow-user`).
+    pub access: users::Access,
+    /// Callers' user names, resolved once per uid.
+    pub names: peer::NameCache,
 }
 
 impl State {
@@ -194,8 +200,13 @@ async fn serve_connection(
 ) {
     state.open_connections.fetch_add(1, Ordering::Relaxed);
     let _ = stream.set_nodelay(true);
+    // Who is calling, asked once, before the first request is read; every request on the
+    // connection carries the answer.
+    let caller = identify(&state, &stream);
     let service_state = Arc::clone(&state);
-    let service = service_fn(move |request| handler::handle(Arc::clone(&service_state), request));
+    let service = service_fn(move |request| {
+        handler::handle(Arc::clone(&service_state), caller.clone(), request)
+    });
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -220,6 +231,25 @@ async fn serve_connection(
         tracing::debug!(%error, "client connection ended with an error");
     }
     state.open_connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The owner of the client's end of `stream` (`None`: it could not be determined; with
+/// `--allow-user` every request on the connection is then refused).
+fn identify(state: &State, stream: &TcpStream) -> Option<peer::Caller> {
+    let (client, server) = match (stream.peer_addr(), stream.local_addr()) {
+        (Ok(client), Ok(server)) => (client, server),
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::debug!(%error, "connection addresses unavailable: owner unknown");
+            return None;
+        }
+    };
+    match peer::identify(client, server, &state.names) {
+        Ok(caller) => Some(caller),
+        Err(error) => {
+            tracing::debug!(%error, "connection owner could not be determined");
+            None
+        }
+    }
 }
 
 /// Over `--max-connections`: a fixed 503 and close, without reading the request.

@@ -15,6 +15,7 @@
 //! - `translation`: Chat Completions and Anthropic Messages clients end to end, local routes.
 //! - `diagnostics`: `/health` reports a failing upstream, and why, until it answers again.
 //! - `upstream_caps`: caps on what an upstream answer makes the proxy buffer.
+//! - `users`: `--allow-user`: who is served, in which dialect others are refused, with the token.
 //! - `chaos`: 300 concurrent streams over 3 accounts with random upstream faults.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -40,3 +41,4 @@ mod surface;
 mod tls;
 mod translation;
 mod upstream_caps;
+mod users;

@@ -13,6 +13,8 @@
 //! - `copies`: how many copies of the key the process memory holds after many requests.
 //! - `flood`: refusals a local user can provoke are summarised in the log, not one line each.
 //! - `refusals`: the log line of a refused request (method, path, reason; never the query).
+//! - `users`: `--allow-user` with clients running as several local users; attribution of
+//!   1,000 connections (root only).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 // These tests drive real processes in real time, outside tokio: std time is the right clock.
 #![allow(clippy::disallowed_types)]
@@ -32,3 +34,4 @@ mod secrets;
 mod soak;
 mod spawn;
 mod startup;
+mod users;

@@ -46,6 +46,7 @@ fn help_and_version_exit_zero() {
         "--drain-timeout",
         "--log-level",
         "--log-format",
+        "--allow-user",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
@@ -59,6 +60,12 @@ fn configuration_errors_exit_2() {
         vec!["--upstream-url", "not a url"],
         vec!["--client-token"],
         vec!["--user", "no-such-user-for-codex-proxy"],
+        vec![
+            "--allow-user",
+            "root",
+            "--allow-user",
+            "no-such-user-for-codex-proxy",
+        ],
         vec!["--upstream-ca", "/nonexistent/ca.pem"],
         vec!["--max-attempts", "0"],
         vec!["--header-timeout", "-1"],
