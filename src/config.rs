@@ -57,6 +57,9 @@ pub struct UpstreamBase {
     pub base_path: String,
     /// Query string of the configured URL, kept on every request (Azure's `api-version`).
     pub query: Option<String>,
+    /// The URIs of `/responses` and `/responses/compact`, built once: every forwarded request
+    /// needs one, and a clone of a built `Uri` shares its bytes instead of allocating.
+    built: [Uri; 2],
 }
 
 impl UpstreamBase {
@@ -89,12 +92,15 @@ impl UpstreamBase {
         if let Some(parent) = path.strip_suffix("/responses") {
             path = parent.to_string();
         }
-        Ok(UpstreamBase {
+        let mut base = UpstreamBase {
             scheme,
             authority,
             base_path: path,
             query: uri.query().map(str::to_string),
-        })
+            built: [Uri::default(), Uri::default()],
+        };
+        base.built = BUILT_ENDPOINTS.map(|endpoint| base.build(endpoint));
+        Ok(base)
     }
 
     /// The base URL as configured (without a `/responses` suffix), for the log.
@@ -111,6 +117,13 @@ impl UpstreamBase {
 
     /// The full upstream URI for an endpoint such as `/responses`.
     pub fn uri(&self, endpoint: &str) -> Uri {
+        match BUILT_ENDPOINTS.iter().position(|e| *e == endpoint) {
+            Some(i) => self.built[i].clone(),
+            None => self.build(endpoint),
+        }
+    }
+
+    fn build(&self, endpoint: &str) -> Uri {
         let mut s = format!(
             "{}://{}{}{}",
             self.scheme, self.authority, self.base_path, endpoint
@@ -124,6 +137,9 @@ impl UpstreamBase {
             .unwrap_or_else(|_| Uri::from_static("http://127.0.0.1:9/invalid"))
     }
 }
+
+/// The endpoints whose URIs `UpstreamBase` builds once (see `UpstreamBase::uri`).
+const BUILT_ENDPOINTS: [&str; 2] = ["/responses", "/responses/compact"];
 
 fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');

@@ -504,7 +504,13 @@ async fn forward(
     };
     let result = state.upstream.forward(outbound).await;
     drop(reservation);
-    let attempts_header = |attempts: u32| HeaderValue::from(attempts);
+    // The usual counts without an allocation (`HeaderValue::from(u32)` allocates).
+    let attempts_header = |attempts: u32| match attempts {
+        1 => HeaderValue::from_static("1"),
+        2 => HeaderValue::from_static("2"),
+        3 => HeaderValue::from_static("3"),
+        n => HeaderValue::from(n),
+    };
     match result {
         Err(give_up) => {
             log.attempts = give_up.attempts;

@@ -97,14 +97,22 @@ pub struct EchoCache {
 impl EchoCache {
     /// The matcher for `pool`'s tokens as they are now.
     pub fn get(&self, pool: &Pool) -> Arc<EchoMatcher> {
-        let tokens = pool.tokens();
-        let ids: Vec<usize> = tokens.iter().map(|t| Arc::as_ptr(t) as usize).collect();
+        // The check for an unchanged pool runs on every request: it compares in place and
+        // allocates nothing (two vectors per request before).
+        let accounts = pool.accounts();
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((built_for, matcher)) = current.as_ref() {
-            if *built_for == ids {
+            if built_for.len() == accounts.len()
+                && built_for
+                    .iter()
+                    .zip(accounts.iter())
+                    .all(|(id, a)| *id == Arc::as_ptr(&a.token()) as usize)
+            {
                 return Arc::clone(matcher);
             }
         }
+        let tokens: Vec<_> = accounts.iter().map(|a| a.token()).collect();
+        let ids: Vec<usize> = tokens.iter().map(|t| Arc::as_ptr(t) as usize).collect();
         let sources: Vec<Arc<dyn SecretBytes>> = tokens
             .into_iter()
             .map(|t| t as Arc<dyn SecretBytes>)
