@@ -33,6 +33,7 @@ mod echoes;
 mod lifecycle;
 mod limits;
 mod passthrough;
+mod policy;
 mod pool;
 mod proxying;
 mod resilience;
