@@ -113,6 +113,13 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub models: Option<PathBuf>,
 
+    /// Per-user policy (TOML): [users.NAME] and [users."*"] sections with `models` (globs the
+    /// model sent upstream must match, else 403 model_not_allowed) and `max_concurrent`
+    /// (requests in flight, else 429 user_concurrency_limit). Read once at start-up; unknown
+    /// keys are errors. Cannot be combined with --models.
+    #[arg(long, value_name = "FILE", conflicts_with = "models")]
+    pub config: Option<PathBuf>,
+
     /// Drop privileges to this user after binding and writing the server-info file. Needs root
     /// (or CAP_SETUID and CAP_SETGID).
     #[arg(long, value_name = "NAME")]

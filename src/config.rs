@@ -1,5 +1,7 @@
 //! Raw [`Args`] turned into a validated [`Config`]. Every error here is exit code 2.
 
+pub mod file;
+
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -40,6 +42,12 @@ pub enum ConfigError {
     OauthTokenUrl(String),
     #[error("--models {path}: {reason}")]
     Models { path: PathBuf, reason: String },
+    #[error("--config {path}{}: {reason}", .line.map(|l| format!(": line {l}")).unwrap_or_default())]
+    ConfigFile {
+        path: PathBuf,
+        line: Option<usize>,
+        reason: String,
+    },
     #[error("--auth-dir {path}: {reason}")]
     AuthDir { path: PathBuf, reason: String },
     #[error("--{flag} must be at least 1")]
@@ -241,6 +249,8 @@ pub struct Config {
     pub info_owner: Uid,
     /// Who may use the port (`--allow-user`, resolved to uids).
     pub access: crate::server::users::Access,
+    /// Per-user policy from `--config` (resolved to uids).
+    pub policies: crate::server::policy::PolicyTable,
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub log_level: LogLevel,
@@ -329,6 +339,10 @@ impl Config {
                 .collect::<Result<Vec<_>, _>>()?;
             crate::server::users::Access::only(uids)
         };
+        let policies = match &args.config {
+            Some(path) => load_policies(path)?,
+            None => crate::server::policy::PolicyTable::default(),
+        };
         for (flag, value) in [
             ("max-body-bytes", args.max_body_bytes),
             ("max-buffered-bytes", args.max_buffered_bytes),
@@ -363,6 +377,7 @@ impl Config {
             client_token: args.client_token,
             info_owner,
             access,
+            policies,
             timeouts: Timeouts {
                 connect: secs(args.connect_timeout),
                 header: secs(args.header_timeout),
@@ -404,6 +419,57 @@ fn load_ca(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, ConfigError> 
             .map_err(|e| err(format!("not usable as a trust anchor: {e}")))?;
     }
     Ok(certs)
+}
+
+/// Reads the `--config` file and resolves its `[users]` sections to uids (names at start: a
+/// user deleted later keeps the uid it had).
+fn load_policies(path: &PathBuf) -> Result<crate::server::policy::PolicyTable, ConfigError> {
+    let err = |line: Option<usize>, reason: String| ConfigError::ConfigFile {
+        path: path.clone(),
+        line,
+        reason,
+    };
+    let bytes = read_bounded(path, file::MAX_CONFIG_BYTES).map_err(|reason| err(None, reason))?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| err(None, "not UTF-8 text".into()))?;
+    let parsed = file::parse(text).map_err(|e| err(e.line, e.reason))?;
+    let mut table = crate::server::policy::PolicyTable::default();
+    for section in parsed.users {
+        let uid = if section.name == "*" {
+            None
+        } else {
+            Some(resolve_uid(&section.name).map(Uid::as_raw).ok_or_else(|| {
+                err(
+                    Some(section.line),
+                    format!("[users.{}]: no such user", section.name),
+                )
+            })?)
+        };
+        if table.contains(uid) {
+            return Err(err(
+                Some(section.line),
+                format!(
+                    "[users.{}]: another section already names this user (by name or uid)",
+                    section.name
+                ),
+            ));
+        }
+        table.insert(uid, section.policy);
+    }
+    Ok(table)
+}
+
+/// Reads at most `max` bytes of `path` (more: an error, not a truncated read).
+fn read_bounded(path: &PathBuf, max: usize) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.kind().to_string())?;
+    let mut bytes = Vec::new();
+    file.take(max as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.kind().to_string())?;
+    if bytes.len() > max {
+        return Err(format!("larger than {max} bytes"));
+    }
+    Ok(bytes)
 }
 
 fn resolve_drop_target(name: &str) -> Result<DropTarget, ConfigError> {
@@ -504,6 +570,79 @@ mod tests {
             config(&["--allow-user", "root", "--allow-user", "no-such-user-xyz"]),
             Err(ConfigError::UnknownAllowUser(name)) if name == "no-such-user-xyz"
         ));
+    }
+
+    /// Writes `text` to a fresh file under the temp dir and returns its path.
+    fn config_file(tag: &str, text: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!(
+            "codex-proxy-config-{tag}-{}.toml",
+            std::process::id()
+        ));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn config_users_resolve_names_and_uids_and_star_covers_the_rest() {
+        use crate::server::peer::Caller;
+        let path = config_file(
+            "ok",
+            "[users.root]\nmodels = [\"gpt-5*\"]\n[users.4242]\nmax_concurrent = 1\n\
+             [users.\"*\"]\nmax_concurrent = 9\n",
+        );
+        let c = config(&["--config", path.to_str().unwrap()]).unwrap();
+        let caller = |uid| Caller { uid, name: None };
+        let root = c.policies.for_caller(Some(&caller(0))).unwrap();
+        assert!(root.allows_model(Some("gpt-5.4")) && !root.allows_model(Some("o3")));
+        assert_eq!(root.max_concurrent, None);
+        let uid = c.policies.for_caller(Some(&caller(4242))).unwrap();
+        assert_eq!(uid.max_concurrent, Some(1));
+        let rest = c.policies.for_caller(Some(&caller(4243))).unwrap();
+        assert_eq!(rest.max_concurrent, Some(9));
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn config_errors_name_the_file_and_line() {
+        let path = config_file("unknown-user", "\n[users.no-such-user-xyz]\nmodels = []\n");
+        let e = config(&["--config", path.to_str().unwrap()]).err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "--config {}: line 2: [users.no-such-user-xyz]: no such user",
+                path.display()
+            )
+        );
+        std::fs::write(&path, "[users.root]\nmax_concurrent = 1\n[users.0]\n").unwrap();
+        let e = config(&["--config", path.to_str().unwrap()]).err().unwrap();
+        assert!(
+            e.to_string().contains("line 3: [users.0]: another section"),
+            "{e}"
+        );
+        std::fs::write(&path, "[users.root]\nmodel = [\"x\"]\n").unwrap();
+        let e = config(&["--config", path.to_str().unwrap()]).err().unwrap();
+        let text = e.to_string();
+        assert!(
+            text.starts_with(&format!("--config {}: line 2: ", path.display())),
+            "{text}"
+        );
+        assert!(text.contains("unknown field `model`"), "{text}");
+        std::fs::remove_file(&path).unwrap();
+        let e = config(&["--config", "/nonexistent/policy.toml"])
+            .err()
+            .unwrap();
+        assert!(
+            matches!(e, ConfigError::ConfigFile { line: None, .. }),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn config_and_models_together_are_a_usage_error() {
+        let e = Args::try_parse_from(["codex-proxy", "--config", "a.toml", "--models", "m.json"])
+            .unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+        assert_eq!(e.exit_code(), 2);
     }
 
     #[test]

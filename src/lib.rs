@@ -15,6 +15,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod glob;
 pub mod hardening;
 pub mod pool;
 pub mod secret;
@@ -94,6 +95,7 @@ pub fn build_state(
         open_connections: Default::default(),
         session_hasher: Default::default(),
         access: config.access.clone(),
+        policies: server::policy::Policies::new(config.policies.clone()),
         names: Default::default(),
     }))
 }

@@ -30,6 +30,8 @@ pub struct RequestLog {
     pub account: Option<usize>,
     /// The local user who owns the connection (`None`: could not be determined).
     pub caller: Option<Caller>,
+    /// The user's concurrency slot (`max_concurrent`), held while the response body lives.
+    pub slot: Option<super::policy::Slot>,
 }
 
 impl Drop for RequestLog {

@@ -17,6 +17,7 @@ use super::encoding::{self, DecodeError};
 use super::errors::{json_response, openai_error, refusal};
 use super::limits::Reservation;
 use super::peer::{Caller, UidLabel};
+use super::policy::PolicyDenied;
 use super::routes::{log_safe, Refusal, Route};
 use super::{translated, State};
 use crate::translate::Dialect;
@@ -44,6 +45,7 @@ pub async fn handle(
         bytes_out: 0,
         account: None,
         caller: None,
+        slot: None,
     };
     // Errors on the Anthropic routes (refusals included) use Anthropic's shape.
     let mut anthropic = request.uri().path().starts_with("/v1/messages");
@@ -356,6 +358,47 @@ fn needs_model_rewrite(models: &crate::translate::models::ModelTable, model: &st
     }
 }
 
+/// The `model` field alone.
+#[derive(Deserialize)]
+struct ModelField<'a> {
+    #[serde(default, borrow)]
+    model: Option<Text<'a>>,
+}
+
+/// Whether `policy` lets the request in `json` through, judged by the model as it would go
+/// upstream: after aliases and suffixes (`--models`), so an alias cannot reach a model the
+/// user may not use, and an alias of an allowed model works. A body that is not a JSON object
+/// with a string `model` passes here: every route refuses it with 400 before the upstream.
+fn model_allowed(
+    policy: &super::policy::UserPolicy,
+    models: &crate::translate::models::ModelTable,
+    json: &[u8],
+) -> bool {
+    if policy.models.is_none() {
+        return true;
+    }
+    let Ok(fields) = serde_json::from_slice::<ModelField>(json) else {
+        return true;
+    };
+    let upstream = fields.model.map(|m| match models.resolve(&m.0) {
+        Ok(resolved) => resolved.upstream_model,
+        // An unknown suffix: refused with 400 later; judged by the name as asked here.
+        Err(_) => m.0.into_owned(),
+    });
+    policy.allows_model(upstream.as_deref())
+}
+
+/// A request refused by its user's policy, with one log line naming the uid and the reason.
+fn policy_refusal(denied: PolicyDenied, log: &RequestLog) -> Response<ProxyBody> {
+    tracing::info!(
+        uid = %UidLabel(log.caller.as_ref().map(|c| c.uid)),
+        route = log.route,
+        reason = denied.code(),
+        "request refused by the user's policy"
+    );
+    denied.response()
+}
+
 /// `None`: the body is not a JSON object.
 fn request_facts(
     route: Route,
@@ -382,6 +425,15 @@ async fn forward(
     request: Request<Incoming>,
     log: &mut RequestLog,
 ) -> Response<ProxyBody> {
+    // A user at their `max_concurrent` is refused before the body is read. The slot lives in
+    // the log, which the response body carries: it is released when the body is done with (a
+    // stream's last byte, or the client going away), not when this function returns.
+    if route != Route::CountTokens {
+        match state.policies.acquire(log.caller.as_ref()) {
+            Ok(slot) => log.slot = slot,
+            Err(denied) => return policy_refusal(denied, log),
+        }
+    }
     let (parts, body, reservation) = match read_body(state, request).await {
         Ok(read) => read,
         Err(e) => return e.response(state.limits.max_body_bytes),
@@ -412,6 +464,11 @@ async fn forward(
         return BodyError::OverBudget.response(state.limits.max_body_bytes);
     }
     let plain = decoded.as_deref().unwrap_or(&body);
+    if let Some(policy) = state.policies.for_caller(log.caller.as_ref()) {
+        if !model_allowed(policy, &state.models, plain) {
+            return policy_refusal(PolicyDenied::ModelNotAllowed, log);
+        }
+    }
     match route {
         Route::ChatCompletions | Route::Messages => {
             let dialect = if route == Route::Messages {

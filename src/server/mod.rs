@@ -12,6 +12,7 @@ pub mod handler;
 pub mod info;
 pub mod limits;
 pub mod peer;
+pub mod policy;
 pub mod routes;
 pub mod token;
 pub mod translated;
@@ -106,6 +107,8 @@ pub struct State {
     pub session_hasher: std::collections::hash_map::RandomState,
     /// Who may use the port (`--allow-user`).
     pub access: users::Access,
+    /// Per-user models and concurrency (`--config` `[users]`).
+    pub policies: policy::Policies,
     /// Callers' user names, resolved once per uid.
     pub names: peer::NameCache,
 }

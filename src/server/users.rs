@@ -2,8 +2,8 @@
 //! reported for the connection ([`super::peer`]).
 //!
 //! Every route is guarded, the bare `HEAD /` probe included: a user who may not use the proxy
-//! learns nothing from it but the refusal. Per-user policy (models, concurrency, budgets)
-//! builds on [`Access`] later.
+//! learns nothing from it but the refusal. Per-user policy (models, concurrency) for the users
+//! admitted here is [`super::policy`].
 
 use std::collections::BTreeSet;
 

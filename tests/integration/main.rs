@@ -16,6 +16,7 @@
 //! - `diagnostics`: `/health` reports a failing upstream, and why, until it answers again.
 //! - `upstream_caps`: caps on what an upstream answer makes the proxy buffer.
 //! - `users`: `--allow-user`: who is served, in which dialect others are refused, with the token.
+//! - `policy`: `--config` `[users]`: models allowlist and concurrency limit, another user unaffected.
 //! - `chaos`: 300 concurrent streams over 3 accounts with random upstream faults.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -33,6 +34,7 @@ mod echoes;
 mod lifecycle;
 mod limits;
 mod passthrough;
+mod policy;
 mod pool;
 mod proxying;
 mod resilience;

@@ -47,6 +47,7 @@ fn help_and_version_exit_zero() {
         "--log-level",
         "--log-format",
         "--allow-user",
+        "--config",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
@@ -82,6 +83,56 @@ fn configuration_errors_exit_2() {
         let (code, stderr) = exit(&args, b"sk-valid\n");
         assert_eq!(code, 2, "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn config_file_problems_exit_2_naming_the_file_the_line_and_the_key() {
+    let dir = temp_dir("config");
+    let file = dir.join("policy.toml");
+    let path = file.to_str().unwrap();
+    let cases: [(&str, &[&str]); 6] = [
+        (
+            "[users.root]\nmodels = [\"gpt-5*\"]\nmax_concurrency = 2\n",
+            &["line 3", "max_concurrency"],
+        ),
+        (
+            "[users.root]\nmax_concurrent = 1\n\n[providers.local]\nkind = \"chat\"\n",
+            &["line 4", "[providers]", "not supported yet"],
+        ),
+        (
+            "[users.\"*\"]\ntoken_budget = 100000\nbudget_window = \"1d\"\n",
+            &["line 2", "token_budget", "not supported yet"],
+        ),
+        (
+            "[users.no-such-user-for-codex-proxy]\nmodels = [\"*\"]\n",
+            &["line 1", "no-such-user-for-codex-proxy", "no such user"],
+        ),
+        (
+            "[users.root]\nmodels = [\"gpt-[5\"]\n",
+            &["line 2", "unclosed"],
+        ),
+        ("[aliases]\n\"a\" = \"b\"\n", &["line 1", "[aliases]"]),
+    ];
+    for (text, expected) in cases {
+        std::fs::write(&file, text).unwrap();
+        let (code, stderr) = exit(&["--config", path], b"sk-valid\n");
+        assert_eq!(code, 2, "{text}: {stderr}");
+        assert!(
+            stderr.contains(&format!("--config {path}: ")),
+            "{text}: {stderr}"
+        );
+        for needle in expected {
+            assert!(stderr.contains(needle), "{text}: lacks {needle}: {stderr}");
+        }
+    }
+    // A valid file starts; together with --models it is a usage error.
+    std::fs::write(&file, "[users.root]\nmax_concurrent = 1\n").unwrap();
+    let (code, stderr) = exit(&["--config", path, "--models", path], b"sk-valid\n");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--models"), "{stderr}");
+    let (code, stderr) = exit(&["--config", "/nonexistent/policy.toml"], b"sk-valid\n");
+    assert_eq!(code, 2, "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

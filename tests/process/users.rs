@@ -306,3 +306,54 @@ async fn a_thousand_connections_from_two_users_are_each_attributed_to_their_owne
     );
     assert!(refused_uids(&lines).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_config_section_by_name_restricts_that_user_only_after_dropping_to_nobody() {
+    if skip_unless_root() {
+        return;
+    }
+    let user = ThrowawayUser::create();
+    let mock = MockUpstream::start("policy").await;
+    let dir = temp_dir("policy");
+    let config = dir.join("policy.toml");
+    // The client's model is `mock-model`: outside the throwaway user's globs.
+    std::fs::write(
+        &config,
+        format!(
+            "[users.{}]\nmodels = [\"gpt-*\"]\nmax_concurrent = 1\n",
+            user.name
+        ),
+    )
+    .unwrap();
+    let proxy = start(
+        launch(
+            &mock,
+            &["--config", config.to_str().unwrap(), "--user", "nobody"],
+        ),
+        &dir,
+    );
+    let refused = requests_as(Some(user.uid), &proxy, 2, "POST", "/v1/responses", "").await;
+    assert_eq!(refused, [403, 403]);
+    let root = requests_as(None, &proxy, 1, "POST", "/v1/responses", "").await;
+    assert_eq!(root, [200], "root has no section");
+    let other = requests_as(Some(NOBODY), &proxy, 1, "POST", "/v1/responses", "").await;
+    assert_eq!(other, [200], "nobody has no section");
+    assert_eq!(
+        mock.count(),
+        2,
+        "the refused user's requests never went upstream"
+    );
+    let (status, logs) = proxy.terminate();
+    assert!(status.success(), "{status}: {logs}");
+    let uid = user.uid.to_string();
+    let policy_lines: Vec<_> = json_lines(&logs)
+        .into_iter()
+        .filter(|l| l["message"] == "request refused by the user's policy")
+        .collect();
+    assert_eq!(policy_lines.len(), 2, "{logs}");
+    for line in policy_lines {
+        assert_eq!(line["uid"].as_str(), Some(uid.as_str()), "{logs}");
+        assert_eq!(line["reason"], "model_not_allowed", "{logs}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
