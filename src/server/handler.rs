@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::body::{ProxyBody, RequestLog};
 use super::encoding::{self, DecodeError};
-use super::errors::{json_response, openai_error, refusal};
+use super::errors::{dialect_of_path, error_response, give_up_response, json_response, refusal};
 use super::limits::Reservation;
 use super::routes::{log_safe, Refusal, Route};
 use super::{translated, State};
@@ -24,7 +24,8 @@ use crate::upstream::{Outbound, ReplyBody};
 /// Longest pause tolerated between two chunks of a request body (slow senders).
 pub const BODY_CHUNK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Handles one request. Never fails: every problem is a response in the OpenAI dialect.
+/// Handles one request. Never fails: every problem is an error response in the dialect of the
+/// path (`errors`).
 pub async fn handle(
     state: Arc<State>,
     request: Request<Incoming>,
@@ -42,15 +43,17 @@ pub async fn handle(
         account: None,
     };
     // Errors on the Anthropic routes (refusals included) use Anthropic's shape.
-    let mut anthropic = request.uri().path().starts_with("/v1/messages");
+    let dialect = dialect_of_path(request.uri().path());
     let response = if head_size(&request) > super::MAX_HEADER_BYTES {
-        openai_error(
+        error_response(
+            dialect,
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "headers_too_large",
             "The request head is larger than the limit.",
         )
     } else if !only_chunked(request.headers()) {
-        openai_error(
+        error_response(
+            dialect,
             StatusCode::NOT_IMPLEMENTED,
             "unsupported_transfer_encoding",
             "Transfer-Encoding must be exactly chunked.",
@@ -61,11 +64,16 @@ pub async fn handle(
             .classify(request.method(), request.uri(), request.headers())
         {
             Err(refused) => {
-                let response = refusal(refused, state.gate.port);
+                // A wrong base URL answers in the dialect of the route it names.
+                let dialect = match refused {
+                    Refusal::WrongBaseUrl { route, .. } if route.is_anthropic() => {
+                        Dialect::Anthropic
+                    }
+                    Refusal::WrongBaseUrl { .. } => Dialect::Responses,
+                    _ => dialect,
+                };
+                let response = refusal(refused, state.gate.port, dialect);
                 log_refusal(&request, refused, response.status());
-                if let Refusal::WrongBaseUrl { route, .. } = refused {
-                    anthropic = route.is_anthropic();
-                }
                 response
             }
             Ok(route) => {
@@ -77,21 +85,17 @@ pub async fn handle(
                         .as_ref()
                         .is_some_and(|t| !t.authorizes(request.headers()))
                 {
-                    openai_error(
+                    error_response(
+                        dialect,
                         StatusCode::UNAUTHORIZED,
                         "invalid_client_token",
                         "Missing or wrong client token (send it as Authorization: Bearer or x-api-key).",
                     )
                 } else {
-                    serve(&state, route, request, &mut log).await
+                    serve(&state, route, request, dialect, &mut log).await
                 }
             }
         }
-    };
-    let response = if anthropic {
-        translated::in_dialect(Dialect::Anthropic, response)
-    } else {
-        response
     };
     log.status = response.status().as_u16();
     let (parts, body) = response.into_parts();
@@ -145,6 +149,7 @@ async fn serve(
     state: &State,
     route: Route,
     request: Request<Incoming>,
+    dialect: Dialect,
     log: &mut RequestLog,
 ) -> Response<ProxyBody> {
     match route {
@@ -177,7 +182,7 @@ async fn serve(
         | Route::ResponsesCompact
         | Route::ChatCompletions
         | Route::Messages
-        | Route::CountTokens => forward(state, route, request, log).await,
+        | Route::CountTokens => forward(state, route, request, dialect, log).await,
     }
 }
 
@@ -190,24 +195,25 @@ enum BodyError {
 }
 
 impl BodyError {
-    fn response(&self, max: usize) -> Response<ProxyBody> {
+    fn response(&self, max: usize, dialect: Dialect) -> Response<ProxyBody> {
+        let error = |status, code, message: &str| error_response(dialect, status, code, message);
         match self {
-            BodyError::TooLarge => openai_error(
+            BodyError::TooLarge => error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "request_too_large",
                 &format!("Request body is larger than the limit of {max} bytes."),
             ),
-            BodyError::OverBudget => openai_error(
+            BodyError::OverBudget => error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "proxy_overloaded",
                 "Too many request bytes are buffered right now; try again shortly.",
             ),
-            BodyError::SlowSender => openai_error(
+            BodyError::SlowSender => error(
                 StatusCode::REQUEST_TIMEOUT,
                 "request_body_timeout",
                 "The request body arrived too slowly.",
             ),
-            BodyError::Broken => openai_error(
+            BodyError::Broken => error(
                 StatusCode::BAD_REQUEST,
                 "invalid_body",
                 "The request body could not be read.",
@@ -363,28 +369,31 @@ async fn forward(
     state: &State,
     route: Route,
     request: Request<Incoming>,
+    dialect: Dialect,
     log: &mut RequestLog,
 ) -> Response<ProxyBody> {
     let (parts, body, reservation) = match read_body(state, request).await {
         Ok(read) => read,
-        Err(e) => return e.response(state.limits.max_body_bytes),
+        Err(e) => return e.response(state.limits.max_body_bytes, dialect),
     };
     log.bytes_in = body.len();
     let mut reservation = reservation;
     let decoded = match encoding::decode(&parts.headers, &body, state.limits.max_body_bytes) {
         Ok(decoded) => decoded,
         Err(DecodeError::TooLarge) => {
-            return BodyError::TooLarge.response(state.limits.max_body_bytes)
+            return BodyError::TooLarge.response(state.limits.max_body_bytes, dialect)
         }
         Err(DecodeError::Unsupported) => {
-            return openai_error(
+            return error_response(
+                dialect,
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_content_encoding",
                 "Content-Encoding must be zstd, gzip, deflate or identity.",
             )
         }
         Err(DecodeError::Corrupt) => {
-            return openai_error(
+            return error_response(
+                dialect,
                 StatusCode::BAD_REQUEST,
                 "invalid_body",
                 "The request body does not match its Content-Encoding.",
@@ -392,7 +401,7 @@ async fn forward(
         }
     };
     if decoded.as_ref().is_some_and(|d| !reservation.grow(d.len())) {
-        return BodyError::OverBudget.response(state.limits.max_body_bytes);
+        return BodyError::OverBudget.response(state.limits.max_body_bytes, dialect);
     }
     let plain = decoded.as_deref().unwrap_or(&body);
     match route {
@@ -415,7 +424,7 @@ async fn forward(
                     );
                     response
                 }
-                Err(e) => translated::dialect_error(
+                Err(e) => error_response(
                     Dialect::Anthropic,
                     StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
                     e.code,
@@ -432,7 +441,8 @@ async fn forward(
         model_rewrite,
     }) = facts
     else {
-        return openai_error(
+        return error_response(
+            dialect,
             StatusCode::BAD_REQUEST,
             "invalid_json",
             "The request body is not a valid JSON object.",
@@ -448,7 +458,8 @@ async fn forward(
             match serde_json::from_slice(decoded.as_deref().unwrap_or(&body)) {
                 Ok(value) => value,
                 Err(_) => {
-                    return openai_error(
+                    return error_response(
+                        dialect,
                         StatusCode::BAD_REQUEST,
                         "invalid_json",
                         "The request body is not a valid JSON object.",
@@ -456,8 +467,8 @@ async fn forward(
                 }
             };
         if let Err(e) = state.models.rewrite_responses(&mut value) {
-            return translated::dialect_error(
-                Dialect::Responses,
+            return error_response(
+                dialect,
                 StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
                 e.code,
                 &e.message,
@@ -473,7 +484,12 @@ async fn forward(
         headers.remove(header::CONTENT_ENCODING);
     }
     let Some(endpoint) = route.upstream_endpoint() else {
-        return openai_error(StatusCode::NOT_FOUND, "not_found", "Unknown route.");
+        return error_response(
+            dialect,
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "Unknown route.",
+        );
     };
     let parts_headers = headers;
     let outbound = Outbound {
@@ -491,9 +507,7 @@ async fn forward(
     match result {
         Err(give_up) => {
             log.attempts = give_up.attempts;
-            let mut response = openai_error(give_up.status, give_up.code, give_up.message);
-            give_up.decorate(response.headers_mut());
-            response
+            give_up_response(dialect, &give_up)
         }
         Ok(reply) if reply.aggregate => {
             // A stream-only upstream served a client that wants one JSON answer.
