@@ -1,28 +1,47 @@
-//! Responses the proxy makes itself, in the OpenAI error shape
-//! `{"error":{"message","type","param","code"}}`. Messages are fixed strings (the `/v1` hint
-//! adds the listener's port and a path from the route table): nothing from the request is
-//! ever echoed.
+//! Every error answer the proxy writes itself, in the dialect of the route it answers: the
+//! OpenAI shape `{"error":{"message","type","param","code"}}` on the OpenAI routes and on
+//! unknown paths, Anthropic's `{"type":"error","error":{"type","message"}}` on `/v1/messages`
+//! and everything below it (refusals included). The bodies come from
+//! [`translate::error_body`]; the headers (`x-should-retry`, `Retry-After`,
+//! `x-codex-proxy-attempts`) from here. Upstream error bodies are re-shaped here too.
+//!
+//! Messages are fixed strings (the `/v1` hint adds the listener's port and a path from the
+//! route table): nothing from the request is ever echoed.
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
-use serde_json::json;
+use serde::Deserialize;
 
 use super::body::ProxyBody;
 use super::routes::{BaseUrlFix, Refusal};
+use crate::translate::{self, Dialect};
+use crate::upstream::GiveUp;
 
-/// An OpenAI-shaped error response.
-pub fn openai_error(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
-    let kind = match status.as_u16() {
-        401 => "authentication_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        429 => "rate_limit_error",
-        s if s >= 500 => "server_error",
-        _ => "invalid_request_error",
-    };
-    let body = json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
-    let mut response = json_response(status, &body);
+/// The dialect of the errors on a request path: Anthropic's under `/v1/messages`, else the
+/// OpenAI shape.
+pub fn dialect_of_path(path: &str) -> Dialect {
+    if path.starts_with("/v1/messages") {
+        Dialect::Anthropic
+    } else {
+        Dialect::Responses
+    }
+}
+
+/// An error response in `dialect` made by the proxy.
+pub fn error_response(
+    dialect: Dialect,
+    status: StatusCode,
+    code: &str,
+    message: &str,
+) -> Response<ProxyBody> {
+    let body = translate::error_body(dialect, status.as_u16(), code, message);
+    let mut response = Response::new(ProxyBody::full(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     mark_refusal_final(&mut response);
     // The proxy has already done whatever retrying made sense: SDKs should not multiply it.
     if matches!(status.as_u16(), 429 | 502 | 503 | 504) {
@@ -30,6 +49,13 @@ pub fn openai_error(status: StatusCode, code: &str, message: &str) -> Response<P
             .headers_mut()
             .insert("x-should-retry", HeaderValue::from_static("false"));
     }
+    response
+}
+
+/// The engine's give-up answer in `dialect`, with `Retry-After` and the attempt count.
+pub fn give_up_response(dialect: Dialect, give_up: &GiveUp) -> Response<ProxyBody> {
+    let mut response = error_response(dialect, give_up.status, give_up.code, give_up.message);
+    give_up.decorate(response.headers_mut());
     response
 }
 
@@ -57,11 +83,13 @@ pub fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Respon
     response
 }
 
-/// The fixed response for a refused request on the listener at `port` (named in the base URL
-/// a client off by `/v1` should use; nothing else in a refusal comes from outside).
-pub fn refusal(refusal: Refusal, port: u16) -> Response<ProxyBody> {
+/// The fixed response, in `dialect`, for a refused request on the listener at `port` (named
+/// in the base URL a client off by `/v1` should use; nothing else in a refusal comes from
+/// outside).
+pub fn refusal(refusal: Refusal, port: u16, dialect: Dialect) -> Response<ProxyBody> {
+    let error = |status, code, message: &str| error_response(dialect, status, code, message);
     match refusal {
-        Refusal::NotFound => openai_error(StatusCode::NOT_FOUND, "not_found", "Unknown route."),
+        Refusal::NotFound => error(StatusCode::NOT_FOUND, "not_found", "Unknown route."),
         Refusal::WrongBaseUrl { route, fix } => {
             let served = route.path();
             let message = match fix {
@@ -76,10 +104,10 @@ pub fn refusal(refusal: Refusal, port: u16) -> Response<ProxyBody> {
             };
             // 403 like the other path variants; a 404 would hide the message from Claude
             // Code, which reports a 404 as a problem with the selected model.
-            openai_error(StatusCode::FORBIDDEN, "wrong_base_url", &message)
+            error(StatusCode::FORBIDDEN, "wrong_base_url", &message)
         }
         Refusal::MethodNotAllowed { allow } => {
-            let mut response = openai_error(
+            let mut response = error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 "Method not allowed on this route.",
@@ -90,7 +118,7 @@ pub fn refusal(refusal: Refusal, port: u16) -> Response<ProxyBody> {
             response
         }
         Refusal::WebSocketUpgrade => {
-            let mut response = openai_error(
+            let mut response = error(
                 StatusCode::UPGRADE_REQUIRED,
                 "websocket_not_supported",
                 "WebSocket is not supported; send the request as a plain HTTP/1.1 POST.",
@@ -101,8 +129,115 @@ pub fn refusal(refusal: Refusal, port: u16) -> Response<ProxyBody> {
                 .insert(header::UPGRADE, HeaderValue::from_static("HTTP/1.1"));
             response
         }
-        Refusal::Forbidden(kind) => {
-            openai_error(StatusCode::FORBIDDEN, "forbidden", kind.message())
-        }
+        Refusal::Forbidden(kind) => error(StatusCode::FORBIDDEN, "forbidden", kind.message()),
+    }
+}
+
+#[derive(Deserialize)]
+struct OpenAiError<'a> {
+    #[serde(borrow)]
+    error: OpenAiErrorFields<'a>,
+}
+
+#[derive(Deserialize)]
+struct OpenAiErrorFields<'a> {
+    #[serde(borrow, default)]
+    message: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    code: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default, rename = "type")]
+    kind: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// An upstream error body (already redacted, in the OpenAI shape) re-shaped for a client of
+/// `dialect`. The OpenAI dialects get it as it is.
+pub fn reshape_error(dialect: Dialect, status: StatusCode, body: &[u8]) -> Bytes {
+    if dialect != Dialect::Anthropic {
+        return Bytes::copy_from_slice(body);
+    }
+    let (code, message) = match serde_json::from_slice::<OpenAiError<'_>>(body) {
+        Ok(e) => (
+            e.error
+                .code
+                .or(e.error.kind)
+                .unwrap_or_default()
+                .into_owned(),
+            e.error
+                .message
+                .map(|m| m.into_owned())
+                .unwrap_or_else(|| "The upstream returned an error.".to_owned()),
+        ),
+        Err(_) => (
+            String::new(),
+            format!("The upstream answered with status {}.", status.as_u16()),
+        ),
+    };
+    Bytes::from(translate::error_body(
+        dialect,
+        status.as_u16(),
+        &code,
+        &message,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body_of(response: Response<ProxyBody>) -> String {
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[test]
+    fn the_path_picks_the_dialect() {
+        assert_eq!(dialect_of_path("/v1/messages"), Dialect::Anthropic);
+        assert_eq!(
+            dialect_of_path("/v1/messages/count_tokens"),
+            Dialect::Anthropic
+        );
+        assert_eq!(dialect_of_path("/v1/messagesx"), Dialect::Anthropic);
+        assert_eq!(dialect_of_path("/v1/responses"), Dialect::Responses);
+        assert_eq!(dialect_of_path("/v1/chat/completions"), Dialect::Responses);
+        assert_eq!(dialect_of_path("/nope"), Dialect::Responses);
+    }
+
+    #[tokio::test]
+    async fn refusals_are_written_in_the_dialect_of_the_route_with_their_headers() {
+        let openai = refusal(
+            Refusal::MethodNotAllowed { allow: "POST" },
+            8080,
+            Dialect::Responses,
+        );
+        assert_eq!(openai.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(openai.headers()[header::ALLOW], "POST");
+        assert_eq!(
+            body_of(openai).await,
+            r#"{"error":{"message":"Method not allowed on this route.","type":"invalid_request_error","param":null,"code":"method_not_allowed"}}"#
+        );
+        let anthropic = refusal(Refusal::NotFound, 8080, Dialect::Anthropic);
+        assert_eq!(anthropic.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            body_of(anthropic).await,
+            r#"{"type":"error","error":{"type":"not_found_error","message":"Unknown route."}}"#
+        );
+        let forbidden =
+            error_response(Dialect::Anthropic, StatusCode::FORBIDDEN, "forbidden", "no");
+        assert_eq!(forbidden.headers()["x-should-retry"], "false");
+        let busy = error_response(
+            Dialect::Responses,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "proxy_overloaded",
+            "busy",
+        );
+        assert_eq!(busy.headers()["x-should-retry"], "false");
+        let bad = error_response(Dialect::Responses, StatusCode::BAD_REQUEST, "x", "y");
+        assert!(bad.headers().get("x-should-retry").is_none());
     }
 }

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::body::{ProxyBody, RequestLog};
 use super::encoding::{self, DecodeError};
-use super::errors::{json_response, openai_error, refusal};
+use super::errors::{dialect_of_path, error_response, give_up_response, json_response, refusal};
 use super::limits::Reservation;
 use super::peer::{Caller, UidLabel};
 use super::policy::PolicyDenied;
@@ -27,7 +27,8 @@ use crate::upstream::{Outbound, ReplyBody};
 pub const BODY_CHUNK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Handles one request on a connection owned by `caller` (`None`: the owner could not be
-/// determined). Never fails: every problem is a response in the route's dialect.
+/// determined). Never fails: every problem is an error response in the dialect of the path
+/// (`errors`).
 pub async fn handle(
     state: Arc<State>,
     caller: Option<Caller>,
@@ -48,7 +49,7 @@ pub async fn handle(
         slot: None,
     };
     // Errors on the Anthropic routes (refusals included) use Anthropic's shape.
-    let mut anthropic = request.uri().path().starts_with("/v1/messages");
+    let dialect = dialect_of_path(request.uri().path());
     let admitted = state.access.admits(caller.as_ref());
     log.caller = caller;
     // A user who may not use the port is refused before anything else is looked at, so
@@ -61,15 +62,17 @@ pub async fn handle(
             reason = "user_not_allowed",
             "request refused: local user not allowed"
         );
-        denied.response()
+        denied.response(dialect)
     } else if head_size(&request) > super::MAX_HEADER_BYTES {
-        openai_error(
+        error_response(
+            dialect,
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "headers_too_large",
             "The request head is larger than the limit.",
         )
     } else if !only_chunked(request.headers()) {
-        openai_error(
+        error_response(
+            dialect,
             StatusCode::NOT_IMPLEMENTED,
             "unsupported_transfer_encoding",
             "Transfer-Encoding must be exactly chunked.",
@@ -80,11 +83,16 @@ pub async fn handle(
             .classify(request.method(), request.uri(), request.headers())
         {
             Err(refused) => {
-                let response = refusal(refused, state.gate.port);
+                // A wrong base URL answers in the dialect of the route it names.
+                let dialect = match refused {
+                    Refusal::WrongBaseUrl { route, .. } if route.is_anthropic() => {
+                        Dialect::Anthropic
+                    }
+                    Refusal::WrongBaseUrl { .. } => Dialect::Responses,
+                    _ => dialect,
+                };
+                let response = refusal(refused, state.gate.port, dialect);
                 log_refusal(&request, refused, response.status());
-                if let Refusal::WrongBaseUrl { route, .. } = refused {
-                    anthropic = route.is_anthropic();
-                }
                 response
             }
             Ok(route) => {
@@ -96,21 +104,17 @@ pub async fn handle(
                         .as_ref()
                         .is_some_and(|t| !t.authorizes(request.headers()))
                 {
-                    openai_error(
+                    error_response(
+                        dialect,
                         StatusCode::UNAUTHORIZED,
                         "invalid_client_token",
                         "Missing or wrong client token (send it as Authorization: Bearer or x-api-key).",
                     )
                 } else {
-                    serve(&state, route, request, &mut log).await
+                    serve(&state, route, request, dialect, &mut log).await
                 }
             }
         }
-    };
-    let response = if anthropic {
-        translated::in_dialect(Dialect::Anthropic, response)
-    } else {
-        response
     };
     log.status = response.status().as_u16();
     let (parts, body) = response.into_parts();
@@ -164,6 +168,7 @@ async fn serve(
     state: &State,
     route: Route,
     request: Request<Incoming>,
+    dialect: Dialect,
     log: &mut RequestLog,
 ) -> Response<ProxyBody> {
     match route {
@@ -196,7 +201,7 @@ async fn serve(
         | Route::ResponsesCompact
         | Route::ChatCompletions
         | Route::Messages
-        | Route::CountTokens => forward(state, route, request, log).await,
+        | Route::CountTokens => forward(state, route, request, dialect, log).await,
     }
 }
 
@@ -209,24 +214,25 @@ enum BodyError {
 }
 
 impl BodyError {
-    fn response(&self, max: usize) -> Response<ProxyBody> {
+    fn response(&self, max: usize, dialect: Dialect) -> Response<ProxyBody> {
+        let error = |status, code, message: &str| error_response(dialect, status, code, message);
         match self {
-            BodyError::TooLarge => openai_error(
+            BodyError::TooLarge => error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "request_too_large",
                 &format!("Request body is larger than the limit of {max} bytes."),
             ),
-            BodyError::OverBudget => openai_error(
+            BodyError::OverBudget => error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "proxy_overloaded",
                 "Too many request bytes are buffered right now; try again shortly.",
             ),
-            BodyError::SlowSender => openai_error(
+            BodyError::SlowSender => error(
                 StatusCode::REQUEST_TIMEOUT,
                 "request_body_timeout",
                 "The request body arrived too slowly.",
             ),
-            BodyError::Broken => openai_error(
+            BodyError::Broken => error(
                 StatusCode::BAD_REQUEST,
                 "invalid_body",
                 "The request body could not be read.",
@@ -389,14 +395,14 @@ fn model_allowed(
 }
 
 /// A request refused by its user's policy, with one log line naming the uid and the reason.
-fn policy_refusal(denied: PolicyDenied, log: &RequestLog) -> Response<ProxyBody> {
+fn policy_refusal(denied: PolicyDenied, log: &RequestLog, dialect: Dialect) -> Response<ProxyBody> {
     tracing::info!(
         uid = %UidLabel(log.caller.as_ref().map(|c| c.uid)),
         route = log.route,
         reason = denied.code(),
         "request refused by the user's policy"
     );
-    denied.response()
+    denied.response(dialect)
 }
 
 /// `None`: the body is not a JSON object.
@@ -423,6 +429,7 @@ async fn forward(
     state: &State,
     route: Route,
     request: Request<Incoming>,
+    dialect: Dialect,
     log: &mut RequestLog,
 ) -> Response<ProxyBody> {
     // A user at their `max_concurrent` is refused before the body is read. The slot lives in
@@ -431,29 +438,31 @@ async fn forward(
     if route != Route::CountTokens {
         match state.policies.acquire(log.caller.as_ref()) {
             Ok(slot) => log.slot = slot,
-            Err(denied) => return policy_refusal(denied, log),
+            Err(denied) => return policy_refusal(denied, log, dialect),
         }
     }
     let (parts, body, reservation) = match read_body(state, request).await {
         Ok(read) => read,
-        Err(e) => return e.response(state.limits.max_body_bytes),
+        Err(e) => return e.response(state.limits.max_body_bytes, dialect),
     };
     log.bytes_in = body.len();
     let mut reservation = reservation;
     let decoded = match encoding::decode(&parts.headers, &body, state.limits.max_body_bytes) {
         Ok(decoded) => decoded,
         Err(DecodeError::TooLarge) => {
-            return BodyError::TooLarge.response(state.limits.max_body_bytes)
+            return BodyError::TooLarge.response(state.limits.max_body_bytes, dialect)
         }
         Err(DecodeError::Unsupported) => {
-            return openai_error(
+            return error_response(
+                dialect,
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_content_encoding",
                 "Content-Encoding must be zstd, gzip, deflate or identity.",
             )
         }
         Err(DecodeError::Corrupt) => {
-            return openai_error(
+            return error_response(
+                dialect,
                 StatusCode::BAD_REQUEST,
                 "invalid_body",
                 "The request body does not match its Content-Encoding.",
@@ -461,12 +470,12 @@ async fn forward(
         }
     };
     if decoded.as_ref().is_some_and(|d| !reservation.grow(d.len())) {
-        return BodyError::OverBudget.response(state.limits.max_body_bytes);
+        return BodyError::OverBudget.response(state.limits.max_body_bytes, dialect);
     }
     let plain = decoded.as_deref().unwrap_or(&body);
     if let Some(policy) = state.policies.for_caller(log.caller.as_ref()) {
         if !model_allowed(policy, &state.models, plain) {
-            return policy_refusal(PolicyDenied::ModelNotAllowed, log);
+            return policy_refusal(PolicyDenied::ModelNotAllowed, log, dialect);
         }
     }
     match route {
@@ -489,7 +498,7 @@ async fn forward(
                     );
                     response
                 }
-                Err(e) => translated::dialect_error(
+                Err(e) => error_response(
                     Dialect::Anthropic,
                     StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
                     e.code,
@@ -506,7 +515,8 @@ async fn forward(
         model_rewrite,
     }) = facts
     else {
-        return openai_error(
+        return error_response(
+            dialect,
             StatusCode::BAD_REQUEST,
             "invalid_json",
             "The request body is not a valid JSON object.",
@@ -522,7 +532,8 @@ async fn forward(
             match serde_json::from_slice(decoded.as_deref().unwrap_or(&body)) {
                 Ok(value) => value,
                 Err(_) => {
-                    return openai_error(
+                    return error_response(
+                        dialect,
                         StatusCode::BAD_REQUEST,
                         "invalid_json",
                         "The request body is not a valid JSON object.",
@@ -530,8 +541,8 @@ async fn forward(
                 }
             };
         if let Err(e) = state.models.rewrite_responses(&mut value) {
-            return translated::dialect_error(
-                Dialect::Responses,
+            return error_response(
+                dialect,
                 StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
                 e.code,
                 &e.message,
@@ -547,7 +558,12 @@ async fn forward(
         headers.remove(header::CONTENT_ENCODING);
     }
     let Some(endpoint) = route.upstream_endpoint() else {
-        return openai_error(StatusCode::NOT_FOUND, "not_found", "Unknown route.");
+        return error_response(
+            dialect,
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "Unknown route.",
+        );
     };
     let parts_headers = headers;
     let outbound = Outbound {
@@ -571,9 +587,7 @@ async fn forward(
     match result {
         Err(give_up) => {
             log.attempts = give_up.attempts;
-            let mut response = openai_error(give_up.status, give_up.code, give_up.message);
-            give_up.decorate(response.headers_mut());
-            response
+            give_up_response(dialect, &give_up)
         }
         Ok(reply) if reply.aggregate => {
             // A stream-only upstream served a client that wants one JSON answer.

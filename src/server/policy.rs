@@ -14,9 +14,10 @@ use http::header::HeaderValue;
 use http::{Response, StatusCode};
 
 use super::body::ProxyBody;
-use super::errors::openai_error;
+use super::errors::error_response;
 use super::peer::Caller;
 use crate::glob::Glob;
+use crate::translate::Dialect;
 
 /// One user's policy. `None` fields do not restrict.
 #[derive(Debug, Clone, Default)]
@@ -184,20 +185,22 @@ impl Drop for Slot {
 // === impl PolicyDenied ===
 
 impl PolicyDenied {
-    /// The refusal in the OpenAI shape (the handler reshapes it on Anthropic routes).
+    /// The refusal in `dialect`.
     ///
     /// `model_not_allowed` is final (403, `x-should-retry: false`). `user_concurrency_limit`
     /// is a 429 with `Retry-After: 1` and without `x-should-retry: false`: waiting for one of
     /// the user's own requests to finish is exactly what helps.
-    pub fn response(self) -> Response<ProxyBody> {
+    pub fn response(self, dialect: Dialect) -> Response<ProxyBody> {
         match self {
-            PolicyDenied::ModelNotAllowed => openai_error(
+            PolicyDenied::ModelNotAllowed => error_response(
+                dialect,
                 StatusCode::FORBIDDEN,
                 "model_not_allowed",
                 "This local user may not use this model (see the proxy's --config).",
             ),
             PolicyDenied::Concurrency => {
-                let mut response = openai_error(
+                let mut response = error_response(
+                    dialect,
                     StatusCode::TOO_MANY_REQUESTS,
                     "user_concurrency_limit",
                     "This local user already has as many requests in flight as the proxy \
@@ -280,10 +283,10 @@ mod tests {
 
     #[test]
     fn refusals_carry_the_contracted_status_and_headers() {
-        let r = PolicyDenied::ModelNotAllowed.response();
+        let r = PolicyDenied::ModelNotAllowed.response(Dialect::Responses);
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
         assert_eq!(r.headers()["x-should-retry"], "false");
-        let r = PolicyDenied::Concurrency.response();
+        let r = PolicyDenied::Concurrency.response(Dialect::Responses);
         assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(r.headers()["retry-after"], "1");
         assert!(r.headers().get("x-should-retry").is_none());

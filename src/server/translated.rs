@@ -7,8 +7,8 @@
 //! apply unchanged), and its answer is translated on the way back: event by event for a
 //! streaming client (a [`StreamPipeline`] as the relay's stage, so every upstream event is
 //! flushed as soon as its translation exists), or aggregated from the events for the rest.
-//! Errors are in the client's dialect: upstream error bodies are re-shaped, and the proxy's own
-//! answers are rendered in it.
+//! Errors are in the client's dialect, written by `super::errors`: upstream error bodies are
+//! re-shaped, and the proxy's own answers are rendered in it.
 
 use std::sync::Arc;
 
@@ -16,14 +16,14 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::BodyExt;
-use serde::Deserialize;
 
 use super::body::{ProxyBody, RequestLog};
+use super::errors::{error_response, give_up_response, reshape_error};
 use super::limits::{BufferBudget, Reservation};
 use super::State;
 use crate::translate::{self, AggregatePipeline, Dialect, ResponseContext, StreamPipeline};
 use crate::upstream::relay::{RelayBody, RelayFailure, RelayStage};
-use crate::upstream::{GiveUp, Outbound, Reply, ReplyBody};
+use crate::upstream::{Outbound, Reply, ReplyBody};
 use std::hash::BuildHasher;
 
 /// A streaming translator as the relay's stage.
@@ -52,99 +52,6 @@ impl RelayStage for Verbatim {
     }
 
     fn end(&mut self, _failure: Option<RelayFailure>, _out: &mut Vec<u8>) {}
-}
-
-/// A JSON response in `dialect` made by the proxy.
-pub fn dialect_error(
-    dialect: Dialect,
-    status: StatusCode,
-    code: &str,
-    message: &str,
-) -> Response<ProxyBody> {
-    let body = translate::error_body(dialect, status.as_u16(), code, message);
-    let mut response = Response::new(ProxyBody::full(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    super::errors::mark_refusal_final(&mut response);
-    if matches!(status.as_u16(), 429 | 502 | 503 | 504) {
-        response
-            .headers_mut()
-            .insert("x-should-retry", HeaderValue::from_static("false"));
-    }
-    response
-}
-
-/// The engine's give-up answer in `dialect`, with `Retry-After` and the attempt count.
-pub fn give_up_response(dialect: Dialect, give_up: &GiveUp) -> Response<ProxyBody> {
-    let mut response = dialect_error(dialect, give_up.status, give_up.code, give_up.message);
-    give_up.decorate(response.headers_mut());
-    response
-}
-
-#[derive(Deserialize)]
-struct OpenAiError<'a> {
-    #[serde(borrow)]
-    error: OpenAiErrorFields<'a>,
-}
-
-#[derive(Deserialize)]
-struct OpenAiErrorFields<'a> {
-    #[serde(borrow, default)]
-    message: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    code: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default, rename = "type")]
-    kind: Option<std::borrow::Cow<'a, str>>,
-}
-
-/// An error body (the upstream's, already redacted, or the proxy's own in the OpenAI shape)
-/// re-shaped for a client of `dialect`. Chat clients speak the OpenAI shape already.
-pub fn reshape_error(dialect: Dialect, status: StatusCode, body: &[u8]) -> Bytes {
-    if dialect != Dialect::Anthropic {
-        return Bytes::copy_from_slice(body);
-    }
-    let (code, message) = match serde_json::from_slice::<OpenAiError<'_>>(body) {
-        Ok(e) => (
-            e.error
-                .code
-                .or(e.error.kind)
-                .unwrap_or_default()
-                .into_owned(),
-            e.error
-                .message
-                .map(|m| m.into_owned())
-                .unwrap_or_else(|| "The upstream returned an error.".to_owned()),
-        ),
-        Err(_) => (
-            String::new(),
-            format!("The upstream answered with status {}.", status.as_u16()),
-        ),
-    };
-    Bytes::from(translate::error_body(
-        dialect,
-        status.as_u16(),
-        &code,
-        &message,
-    ))
-}
-
-/// Turns a response the proxy or the upstream made in the OpenAI shape into `dialect`'s
-/// (used for refusals and front-end errors on the Anthropic routes).
-pub fn in_dialect(dialect: Dialect, response: Response<ProxyBody>) -> Response<ProxyBody> {
-    if dialect != Dialect::Anthropic || response.status().as_u16() < 400 {
-        return response;
-    }
-    let (parts, body) = response.into_parts();
-    match body.full_bytes() {
-        Some(bytes) => {
-            let reshaped = reshape_error(dialect, parts.status, bytes);
-            Response::from_parts(parts, ProxyBody::full(reshaped))
-        }
-        None => Response::from_parts(parts, body),
-    }
 }
 
 /// Response headers for a translated answer: the upstream's end-to-end headers (request id,
@@ -245,13 +152,13 @@ pub async fn forward(
         Ok(mapped) => mapped,
         Err(e) => {
             let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
-            return dialect_error(dialect, status, e.code, &e.message);
+            return error_response(dialect, status, e.code, &e.message);
         }
     };
     let upstream_body = match serde_json::to_vec(&mapped.body) {
         Ok(bytes) => Bytes::from(bytes),
         Err(_) => {
-            return dialect_error(
+            return error_response(
                 dialect,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",

@@ -10,8 +10,9 @@ use std::collections::BTreeSet;
 use http::{Response, StatusCode};
 
 use super::body::ProxyBody;
-use super::errors::openai_error;
+use super::errors::error_response;
 use super::peer::Caller;
+use crate::translate::Dialect;
 
 /// Who may use the port.
 #[derive(Debug, Clone, Default)]
@@ -65,9 +66,9 @@ impl Access {
 // === impl Denied ===
 
 impl Denied {
-    /// The 403 `user_not_allowed` (OpenAI shape; the handler reshapes it on Anthropic routes),
-    /// with `x-should-retry: false`. The message names no user: the caller knows who it is.
-    pub fn response(self) -> Response<ProxyBody> {
+    /// The 403 `user_not_allowed` in `dialect`, with `x-should-retry: false`. The message
+    /// names no user: the caller knows who it is.
+    pub fn response(self, dialect: Dialect) -> Response<ProxyBody> {
         let message = match self {
             Denied::NotAllowed { .. } => "This local user may not use this proxy (--allow-user).",
             Denied::Unknown => {
@@ -75,7 +76,7 @@ impl Denied {
                  some users may use it (--allow-user)."
             }
         };
-        openai_error(StatusCode::FORBIDDEN, "user_not_allowed", message)
+        error_response(dialect, StatusCode::FORBIDDEN, "user_not_allowed", message)
     }
 
     /// The uid refused, if it is known.
@@ -120,7 +121,7 @@ mod tests {
 
     #[test]
     fn refusal_is_a_final_403_user_not_allowed() {
-        let response = Denied::Unknown.response();
+        let response = Denied::Unknown.response(Dialect::Responses);
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
         assert_eq!(response.headers()["x-should-retry"], "false");
         let body: serde_json::Value =

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::error::{status_for_upstream_code, Interruption};
+use super::events::{Delta, Failed};
 
 /// How the upstream stream ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,34 +82,6 @@ impl Aggregate {
 
 /// Reads the failure in a `response.failed` or `error` event's data.
 pub fn failure_of(event_type: &str, data: &[u8]) -> Failure {
-    #[derive(Deserialize)]
-    struct ErrorObject<'a> {
-        #[serde(borrow)]
-        code: Option<Cow<'a, str>>,
-        #[serde(rename = "type", borrow)]
-        kind: Option<Cow<'a, str>>,
-        #[serde(borrow)]
-        message: Option<Cow<'a, str>>,
-        status_code: Option<u16>,
-        status: Option<u16>,
-    }
-    #[derive(Deserialize)]
-    struct Failed<'a> {
-        #[serde(borrow)]
-        response: Option<FailedResponse<'a>>,
-        #[serde(borrow)]
-        error: Option<ErrorObject<'a>>,
-        #[serde(borrow)]
-        code: Option<Cow<'a, str>>,
-        #[serde(borrow)]
-        message: Option<Cow<'a, str>>,
-        status_code: Option<u16>,
-    }
-    #[derive(Deserialize)]
-    struct FailedResponse<'a> {
-        #[serde(borrow)]
-        error: Option<ErrorObject<'a>>,
-    }
     let parsed: Option<Failed> = serde_json::from_slice(data).ok();
     let (code, message, explicit) = match parsed {
         Some(f) => {
@@ -170,27 +143,6 @@ pub struct Aggregator {
     response: Option<Map<String, Value>>,
     items: Vec<ItemAcc>,
     outcome: Option<Outcome>,
-}
-
-/// The fields of a delta-like event (`*.delta`, `*.done`) that the translators read, borrowed
-/// from the event's JSON (shared by the aggregator and the Chat stream).
-#[derive(Deserialize)]
-pub(crate) struct Delta<'a> {
-    #[serde(borrow)]
-    pub(crate) item_id: Option<Cow<'a, str>>,
-    pub(crate) output_index: Option<u64>,
-    pub(crate) content_index: Option<u64>,
-    pub(crate) summary_index: Option<u64>,
-    #[serde(borrow)]
-    pub(crate) delta: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub(crate) text: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub(crate) arguments: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub(crate) input: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub(crate) refusal: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]

@@ -42,13 +42,98 @@ pub struct Event<'a> {
     pub data: &'a [u8],
 }
 
+/// Splits a byte stream fed in chunks, split anywhere, into lines: `\n`, `\r\n` and a lone
+/// `\r` end a line, and a `\r\n` split across two chunks is one ending. The unfinished line is
+/// kept between chunks, at most `MAX_LINE` bytes of it: the rest of a longer line is passed
+/// over and the line is handed out marked as cut. Used by [`Decoder`] (no cap: it bounds the
+/// whole event itself) and by [`super::sse::SseScanner`] (which needs only a line's start).
+#[derive(Debug, Default)]
+pub(crate) struct LineSplitter<const MAX_LINE: usize = { usize::MAX }> {
+    /// The unfinished line (its first `MAX_LINE` bytes).
+    line: Vec<u8>,
+    /// The unfinished line is longer than what `line` kept.
+    cut: bool,
+    /// The previous chunk ended in `\r`: a `\n` at the start of the next one belongs to it.
+    after_cr: bool,
+}
+
+impl<const MAX_LINE: usize> LineSplitter<MAX_LINE> {
+    /// Hands every line that `chunk` completes to `on_line` (with `true` when only the line's
+    /// start was kept) and returns the rest of `chunk`: the start of the next line, for
+    /// [`Self::hold`]. Stops at the first error `on_line` returns.
+    pub(crate) fn split<'c, E>(
+        &mut self,
+        mut chunk: &'c [u8],
+        mut on_line: impl FnMut(&[u8], bool) -> Result<(), E>,
+    ) -> Result<&'c [u8], E> {
+        if self.after_cr && !chunk.is_empty() {
+            self.after_cr = false;
+            if chunk[0] == b'\n' {
+                chunk = &chunk[1..];
+            }
+        }
+        while let Some(pos) = memchr::memchr2(b'\n', b'\r', chunk) {
+            if self.line.is_empty() && !self.cut && pos <= MAX_LINE {
+                on_line(&chunk[..pos], false)?;
+            } else {
+                // A line split across chunks: join it, keeping the buffer's capacity.
+                self.hold(&chunk[..pos]);
+                let result = on_line(&self.line, self.cut);
+                self.line.clear();
+                self.cut = false;
+                result?;
+            }
+            if chunk[pos] == b'\r' {
+                match chunk.get(pos + 1) {
+                    Some(b'\n') => chunk = &chunk[pos + 2..],
+                    Some(_) => chunk = &chunk[pos + 1..],
+                    None => {
+                        self.after_cr = true;
+                        chunk = &[];
+                    }
+                }
+            } else {
+                chunk = &chunk[pos + 1..];
+            }
+        }
+        Ok(chunk)
+    }
+
+    /// Appends `more` (no line break in it) to the unfinished line, up to `MAX_LINE` bytes.
+    pub(crate) fn hold(&mut self, more: &[u8]) {
+        let room = MAX_LINE.saturating_sub(self.line.len());
+        self.line.extend_from_slice(&more[..more.len().min(room)]);
+        self.cut |= more.len() > room;
+    }
+
+    /// Bytes of the unfinished line kept.
+    pub(crate) fn len(&self) -> usize {
+        self.line.len()
+    }
+
+    /// True when no unfinished line is kept.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.line.is_empty()
+    }
+
+    /// The buffer's capacity (for the buffered-bytes count).
+    pub(crate) fn capacity(&self) -> usize {
+        self.line.capacity()
+    }
+
+    /// Forgets the unfinished line and frees its buffer.
+    pub(crate) fn reset(&mut self) {
+        *self = Self::default();
+    }
+}
+
 /// Incremental SSE decoder; see the module docs.
 #[derive(Debug)]
 pub struct Decoder {
-    /// The current, incomplete line.
-    line: Vec<u8>,
-    /// The previous chunk ended in `\r`: a `\n` at the start of the next one belongs to it.
-    after_cr: bool,
+    /// The lines of the stream.
+    lines: LineSplitter,
+    /// A BOM's first bytes, held until the stream's start is decided.
+    start: Vec<u8>,
     /// Nothing seen yet: a BOM may still come (possibly split across chunks).
     at_start: bool,
     name: String,
@@ -78,8 +163,8 @@ impl Decoder {
     /// A decoder whose events may hold at most `max_event_bytes` bytes.
     pub fn with_limit(max_event_bytes: usize) -> Self {
         Decoder {
-            line: Vec::new(),
-            after_cr: false,
+            lines: LineSplitter::default(),
+            start: Vec::new(),
             at_start: true,
             name: String::new(),
             has_name: false,
@@ -102,23 +187,23 @@ impl Decoder {
             return Err(e);
         }
         if self.at_start {
-            // The BOM can be split across chunks: hold its prefix in `line` until decided.
-            let have = self.line.len();
+            // The BOM can be split across chunks: hold its prefix in `start` until decided.
+            let have = self.start.len();
             let take = chunk.len().min(BOM.len() - have);
-            self.line.extend_from_slice(&chunk[..take]);
-            if BOM.starts_with(&self.line) {
+            self.start.extend_from_slice(&chunk[..take]);
+            if BOM.starts_with(&self.start) {
                 chunk = &chunk[take..];
-                if self.line.len() < BOM.len() {
+                if self.start.len() < BOM.len() {
                     return Ok(());
                 }
-                self.line.clear();
+                self.start.clear();
             } else {
                 // Not a BOM: put the bytes back in order (the held prefix, then this chunk).
-                self.line.truncate(have);
+                self.start.truncate(have);
             }
             self.at_start = false;
-            if !self.line.is_empty() {
-                let held = std::mem::take(&mut self.line);
+            let held = std::mem::take(&mut self.start);
+            if !held.is_empty() {
                 self.feed(&held, &mut on_event)?;
             }
         }
@@ -127,49 +212,30 @@ impl Decoder {
 
     fn feed(
         &mut self,
-        mut chunk: &[u8],
+        chunk: &[u8],
         on_event: &mut impl FnMut(Event<'_>),
     ) -> Result<(), DecodeError> {
-        if self.after_cr && !chunk.is_empty() {
-            self.after_cr = false;
-            if chunk[0] == b'\n' {
-                chunk = &chunk[1..];
+        // The splitter is moved out while it hands lines to `on_line`, which needs `self`.
+        let mut lines = std::mem::take(&mut self.lines);
+        let rest = lines.split(chunk, |line, _| self.on_line(line, on_event));
+        self.lines = lines;
+        let rest = match rest {
+            Ok(rest) => rest,
+            Err(e) => {
+                self.lines.reset();
+                return Err(e);
             }
-        }
-        while let Some(pos) = memchr::memchr2(b'\n', b'\r', chunk) {
-            if self.line.is_empty() {
-                self.on_line(&chunk[..pos], on_event)?;
-            } else {
-                self.line.extend_from_slice(&chunk[..pos]);
-                let line = std::mem::take(&mut self.line);
-                let result = self.on_line(&line, on_event);
-                self.line = line;
-                self.line.clear();
-                result?;
-            }
-            if chunk[pos] == b'\r' {
-                match chunk.get(pos + 1) {
-                    Some(b'\n') => chunk = &chunk[pos + 2..],
-                    Some(_) => chunk = &chunk[pos + 1..],
-                    None => {
-                        self.after_cr = true;
-                        chunk = &[];
-                    }
-                }
-            } else {
-                chunk = &chunk[pos + 1..];
-            }
-        }
-        if self.line.len() + chunk.len() + self.data.len() > self.max_event_bytes {
+        };
+        if self.lines.len() + rest.len() + self.data.len() > self.max_event_bytes {
             return Err(self.fail(DecodeError::TooLarge));
         }
-        self.line.extend_from_slice(chunk);
+        self.lines.hold(rest);
         Ok(())
     }
 
     fn fail(&mut self, e: DecodeError) -> DecodeError {
         self.failed = Some(e);
-        self.line = Vec::new();
+        self.lines.reset();
         self.data = Vec::new();
         e
     }
@@ -180,8 +246,8 @@ impl Decoder {
         if let Some(e) = self.failed {
             return Err(e);
         }
-        let bom_prefix_only = self.at_start && !self.line.is_empty();
-        if (!self.line.is_empty() && !bom_prefix_only) || self.has_fields {
+        // A BOM's prefix alone (held in `start`) is not an event.
+        if !self.lines.is_empty() || self.has_fields {
             return Err(self.fail(DecodeError::Truncated));
         }
         Ok(())
@@ -190,12 +256,12 @@ impl Decoder {
     /// Bytes of the event being read, kept until it ends (at most the event limit, twice:
     /// the partial line and the data lines before it).
     pub fn buffered(&self) -> usize {
-        self.line.capacity() + self.data.capacity()
+        self.lines.capacity() + self.data.capacity() + self.start.capacity()
     }
 
     /// True when the bytes so far stop inside an event.
     pub fn mid_event(&self) -> bool {
-        (!self.line.is_empty() && !self.at_start) || self.has_fields
+        !self.lines.is_empty() || self.has_fields
     }
 
     fn on_line(

@@ -110,31 +110,103 @@ impl Interruption {
     }
 }
 
-/// The HTTP status for an upstream in-band error code (`response.failed`'s `error.code`, an
-/// `error` event's `code`), as `docs/upstream-contract.md` lists: request faults are 4xx, limits
-/// 429, overload 503, anything unknown 502 (the upstream failed, not the client).
-pub fn status_for_upstream_code(code: &str) -> u16 {
-    match code {
-        "context_length_exceeded"
-        | "invalid_prompt"
-        | "cyber_policy"
-        | "invalid_encrypted_content"
-        | "previous_response_not_found"
-        | "invalid_request_error"
-        | "invalid_request"
-        | "bad_request" => 400,
-        "invalid_api_key" | "authentication_error" | "unauthorized" => 401,
-        "usage_not_included" | "permission_error" | "forbidden" => 403,
-        "model_not_found" | "not_found" | "not_found_error" | "model_not_supported" => 404,
-        "rate_limit_exceeded"
-        | "insufficient_quota"
-        | "usage_limit_reached"
-        | "usage_limit_exceeded"
-        | "billing_hard_cap_reached"
-        | "rate_limit_error" => 429,
-        "server_is_overloaded" | "overloaded" | "overloaded_error" | "slow_down" => 503,
-        _ => Interruption::from_code(code).map_or(502, Interruption::status),
+/// What an upstream error code (or `type`) says about whose fault a failure is, beyond its
+/// status: read by the upstream classifier to decide what happens to the account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeClass {
+    /// The account's usage limit or billing cap, whatever the status.
+    UsageLimit,
+    /// Reasoning ciphertext this account cannot read, whatever the status.
+    InvalidEncryptedContent,
+    /// The request's own fault, whatever the status.
+    RequestFault,
+    /// A rate limit.
+    RateLimited,
+    /// The server failed.
+    ServerFault,
+}
+
+/// One upstream error code the proxy knows.
+struct UpstreamCode {
+    code: &'static str,
+    /// The status a client gets for it (`docs/upstream-contract.md`, "Errors and the statuses
+    /// they map to").
+    status: u16,
+    /// What it says about the account, where that is more than its status says.
+    class: Option<CodeClass>,
+}
+
+const fn row(code: &'static str, status: u16, class: Option<CodeClass>) -> UpstreamCode {
+    UpstreamCode {
+        code,
+        status,
+        class,
     }
+}
+
+/// The one table of upstream error codes: request faults are 4xx, limits 429, overload 503.
+const UPSTREAM_CODES: &[UpstreamCode] = &[
+    row(
+        "context_length_exceeded",
+        400,
+        Some(CodeClass::RequestFault),
+    ),
+    row("invalid_prompt", 400, Some(CodeClass::RequestFault)),
+    row("cyber_policy", 400, Some(CodeClass::RequestFault)),
+    row(
+        "invalid_encrypted_content",
+        400,
+        Some(CodeClass::InvalidEncryptedContent),
+    ),
+    row(
+        "previous_response_not_found",
+        400,
+        Some(CodeClass::RequestFault),
+    ),
+    row("invalid_request_error", 400, None),
+    row("invalid_request", 400, None),
+    row("bad_request", 400, None),
+    row("invalid_api_key", 401, None),
+    row("authentication_error", 401, None),
+    row("unauthorized", 401, None),
+    row("usage_not_included", 403, None),
+    row("permission_error", 403, None),
+    row("forbidden", 403, None),
+    row("model_not_found", 404, None),
+    row("not_found", 404, None),
+    row("not_found_error", 404, None),
+    row("model_not_supported", 404, None),
+    row("rate_limit_exceeded", 429, Some(CodeClass::RateLimited)),
+    row("insufficient_quota", 429, None),
+    row("usage_limit_reached", 429, Some(CodeClass::UsageLimit)),
+    row("usage_limit_exceeded", 429, Some(CodeClass::UsageLimit)),
+    row("billing_hard_cap_reached", 429, Some(CodeClass::UsageLimit)),
+    row("rate_limit_error", 429, None),
+    row("server_is_overloaded", 503, Some(CodeClass::ServerFault)),
+    row("overloaded", 503, None),
+    row("overloaded_error", 503, None),
+    row("slow_down", 503, None),
+    row("server_error", 502, Some(CodeClass::ServerFault)),
+];
+
+fn upstream_code(code: &str) -> Option<&'static UpstreamCode> {
+    UPSTREAM_CODES.iter().find(|row| row.code == code)
+}
+
+/// The HTTP status for an upstream in-band error code (`response.failed`'s `error.code`, an
+/// `error` event's `code`), from [`UPSTREAM_CODES`]; the proxy's own [`Interruption`] codes
+/// keep their statuses, and anything unknown is 502 (the upstream failed, not the client).
+pub fn status_for_upstream_code(code: &str) -> u16 {
+    match upstream_code(code) {
+        Some(row) => row.status,
+        None => Interruption::from_code(code).map_or(502, Interruption::status),
+    }
+}
+
+/// What an upstream error code or type says about whose fault the failure is, if the table
+/// says more than the status would.
+pub fn upstream_code_class(code: &str) -> Option<CodeClass> {
+    upstream_code(code).and_then(|row| row.class)
 }
 
 #[cfg(test)]
@@ -156,6 +228,24 @@ mod tests {
         assert_eq!(status_for_upstream_code("request_timeout"), 504);
         assert_eq!(status_for_upstream_code("upstream_stream_truncated"), 502);
         assert_eq!(status_for_upstream_code("proxy_shutting_down"), 503);
+    }
+
+    #[test]
+    fn each_upstream_code_has_one_row() {
+        for (i, row) in UPSTREAM_CODES.iter().enumerate() {
+            assert!(
+                UPSTREAM_CODES[i + 1..].iter().all(|r| r.code != row.code),
+                "{} twice",
+                row.code
+            );
+            assert!(Interruption::from_code(row.code).is_none(), "{}", row.code);
+        }
+        assert_eq!(
+            upstream_code_class("usage_limit_reached"),
+            Some(CodeClass::UsageLimit)
+        );
+        assert_eq!(upstream_code_class("insufficient_quota"), None);
+        assert_eq!(upstream_code_class("something_new"), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! * [`codec`]: the incremental SSE decoder and encoder the translators use.
 //! * [`models`]: model names, suffixes, `--models`, the `/v1/models` lists.
 //! * [`schema`], [`tool_names`], [`think`]: tool-schema repair, long tool names, `<think>` tags.
+//! * [`events`]: the Responses stream's events as borrowed structs, read by every translator.
 //! * [`aggregate`]: Responses events → one Response object (non-streaming clients).
 //! * [`chat`]: Chat Completions; [`responses`]: the Responses dialect's own response side (a
 //!   verbatim relay, and the Response object for non-streaming clients of a stream-only
@@ -21,6 +22,7 @@ pub mod anthropic;
 pub mod chat;
 pub mod codec;
 pub mod error;
+pub(crate) mod events;
 pub mod models;
 pub mod responses;
 pub mod schema;

@@ -11,6 +11,8 @@
 
 use serde::Deserialize;
 
+use super::codec::LineSplitter;
+
 /// Data bytes collected per event for finding its `type` when there is no `event:` line.
 /// A larger event without an `event:` line is classed as content.
 const MAX_TYPE_SCAN_BYTES: usize = 1 << 20;
@@ -48,12 +50,8 @@ impl EventClass {
 /// Incremental SSE event scanner; see the module docs.
 #[derive(Default)]
 pub struct SseScanner {
-    /// The current, incomplete line (its first [`MAX_LINE_BYTES`] bytes).
-    line: Vec<u8>,
-    /// The current line is longer than what `line` kept.
-    line_overflow: bool,
-    /// The previous chunk ended in `\r`: a `\n` at the start of the next one belongs to it.
-    after_cr: bool,
+    /// The lines of the stream (the first [`MAX_LINE_BYTES`] bytes of each).
+    lines: LineSplitter<MAX_LINE_BYTES>,
     /// Fields of the event being read.
     event_name: Option<String>,
     data: Vec<u8>,
@@ -74,58 +72,22 @@ impl SseScanner {
     }
 
     /// Feeds the next bytes; calls `on_event` once for every event completed by them.
-    pub fn feed(&mut self, mut chunk: &[u8], mut on_event: impl FnMut(EventClass)) {
-        if self.after_cr {
-            self.after_cr = false;
-            if let Some(rest) = chunk.strip_prefix(b"\n") {
-                chunk = rest;
-            }
-        }
-        while let Some(pos) = memchr::memchr2(b'\n', b'\r', chunk) {
-            let class = if self.line.is_empty() && pos <= MAX_LINE_BYTES {
-                self.on_line(&chunk[..pos], false)
-            } else {
-                // A line split across chunks: join it, keeping the buffer's capacity.
-                let mut line = std::mem::take(&mut self.line);
-                let overflow = self.keep(&mut line, &chunk[..pos]);
-                let class = self.on_line(&line, overflow);
-                line.clear();
-                self.line = line;
-                self.line_overflow = false;
-                class
-            };
-            if let Some(class) = class {
+    pub fn feed(&mut self, chunk: &[u8], mut on_event: impl FnMut(EventClass)) {
+        // The splitter is moved out while it hands lines to `on_line`, which needs `self`.
+        let mut lines = std::mem::take(&mut self.lines);
+        let Ok(rest) = lines.split(chunk, |line, cut| {
+            if let Some(class) = self.on_line(line, cut) {
                 on_event(class);
             }
-            if chunk[pos] == b'\r' {
-                match chunk.get(pos + 1) {
-                    Some(b'\n') => chunk = &chunk[pos + 2..],
-                    Some(_) => chunk = &chunk[pos + 1..],
-                    None => {
-                        self.after_cr = true;
-                        chunk = &[];
-                    }
-                }
-            } else {
-                chunk = &chunk[pos + 1..];
-            }
-        }
-        let mut line = std::mem::take(&mut self.line);
-        self.line_overflow = self.keep(&mut line, chunk);
-        self.line = line;
-    }
-
-    /// Appends `more` to the partial `line` up to [`MAX_LINE_BYTES`]; true when the line is
-    /// now longer than what it kept.
-    fn keep(&self, line: &mut Vec<u8>, more: &[u8]) -> bool {
-        let room = MAX_LINE_BYTES.saturating_sub(line.len());
-        line.extend_from_slice(&more[..more.len().min(room)]);
-        self.line_overflow || more.len() > room
+            Ok::<(), std::convert::Infallible>(())
+        });
+        lines.hold(rest);
+        self.lines = lines;
     }
 
     /// True when the bytes so far stop inside an event (a partial line or undispatched fields).
     pub fn mid_event(&self) -> bool {
-        !self.line.is_empty() || self.has_fields
+        !self.lines.is_empty() || self.has_fields
     }
 
     /// Processes one complete line (`cut`: only its start was kept); returns the class of an
@@ -264,6 +226,23 @@ data: \"response\":{\"id\":\"r1\"}}\n\n";
     }
 
     #[test]
+    fn an_empty_chunk_between_cr_and_lf_is_still_one_line_ending() {
+        // The relay can see an empty body frame anywhere; it must not turn `\r` `\n` into two
+        // line endings (an extra blank line would dispatch the event early, and twice).
+        let mut scanner = SseScanner::new();
+        let mut out = Vec::new();
+        for chunk in [
+            &b"event: response.created\r"[..],
+            b"",
+            b"\ndata: {}\r\n\r\n",
+        ] {
+            scanner.feed(chunk, |c| out.push(c));
+        }
+        assert_eq!(out, vec![EventClass::Bootstrap]);
+        assert!(!scanner.mid_event());
+    }
+
+    #[test]
     fn last_event_data_finds_the_last_complete_event() {
         let stream = b"event: a\ndata: {\"n\":1}\n\nevent: b\r\ndata: {\"n\":\r\ndata: 2}\r\n\r\ndata: partial";
         assert_eq!(last_event_data(stream), Some(b"{\"n\":\n2}".to_vec()));
@@ -281,9 +260,9 @@ data: \"response\":{\"id\":\"r1\"}}\n\n";
         let filler = vec![b'x'; 1 << 16];
         for _ in 0..64 {
             scanner.feed(&filler, |c| out.push(c));
-            assert!(scanner.line.len() <= MAX_LINE_BYTES);
+            assert!(scanner.lines.len() <= MAX_LINE_BYTES);
         }
-        assert!(scanner.line.capacity() <= 2 * MAX_LINE_BYTES);
+        assert!(scanner.lines.capacity() <= 2 * MAX_LINE_BYTES);
         scanner.feed(b"\"}\n\nevent: response.completed\ndata: {}\n\n", |c| {
             out.push(c)
         });

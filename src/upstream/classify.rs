@@ -20,20 +20,8 @@ use http::{HeaderMap, StatusCode};
 use serde_json::Value;
 
 use crate::pool::state::Verdict;
+use crate::translate::error::{upstream_code_class, CodeClass};
 
-/// Error codes and types that mean the account's usage limit, whatever the status.
-const USAGE_LIMIT_CODES: &[&str] = &[
-    "usage_limit_reached",
-    "usage_limit_exceeded",
-    "billing_hard_cap_reached",
-];
-/// Error codes that are the request's own fault, whatever the status.
-const REQUEST_CODES: &[&str] = &[
-    "context_length_exceeded",
-    "previous_response_not_found",
-    "cyber_policy",
-    "invalid_prompt",
-];
 /// Messages (lower case) known to mean an account-level limit or overload. One table, each
 /// row tested.
 const KNOWN_MESSAGES: &[(&str, Verdict)] = &[
@@ -64,22 +52,22 @@ fn field<'a>(error: &'a Value, name: &str) -> Option<&'a str> {
     error.get(name).and_then(Value::as_str)
 }
 
+/// True when the error's `code` or `type` is of `class` in the one table of upstream codes
+/// (`translate::error`).
+fn labelled(error: &Value, class: CodeClass) -> bool {
+    [field(error, "code"), field(error, "type")]
+        .into_iter()
+        .flatten()
+        .any(|l| upstream_code_class(l) == Some(class))
+}
+
 /// The verdict an error object carries by an account-level code or message, which overrides
 /// any status: a usage limit, or reasoning ciphertext this account cannot read.
 fn by_account_code(error: &Value, delay: Option<Duration>) -> Option<Verdict> {
-    let labels = [field(error, "code"), field(error, "type")];
-    if labels
-        .iter()
-        .flatten()
-        .any(|l| USAGE_LIMIT_CODES.contains(l))
-    {
+    if labelled(error, CodeClass::UsageLimit) {
         return Some(Verdict::UsageLimit { reset_after: delay });
     }
-    if labels
-        .iter()
-        .flatten()
-        .any(|l| *l == "invalid_encrypted_content")
-    {
+    if labelled(error, CodeClass::InvalidEncryptedContent) {
         return Some(Verdict::InvalidEncryptedContent);
     }
     let message = field(error, "message")?.to_ascii_lowercase();
@@ -94,18 +82,13 @@ fn by_code(error: &Value, delay: Option<Duration>) -> Option<Verdict> {
     if let Some(verdict) = by_account_code(error, delay) {
         return Some(verdict);
     }
-    let labels = [field(error, "code"), field(error, "type")];
-    if labels.iter().flatten().any(|l| REQUEST_CODES.contains(l)) {
+    if labelled(error, CodeClass::RequestFault) {
         return Some(Verdict::RequestError);
     }
-    if labels.iter().flatten().any(|l| *l == "rate_limit_exceeded") {
+    if labelled(error, CodeClass::RateLimited) {
         return Some(Verdict::RateLimited { retry_after: delay });
     }
-    if labels
-        .iter()
-        .flatten()
-        .any(|l| *l == "server_is_overloaded" || *l == "server_error")
-    {
+    if labelled(error, CodeClass::ServerFault) {
         return Some(Verdict::ServerError);
     }
     let message = field(error, "message")?.to_ascii_lowercase();

@@ -32,10 +32,9 @@
 use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
 
-use serde::Deserialize;
-
 use super::{stop_reason, Usage};
 use crate::translate::codec::write_json_str as write_str;
+use crate::translate::events::{Event, Item, PartAdded, Response, UpstreamUsage};
 use crate::translate::think::{ThinkFilter, ThinkMode, ThinkPiece};
 use crate::translate::tool_names::ToolNameMap;
 use crate::translate::{
@@ -61,96 +60,6 @@ fn write_u64(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&buf[i..]);
 }
 
-// === upstream event shapes (borrowed; unknown fields skipped) ===
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Event<'a> {
-    #[serde(borrow)]
-    item_id: Option<Cow<'a, str>>,
-    output_index: Option<u64>,
-    content_index: Option<u64>,
-    summary_index: Option<u64>,
-    #[serde(borrow)]
-    delta: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    text: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    arguments: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    refusal: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    item: Option<Item<'a>>,
-    #[serde(borrow)]
-    response: Option<Response<'a>>,
-    /// `error` events carry these at the top level.
-    #[serde(borrow)]
-    code: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    message: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    error: Option<ErrorBody<'a>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Item<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    call_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    arguments: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    encrypted_content: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    summary: Option<Vec<Part<'a>>>,
-    #[serde(borrow)]
-    content: Option<Vec<Part<'a>>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Part<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    text: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    refusal: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Response<'a> {
-    #[serde(borrow)]
-    id: Option<Cow<'a, str>>,
-    usage: Option<UpstreamUsage>,
-    incomplete_details: Option<IncompleteDetails<'a>>,
-    #[serde(borrow)]
-    output: Option<Vec<Item<'a>>>,
-    #[serde(borrow)]
-    error: Option<ErrorBody<'a>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-pub(crate) struct UpstreamUsage {
-    pub(crate) input_tokens: Option<u64>,
-    pub(crate) output_tokens: Option<u64>,
-    pub(crate) input_tokens_details: Option<InputDetails>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-pub(crate) struct InputDetails {
-    pub(crate) cached_tokens: Option<u64>,
-}
-
 impl UpstreamUsage {
     pub(crate) fn to_anthropic(&self) -> Usage {
         let cached = self
@@ -164,24 +73,6 @@ impl UpstreamUsage {
             self.output_tokens.unwrap_or(0),
         )
     }
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct IncompleteDetails<'a> {
-    #[serde(borrow)]
-    reason: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct ErrorBody<'a> {
-    #[serde(borrow)]
-    code: Option<Cow<'a, str>>,
-    #[serde(rename = "type", borrow)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    message: Option<Cow<'a, str>>,
 }
 
 // === client block writer ===
@@ -1114,13 +1005,6 @@ impl StreamTranslator for MessagesStream {
             StreamEnd::Failed { cause, message } => self.fail(cause.code(), &message, out),
         }
     }
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct PartAdded<'a> {
-    #[serde(borrow)]
-    part: Option<Part<'a>>,
 }
 
 #[cfg(test)]

@@ -22,12 +22,12 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::{chat_usage, completion_id, finish_reason, now_secs};
 use crate::translate::aggregate::failure_of;
 use crate::translate::codec::write_json_str;
+use crate::translate::events::{Delta, Envelope, Item, ItemEvent, Response, ResponseHead};
 use crate::translate::think::{ThinkFilter, ThinkMode, ThinkPiece};
 use crate::translate::{
     write_error_event, Dialect, Interruption, ResponseContext, StreamEnd, StreamTranslator,
@@ -70,79 +70,6 @@ pub struct ChatStream {
     part_len: usize,
     think: ThinkFilter,
     done: bool,
-}
-
-#[derive(Deserialize)]
-struct Created<'a> {
-    #[serde(borrow)]
-    response: Option<CreatedResponse<'a>>,
-}
-
-#[derive(Deserialize)]
-struct CreatedResponse<'a> {
-    #[serde(borrow)]
-    id: Option<Cow<'a, str>>,
-    created_at: Option<f64>,
-}
-
-#[derive(Deserialize)]
-struct ItemEvent<'a> {
-    output_index: Option<u64>,
-    #[serde(borrow)]
-    item: Option<Item<'a>>,
-}
-
-#[derive(Deserialize)]
-struct Item<'a> {
-    #[serde(borrow)]
-    id: Option<Cow<'a, str>>,
-    #[serde(rename = "type", borrow)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    call_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    arguments: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    input: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    content: Vec<Part<'a>>,
-    #[serde(default, borrow)]
-    summary: Vec<Part<'a>>,
-}
-
-#[derive(Deserialize)]
-struct Part<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    text: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    refusal: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct Terminal<'a> {
-    #[serde(borrow)]
-    response: Option<TerminalResponse<'a>>,
-}
-
-#[derive(Deserialize)]
-struct TerminalResponse<'a> {
-    #[serde(borrow)]
-    id: Option<Cow<'a, str>>,
-    created_at: Option<f64>,
-    incomplete_details: Option<IncompleteDetails<'a>>,
-    usage: Option<Value>,
-    #[serde(default, borrow)]
-    output: Vec<Item<'a>>,
-}
-
-#[derive(Deserialize)]
-struct IncompleteDetails<'a> {
-    #[serde(borrow)]
-    reason: Option<Cow<'a, str>>,
 }
 
 const REASONING_SUMMARY: u8 = 0;
@@ -368,7 +295,9 @@ impl ChatStream {
     // === events ===
 
     fn on_created(&mut self, data: &[u8]) {
-        if let Ok(Created { response: Some(r) }) = serde_json::from_slice::<Created>(data) {
+        if let Ok(Envelope { response: Some(r) }) =
+            serde_json::from_slice::<Envelope<ResponseHead>>(data)
+        {
             if self.id.is_none() {
                 self.id = r.id.map(Cow::into_owned);
             }
@@ -435,7 +364,7 @@ impl ChatStream {
                 let Some(id) = id else { return };
                 if !self.text_items.iter().any(|i| i == id) {
                     let text: String = item
-                        .content
+                        .content()
                         .iter()
                         .filter(|p| p.kind.as_deref() == Some("output_text"))
                         .filter_map(|p| p.text.as_deref())
@@ -447,7 +376,7 @@ impl ChatStream {
                 }
                 if !self.refusal_items.iter().any(|i| i == id) {
                     let refusal: String = item
-                        .content
+                        .content()
                         .iter()
                         .filter_map(|p| p.refusal.as_deref())
                         .collect();
@@ -463,7 +392,7 @@ impl ChatStream {
                 if self.reasoning_items.iter().any(|i| i == id) {
                     return;
                 }
-                for (n, part) in item.summary.iter().enumerate() {
+                for (n, part) in item.summary().iter().enumerate() {
                     if let Some(t) = part.text.as_deref() {
                         self.reasoning(REASONING_SUMMARY, id, n as u64, t, out);
                     }
@@ -474,7 +403,7 @@ impl ChatStream {
     }
 
     fn on_delta(&mut self, kind: &str, data: &[u8], out: &mut Vec<u8>) {
-        let Ok(d) = serde_json::from_slice::<crate::translate::aggregate::Delta>(data) else {
+        let Ok(d) = serde_json::from_slice::<Delta>(data) else {
             return;
         };
         let item = d.item_id.as_deref().unwrap_or("");
@@ -617,7 +546,7 @@ impl ChatStream {
             write_error_event(out, Dialect::Chat, &f.code, &f.message);
             return;
         }
-        let terminal = serde_json::from_slice::<Terminal>(data)
+        let terminal = serde_json::from_slice::<Envelope<Response<Value>>>(data)
             .ok()
             .and_then(|t| t.response);
         let mut usage = None;
@@ -630,7 +559,7 @@ impl ChatStream {
                 self.created = r.created_at.map(|t| t as i64);
             }
             // Items only in the terminal output (or never completed in the stream).
-            for (n, item) in r.output.iter().enumerate() {
+            for (n, item) in r.output().iter().enumerate() {
                 self.on_item(item, Some(n as u64), true, out);
             }
             usage = r.usage.as_ref().and_then(chat_usage);
