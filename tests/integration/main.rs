@@ -16,6 +16,7 @@
 //! - `diagnostics`: `/health` reports a failing upstream, and why, until it answers again.
 //! - `upstream_caps`: caps on what an upstream answer makes the proxy buffer.
 //! - `users`: `--allow-user`: who is served, in which dialect others are refused, with the token.
+//! - `usage`: tokens counted from what the upstream reported; `GET /usage`, `GET /metrics`.
 //! - `chaos`: 300 concurrent streams over 3 accounts with random upstream faults.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -41,4 +42,5 @@ mod surface;
 mod tls;
 mod translation;
 mod upstream_caps;
+mod usage;
 mod users;
