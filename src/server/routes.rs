@@ -554,8 +554,27 @@ mod tests {
         );
         assert_eq!(check(Method::GET, "/v1/models", &[]), Ok(Route::Models));
         assert_eq!(check(Method::GET, "/health", &[]), Ok(Route::Health));
+        assert_eq!(check(Method::GET, "/usage", &[]), Ok(Route::Usage));
+        assert_eq!(check(Method::GET, "/metrics", &[]), Ok(Route::Metrics));
         assert_eq!(check(Method::GET, "/shutdown", &[]), Ok(Route::Shutdown));
         assert_eq!(check(Method::POST, "/shutdown", &[]), Ok(Route::Shutdown));
+    }
+
+    #[test]
+    fn usage_and_metrics_are_get_only_without_a_query() {
+        for path in ["/usage", "/metrics"] {
+            assert_eq!(
+                check(Method::POST, path, &[]),
+                Err(Refusal::MethodNotAllowed { allow: "GET" })
+            );
+            assert_eq!(
+                check(Method::GET, &format!("{path}?x=1"), &[]),
+                Err(Refusal::Forbidden(Forbidden::QueryString))
+            );
+        }
+        assert_eq!(Route::Usage.name(), "usage");
+        assert_eq!(Route::Metrics.name(), "metrics");
+        assert_eq!(Route::Usage.upstream_endpoint(), None);
     }
 
     #[test]
