@@ -184,6 +184,8 @@ pub struct Accounting {
     first_byte: Histograms,
     accounts: Family<AccountLabels, Gauge>,
     connections: Gauge,
+    /// Held while a scrape rebuilds the gauges and encodes, so two scrapes never interleave.
+    scrape: Mutex<()>,
 }
 
 impl Default for Accounting {
@@ -247,6 +249,7 @@ impl Accounting {
             first_byte,
             accounts,
             connections,
+            scrape: Mutex::new(()),
         }
     }
 
@@ -380,6 +383,10 @@ impl Accounting {
         accounts: &[crate::pool::AccountHealth],
         open_connections: usize,
     ) -> String {
+        let _scrape = self
+            .scrape
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         self.accounts.clear();
         for account in accounts {
             self.accounts
