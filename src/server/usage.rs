@@ -11,7 +11,7 @@
 //! it is short plain text ([`model_label`]) and only for the first [`MAX_MODEL_LABELS`]
 //! distinct models; the rest count under `other` (`docs/usage.md`).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -135,29 +135,55 @@ impl Totals {
     }
 }
 
-/// What the ledger keys on: (uid, provider, model label, account index).
-type LedgerKey = (Option<u32>, &'static str, String, usize);
+/// What the ledger keys on: (uid, provider, model label's index, account index).
+type LedgerKey = (Option<u32>, &'static str, u16, usize);
+
+/// One ledger row, with the token counters of its (provider, model, user) label set.
+struct Row {
+    totals: Totals,
+    /// input, cached_input, output, reasoning.
+    tokens: [Counter; 4],
+}
+
+/// The metric handles a request needs, found once per label set and then kept, so a
+/// finished request costs a map lookup and a few atomic adds, not label hashing and
+/// allocation in every family.
+#[derive(Default)]
+struct Handles {
+    requests: HashMap<(&'static str, u16, &'static str, Option<u32>), Counter>,
+    routes: HashMap<(&'static str, &'static str), (Histogram, Histogram)>,
+}
 
 #[derive(Default)]
 struct Ledger {
-    entries: BTreeMap<LedgerKey, Totals>,
+    rows: BTreeMap<LedgerKey, Row>,
     /// Each uid's user name (as resolved for its last request).
     names: BTreeMap<u32, Option<std::sync::Arc<str>>>,
-    models: HashSet<String>,
+    /// Model labels in first-seen order, and their index.
+    models: Vec<String>,
+    model_index: HashMap<String, u16>,
+    handles: Handles,
 }
 
 impl Ledger {
-    /// `model` as a label, within the cap on distinct models.
-    fn model(&mut self, model: Option<&str>) -> String {
+    /// The index of `model`'s label, within the cap on distinct models.
+    fn model(&mut self, model: Option<&str>) -> u16 {
         let label = model_label(model);
-        if self.models.contains(label) {
-            return label.to_string();
+        if let Some(i) = self.model_index.get(label) {
+            return *i;
         }
-        if self.models.len() >= MAX_MODEL_LABELS {
-            return "other".to_string();
+        let label = if self.models.len() >= MAX_MODEL_LABELS {
+            "other"
+        } else {
+            label
+        };
+        if let Some(i) = self.model_index.get(label) {
+            return *i;
         }
-        self.models.insert(label.to_string());
-        label.to_string()
+        let i = u16::try_from(self.models.len()).unwrap_or(u16::MAX);
+        self.models.push(label.to_string());
+        self.model_index.insert(label.to_string(), i);
+        i
     }
 }
 
@@ -261,71 +287,97 @@ impl Accounting {
 
     /// Counts one finished request (and the tokens it reported).
     pub fn finished(&self, done: &Finished<'_>) {
-        let user = user_label(done.caller);
         let provider_label = done.account.map_or("none", |(kind, _)| provider(kind));
-        self.requests
-            .get_or_create(&RequestLabels {
-                route: done.route,
-                status: done.status,
-                provider: provider_label,
-                user: user.clone(),
+        let uid = done.caller.map(|c| c.uid);
+        let mut guard = self.ledger();
+        let ledger = &mut *guard;
+        let handles = &mut ledger.handles;
+        handles
+            .requests
+            .entry((done.route, done.status, provider_label, uid))
+            .or_insert_with(|| {
+                self.requests
+                    .get_or_create(&RequestLabels {
+                        route: done.route,
+                        status: done.status,
+                        provider: provider_label,
+                        user: user_label(done.caller),
+                    })
+                    .clone()
             })
             .inc();
-        let route = RouteLabels {
-            route: done.route,
-            provider: provider_label,
-        };
-        self.duration
-            .get_or_create(&route)
-            .observe(done.duration.as_secs_f64());
+        let (duration, first_byte) = handles
+            .routes
+            .entry((done.route, provider_label))
+            .or_insert_with(|| {
+                let labels = RouteLabels {
+                    route: done.route,
+                    provider: provider_label,
+                };
+                (
+                    self.duration.get_or_create(&labels).clone(),
+                    self.first_byte.get_or_create(&labels).clone(),
+                )
+            });
+        duration.observe(done.duration.as_secs_f64());
         if let Some(first) = done.first_byte {
-            self.first_byte
-                .get_or_create(&route)
-                .observe(first.as_secs_f64());
+            first_byte.observe(first.as_secs_f64());
         }
         // Only requests an account answered are attributed in the ledger.
         let Some((kind, account)) = done.account else {
             return;
         };
-        let usage = done.usage.cloned().unwrap_or_default();
-        let model = {
-            let mut ledger = self.ledger();
-            let model = ledger.model(usage.model.as_deref());
-            if let Some(caller) = done.caller {
+        let reported = done.usage;
+        let model = ledger.model(reported.and_then(|u| u.model.as_deref()));
+        if let Some(caller) = done.caller {
+            if ledger.names.get(&caller.uid) != Some(&caller.name) {
                 ledger.names.insert(caller.uid, caller.name.clone());
             }
-            let key = (
-                done.caller.map(|c| c.uid),
-                provider(kind),
-                model.clone(),
-                account,
-            );
-            ledger.entries.entry(key).or_default().add(&Totals {
-                requests: 1,
-                input: usage.input,
-                cached: usage.cached,
-                output: usage.output,
-                reasoning: usage.reasoning,
-            });
-            model
-        };
-        if done.usage.is_none() {
-            return;
         }
-        for (kind_label, n) in [
-            ("input", usage.input),
-            ("cached_input", usage.cached),
-            ("output", usage.output),
-            ("reasoning", usage.reasoning),
-        ] {
-            self.tokens
-                .get_or_create(&TokenLabels {
-                    provider: provider(kind),
-                    model: model.clone(),
-                    user: user.clone(),
-                    kind: kind_label,
+        let model_label = &ledger.models[usize::from(model)];
+        let key = (uid, provider(kind), model, account);
+        let row = match ledger.rows.entry(key) {
+            std::collections::btree_map::Entry::Occupied(row) => row.into_mut(),
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                let user = user_label(done.caller);
+                let counter = |kind_label: &'static str| {
+                    self.tokens
+                        .get_or_create(&TokenLabels {
+                            provider: provider(kind),
+                            model: model_label.clone(),
+                            user: user.clone(),
+                            kind: kind_label,
+                        })
+                        .clone()
+                };
+                slot.insert(Row {
+                    totals: Totals::default(),
+                    tokens: [
+                        counter("input"),
+                        counter("cached_input"),
+                        counter("output"),
+                        counter("reasoning"),
+                    ],
                 })
-                .inc_by(n);
+            }
+        };
+        row.totals.requests += 1;
+        let Some(usage) = reported else {
+            return;
+        };
+        row.totals.add(&Totals {
+            requests: 0,
+            input: usage.input,
+            cached: usage.cached,
+            output: usage.output,
+            reasoning: usage.reasoning,
+        });
+        for (counter, n) in
+            row.tokens
+                .iter()
+                .zip([usage.input, usage.cached, usage.output, usage.reasoning])
+        {
+            counter.inc_by(n);
         }
     }
 
@@ -344,8 +396,8 @@ impl Accounting {
     pub fn totals(&self) -> Vec<(Option<u32>, Option<std::sync::Arc<str>>, Totals)> {
         let ledger = self.ledger();
         let mut per_user: BTreeMap<Option<u32>, Totals> = BTreeMap::new();
-        for ((uid, ..), totals) in &ledger.entries {
-            per_user.entry(*uid).or_default().add(totals);
+        for ((uid, ..), row) in &ledger.rows {
+            per_user.entry(*uid).or_default().add(&row.totals);
         }
         per_user
             .into_iter()
@@ -507,7 +559,8 @@ mod tests {
         let text = accounting.exposition(&[], 0);
         assert!(text.contains("model=\"other\""));
         assert!(!text.contains(&format!("model=\"m{}\"", MAX_MODEL_LABELS)));
-        assert_eq!(accounting.ledger().models.len(), MAX_MODEL_LABELS);
+        // The first MAX_MODEL_LABELS models, and `other` for the rest.
+        assert_eq!(accounting.ledger().models.len(), MAX_MODEL_LABELS + 1);
     }
 
     #[test]

@@ -153,8 +153,22 @@ impl TopLevelUsage {
 
     /// Feeds the next bytes of the body (any split).
     pub fn feed(&mut self, chunk: &[u8]) {
-        for &b in chunk {
-            self.byte(b);
+        let mut i = 0;
+        while i < chunk.len() {
+            // The bulk of a body is string content nobody keeps: skip to its next quote or
+            // backslash at once.
+            if self.in_string
+                && !self.escaped
+                && self.keep == Keep::Nothing
+                && !(self.depth == 1 && self.expecting_key)
+            {
+                match memchr::memchr2(b'"', b'\\', &chunk[i..]) {
+                    Some(skip) => i += skip,
+                    None => return,
+                }
+            }
+            self.byte(chunk[i]);
+            i += 1;
         }
     }
 
@@ -301,7 +315,7 @@ mod tests {
 
     #[test]
     fn plain_body_usage_is_the_top_level_one_at_every_split() {
-        let doc = br#"{"id":"r","model":"gpt-5.4","metadata":{"usage":{"input_tokens":999}},"output":[{"type":"message","content":[{"text":"\"usage\":{\"input_tokens\":5} [{}]"}]}],"n":12,"usage":{"input_tokens":21,"input_tokens_details":{"cached_tokens":1},"output_tokens":8,"output_tokens_details":{"reasoning_tokens":2}},"user":null}"#;
+        let doc = br#"{"id":"r","model":"gpt-5.4","metadata":{"usage":{"input_tokens":999}},"output":[{"type":"message","content":[{"text":"\"usage\":{\"input_tokens\":5} [{}]"}]}],"n":12,"esc":"back\\","deep":[{"s":"q\"}\\"}],"usage":{"input_tokens":21,"input_tokens_details":{"cached_tokens":1},"output_tokens":8,"output_tokens_details":{"reasoning_tokens":2}},"user":null}"#;
         let want = Some(Reported {
             input: 21,
             cached: 1,
