@@ -20,6 +20,7 @@ makes itself non-dumpable, and serves these routes on 127.0.0.1 only:
   POST /v1/chat/completions                     Chat Completions, translated
   POST /v1/messages, /v1/messages/count_tokens  Anthropic Messages, translated
   GET  /v1/models, /health                      answered locally
+  GET  /usage, /metrics                         tokens per local user; Prometheus metrics
   GET|POST /shutdown                            only with --http-shutdown";
 
 /// Printed after the flags by `--help`.

@@ -68,6 +68,7 @@ pub fn build_state(
         rescan_every: config.auth_dir_interval,
     };
     let buffers = BufferBudget::new(config.limits.max_buffered_bytes);
+    let accounting = Arc::new(server::usage::Accounting::new());
     Ok(Arc::new(State {
         gate: Gate::new(port, config.http_shutdown),
         models: config.models.clone(),
@@ -86,6 +87,7 @@ pub fn build_state(
             health: Default::default(),
             buffers: Some(Arc::clone(&buffers) as Arc<dyn upstream::relay::ByteBudget>),
             echo: Default::default(),
+            attempts: Some(Arc::clone(&accounting) as Arc<dyn upstream::forward::AttemptObserver>),
         },
         limits: config.limits,
         timeouts: config.timeouts,
@@ -97,6 +99,8 @@ pub fn build_state(
         access: config.access.clone(),
         policies: server::policy::Policies::new(config.policies.clone()),
         names: Default::default(),
+        accounting,
+        usage_admin: config.info_owner.as_raw(),
     }))
 }
 

@@ -28,14 +28,31 @@ pub struct RequestLog {
     pub bytes_out: u64,
     /// The account that served the request (its index), if one did.
     pub account: Option<usize>,
+    /// The kind of that account (the provider in usage and metrics).
+    pub kind: Option<crate::pool::AccountKind>,
     /// The local user who owns the connection (`None`: could not be determined).
     pub caller: Option<Caller>,
     /// The user's concurrency slot (`max_concurrent`), held while the response body lives.
     pub slot: Option<super::policy::Slot>,
+    /// When the first body bytes went to the client, after `started`.
+    pub first_byte: Option<std::time::Duration>,
+    /// Where the finished request is counted (`None`: nowhere).
+    pub accounting: Option<Arc<super::usage::Accounting>>,
 }
 
 impl Drop for RequestLog {
     fn drop(&mut self) {
+        if let Some(accounting) = &self.accounting {
+            accounting.finished(&super::usage::Finished {
+                route: self.route,
+                status: self.status,
+                caller: self.caller.as_ref(),
+                account: self.kind.zip(self.account),
+                usage: self.stats.as_ref().and_then(|s| s.usage()),
+                duration: self.started.elapsed(),
+                first_byte: self.first_byte,
+            });
+        }
         let failure = self.stats.as_ref().and_then(|s| s.failure());
         let user = self.caller.as_ref().and_then(|c| c.name.as_deref());
         let uid = match &self.caller {
@@ -133,6 +150,9 @@ impl Body for ProxyBody {
         };
         if let (Poll::Ready(Some(Ok(frame))), Some(log)) = (&polled, &mut self.log) {
             if let Some(data) = frame.data_ref() {
+                if log.first_byte.is_none() && !data.is_empty() {
+                    log.first_byte = Some(log.started.elapsed());
+                }
                 log.bytes_out += data.len() as u64;
             }
         }

@@ -45,8 +45,11 @@ pub async fn handle(
         stats: None,
         bytes_out: 0,
         account: None,
+        kind: None,
         caller: None,
         slot: None,
+        first_byte: None,
+        accounting: Some(Arc::clone(&state.accounting)),
     };
     // Errors on the Anthropic routes (refusals included) use Anthropic's shape.
     let dialect = dialect_of_path(request.uri().path());
@@ -176,6 +179,29 @@ async fn serve(
             StatusCode::OK,
             &state.upstream.health_document(Instant::now()),
         ),
+        Route::Usage => {
+            let caller = log.caller.as_ref();
+            let admin = caller.is_some_and(|c| c.uid == 0 || c.uid == state.usage_admin);
+            json_response(
+                StatusCode::OK,
+                &state.accounting.usage_document(caller, admin),
+            )
+        }
+        Route::Metrics => {
+            let accounts = state.upstream.pool.health(Instant::now()).accounts;
+            let text = state
+                .accounting
+                .exposition(&accounts, state.open_connections());
+            let mut response = Response::new(ProxyBody::full(Bytes::from(text)));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                // What the encoder writes: OpenMetrics text (Prometheus scrapes it natively).
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            response
+        }
         Route::Shutdown => {
             tracing::info!("shutdown requested over HTTP");
             state.shutdown_requested.cancel();
@@ -597,6 +623,7 @@ async fn forward(
         Ok(reply) => {
             log.attempts = reply.attempts;
             log.account = Some(reply.account);
+            log.kind = Some(reply.kind);
             log.upstream_status = Some(reply.status.as_u16());
             log.stats = Some(Arc::clone(&reply.stats));
             let body = match reply.body {

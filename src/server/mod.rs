@@ -16,6 +16,7 @@ pub mod policy;
 pub mod routes;
 pub mod token;
 pub mod translated;
+pub mod usage;
 pub mod users;
 
 use std::future::Future;
@@ -111,6 +112,10 @@ pub struct State {
     pub policies: policy::Policies,
     /// Callers' user names, resolved once per uid.
     pub names: peer::NameCache,
+    /// Usage per local user, and the metrics (`/usage`, `/metrics`).
+    pub accounting: Arc<usage::Accounting>,
+    /// Who sees every user's row of `/usage` besides root: the info owner's uid.
+    pub usage_admin: u32,
 }
 
 impl State {

@@ -9,6 +9,8 @@
 //! | POST      | `/v1/messages/count_tokens` | local input-token estimate (`?beta=true` allowed) |
 //! | GET       | `/v1/models`            | the models this proxy serves (local)       |
 //! | GET       | `/health`               | liveness and account summary               |
+//! | GET       | `/usage`                | tokens the calling local user spent (all users for root and the info owner) |
+//! | GET       | `/metrics`              | Prometheus text exposition                 |
 //! | GET, POST | `/shutdown`             | only with `--http-shutdown`                |
 //! | HEAD      | `/`                     | connectivity probe (Claude Code): a bare 200 |
 //!
@@ -40,6 +42,10 @@ pub enum Route {
     CountTokens,
     Models,
     Health,
+    /// `GET /usage`: what local users spent.
+    Usage,
+    /// `GET /metrics`: Prometheus text exposition.
+    Metrics,
     Shutdown,
     /// `HEAD /`: Claude Code's connectivity probe. A bare 200, nothing else.
     Probe,
@@ -56,6 +62,8 @@ impl Route {
             Route::CountTokens => "count_tokens",
             Route::Models => "models",
             Route::Health => "health",
+            Route::Usage => "usage",
+            Route::Metrics => "metrics",
             Route::Shutdown => "shutdown",
             Route::Probe => "probe",
         }
@@ -67,9 +75,13 @@ impl Route {
             Route::Responses => Some("/responses"),
             Route::ResponsesCompact => Some("/responses/compact"),
             Route::ChatCompletions | Route::Messages => Some("/responses"),
-            Route::CountTokens | Route::Models | Route::Health | Route::Shutdown | Route::Probe => {
-                None
-            }
+            Route::CountTokens
+            | Route::Models
+            | Route::Health
+            | Route::Usage
+            | Route::Metrics
+            | Route::Shutdown
+            | Route::Probe => None,
         }
     }
 
@@ -241,6 +253,22 @@ const TABLE: &[Entry] = &[
         methods: &[Method::GET],
         allow: "GET",
         route: Route::Health,
+        enabled: |_| true,
+        queries: &[],
+    },
+    Entry {
+        path: "/usage",
+        methods: &[Method::GET],
+        allow: "GET",
+        route: Route::Usage,
+        enabled: |_| true,
+        queries: &[],
+    },
+    Entry {
+        path: "/metrics",
+        methods: &[Method::GET],
+        allow: "GET",
+        route: Route::Metrics,
         enabled: |_| true,
         queries: &[],
     },
@@ -526,8 +554,27 @@ mod tests {
         );
         assert_eq!(check(Method::GET, "/v1/models", &[]), Ok(Route::Models));
         assert_eq!(check(Method::GET, "/health", &[]), Ok(Route::Health));
+        assert_eq!(check(Method::GET, "/usage", &[]), Ok(Route::Usage));
+        assert_eq!(check(Method::GET, "/metrics", &[]), Ok(Route::Metrics));
         assert_eq!(check(Method::GET, "/shutdown", &[]), Ok(Route::Shutdown));
         assert_eq!(check(Method::POST, "/shutdown", &[]), Ok(Route::Shutdown));
+    }
+
+    #[test]
+    fn usage_and_metrics_are_get_only_without_a_query() {
+        for path in ["/usage", "/metrics"] {
+            assert_eq!(
+                check(Method::POST, path, &[]),
+                Err(Refusal::MethodNotAllowed { allow: "GET" })
+            );
+            assert_eq!(
+                check(Method::GET, &format!("{path}?x=1"), &[]),
+                Err(Refusal::Forbidden(Forbidden::QueryString))
+            );
+        }
+        assert_eq!(Route::Usage.name(), "usage");
+        assert_eq!(Route::Metrics.name(), "metrics");
+        assert_eq!(Route::Usage.upstream_endpoint(), None);
     }
 
     #[test]

@@ -230,6 +230,7 @@ pub async fn respond(
 ) -> Response<ProxyBody> {
     log.attempts = reply.attempts;
     log.account = Some(reply.account);
+    log.kind = Some(reply.kind);
     log.upstream_status = Some(reply.status.as_u16());
     log.stats = Some(Arc::clone(&reply.stats));
     let attempts = HeaderValue::from(reply.attempts);

@@ -29,6 +29,7 @@ pub mod schema;
 pub mod sse;
 pub mod think;
 pub mod tool_names;
+pub mod usage;
 
 use std::borrow::Cow;
 

@@ -57,6 +57,8 @@ pub struct SseScanner {
     data: Vec<u8>,
     data_overflow: bool,
     has_fields: bool,
+    /// The usage the last terminal event reported, until taken ([`SseScanner::take_usage`]).
+    usage: Option<super::usage::Reported>,
 }
 
 #[derive(Deserialize)]
@@ -83,6 +85,11 @@ impl SseScanner {
         });
         lines.hold(rest);
         self.lines = lines;
+    }
+
+    /// The usage reported by a terminal event since the last call, if any.
+    pub fn take_usage(&mut self) -> Option<super::usage::Reported> {
+        self.usage.take()
     }
 
     /// True when the bytes so far stop inside an event (a partial line or undispatched fields).
@@ -113,7 +120,13 @@ impl SseScanner {
             }
             b"data" => {
                 self.has_fields = true;
-                if self.event_name.is_none() && !self.data_overflow {
+                // The data is kept to find the event's type when it has no `event:` line, and
+                // for the usage of a terminal event; the data of other events is not kept.
+                let wanted = self
+                    .event_name
+                    .as_deref()
+                    .is_none_or(super::usage::carries_usage);
+                if wanted && !self.data_overflow {
                     if cut || self.data.len() + value.len() + 1 > MAX_TYPE_SCAN_BYTES {
                         self.data_overflow = true;
                         self.data = Vec::new();
@@ -134,15 +147,27 @@ impl SseScanner {
         if !self.has_fields {
             return None;
         }
+        let mut usage_event = false;
         let class = match self.event_name.take() {
-            Some(name) => EventClass::of_type(&name),
+            Some(name) => {
+                usage_event = super::usage::carries_usage(&name);
+                EventClass::of_type(&name)
+            }
             None if self.data_overflow => EventClass::Content,
             None if self.data == b"[DONE]" => EventClass::Terminal,
             None => match serde_json::from_slice::<TypeOnly>(&self.data) {
-                Ok(TypeOnly { kind: Some(kind) }) => EventClass::of_type(&kind),
+                Ok(TypeOnly { kind: Some(kind) }) => {
+                    usage_event = super::usage::carries_usage(&kind);
+                    EventClass::of_type(&kind)
+                }
                 _ => EventClass::Content,
             },
         };
+        if usage_event && !self.data_overflow {
+            if let Some(usage) = super::usage::from_event(&self.data) {
+                self.usage = Some(usage);
+            }
+        }
         self.data.clear();
         self.data_overflow = false;
         self.has_fields = false;
@@ -275,6 +300,30 @@ data: \"response\":{\"id\":\"r1\"}}\n\n";
             ]
         );
         assert!(!scanner.mid_event());
+    }
+
+    #[test]
+    fn terminal_usage_is_kept_at_every_split_point_and_only_from_terminal_events() {
+        let stream: &[u8] = b"event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"response\":{\"usage\":{\"input_tokens\":99}}}\n\n\
+event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"model\":\"m\",\n\
+data: \"usage\":{\"input_tokens\":5,\"output_tokens\":2}}}\n\n";
+        for split in 0..=stream.len() {
+            let mut scanner = SseScanner::new();
+            scanner.feed(&stream[..split], |_| {});
+            let early = scanner.take_usage();
+            scanner.feed(&stream[split..], |_| {});
+            let usage = early.or_else(|| scanner.take_usage()).expect("usage");
+            assert_eq!((usage.input, usage.output), (5, 2), "split at {split}");
+            assert_eq!(usage.model.as_deref(), Some("m"));
+            assert_eq!(scanner.take_usage(), None);
+        }
+        let mut scanner = SseScanner::new();
+        scanner.feed(&stream[..stream.len() - 1], |_| {});
+        assert_eq!(
+            scanner.take_usage(),
+            None,
+            "a cut terminal event reports nothing"
+        );
     }
 
     #[test]

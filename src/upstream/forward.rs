@@ -86,6 +86,30 @@ pub struct Upstream {
     pub buffers: Option<Arc<dyn ByteBudget>>,
     /// The echo matcher for the pool's current secrets.
     pub echo: EchoCache,
+    /// Told of every upstream attempt and how it ended (the metrics).
+    pub attempts: Option<Arc<dyn AttemptObserver>>,
+}
+
+/// Hears of every upstream attempt: the account's kind and index, and how it ended.
+pub trait AttemptObserver: Send + Sync {
+    fn attempt(&self, kind: AccountKind, index: usize, outcome: &'static str);
+}
+
+/// A stable name for how an attempt ended.
+pub fn outcome(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Served => "served",
+        Verdict::RateLimited { .. } => "rate_limited",
+        Verdict::UsageLimit { .. } => "usage_limit",
+        Verdict::Unauthorized => "unauthorized",
+        Verdict::Forbidden => "forbidden",
+        Verdict::ServerError => "server_error",
+        Verdict::NetworkFault => "network_fault",
+        Verdict::RequestError => "request_error",
+        Verdict::RefreshFailed => "refresh_failed",
+        Verdict::RefreshUnavailable => "refresh_unavailable",
+        Verdict::InvalidEncryptedContent => "invalid_encrypted_content",
+    }
 }
 
 /// The [`EchoMatcher`] of the pool's current tokens, rebuilt when a token changes.
@@ -147,6 +171,8 @@ pub struct Reply {
     pub attempts: u32,
     /// The account that served it.
     pub account: usize,
+    /// The kind of that account (the provider, in metrics and usage).
+    pub kind: AccountKind,
     pub stats: Arc<RelayStats>,
     /// The upstream streamed a request its client asked to get as one JSON document (the
     /// Codex backend only streams): the events are to be aggregated.
@@ -438,19 +464,32 @@ impl Upstream {
                 continue;
             };
             attempts += 1;
+            let observe = |outcome: &'static str| {
+                if let Some(observer) = &self.attempts {
+                    observer.attempt(chosen.kind, account, outcome);
+                }
+            };
             let (verdict, answer) = match self.attempt(request, deadline, &out.abort).await {
                 Err(error) => match error.verdict() {
                     Some(verdict) => (verdict, Err(error.give_up(attempts))),
-                    None => return Err(error.give_up(attempts)),
+                    None => {
+                        observe("aborted");
+                        return Err(error.give_up(attempts));
+                    }
                 },
                 Ok(answered) => match self
                     .answer(answered, &out, deadline, attempts, &chosen, aggregate)
                     .await
                 {
-                    Answered::Final(reply) => return Ok(reply),
+                    Answered::Final(reply) => {
+                        let success = reply.status.is_success() || reply.status.is_redirection();
+                        observe(if success { "served" } else { "request_error" });
+                        return Ok(reply);
+                    }
                     Answered::Retryable { verdict, reply } => (verdict, Ok(reply)),
                 },
             };
+            observe(outcome(verdict));
             let stop = |answer: Result<Reply, GiveUp>| answer.map(gave_up_on);
             match verdict {
                 // A ChatGPT token the upstream no longer takes: refresh once, retry on the
@@ -610,6 +649,7 @@ impl Upstream {
             body,
             attempts,
             account,
+            kind: chosen.kind,
             stats,
             aggregate,
         };
@@ -638,6 +678,7 @@ impl Upstream {
                         body: ReplyBody::Full(Bytes::from(body.to_string())),
                         attempts,
                         account,
+                        kind: chosen.kind,
                         stats,
                         aggregate: false,
                     };
@@ -707,6 +748,7 @@ impl Upstream {
             echo: Some(EchoFilter::new(echo)),
             held_budget: self.buffers.clone().map(BudgetShare::new),
             connection: Some(connection),
+            json_usage: None,
         };
         let mut verdict = Verdict::Served;
         if is_event_stream {
@@ -747,6 +789,15 @@ impl Upstream {
             let until = deadline.map_or(idle, |d| d.min(idle));
             // One chunk at most: it cannot overflow the hold-back caps.
             let _ = self.hold(&mut relay, until).await;
+            // A successful JSON answer reports its usage at its top level.
+            let json = parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.to_ascii_lowercase().contains("json"));
+            if status.is_success() && json {
+                relay.json_usage = Some(Box::default());
+            }
         }
         let session = (verdict == Verdict::Served)
             .then_some(out.session)

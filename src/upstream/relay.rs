@@ -34,6 +34,7 @@ use hyper_util::client::legacy::connect::CaptureConnection;
 
 use super::redact::EchoFilter;
 use crate::translate::sse::{EventClass, SseScanner};
+use crate::translate::usage::{Reported, TopLevelUsage};
 use crate::translate::{write_error_event, Dialect};
 
 /// Why a relayed body ended early: the translate layer's [`Interruption`], so the translators
@@ -81,12 +82,26 @@ pub trait RelayStage: Send {
 #[derive(Default, Debug)]
 pub struct RelayStats {
     failure: std::sync::OnceLock<RelayFailure>,
+    /// The token usage the upstream reported (its terminal event, or a JSON body's `usage`).
+    usage: std::sync::OnceLock<Reported>,
 }
 
 impl RelayStats {
     /// Why the body ended early, if it did.
     pub fn failure(&self) -> Option<RelayFailure> {
         self.failure.get().copied()
+    }
+
+    /// The usage the upstream reported, if it reported any (a stream cut before its terminal
+    /// event reported none).
+    pub fn usage(&self) -> Option<&Reported> {
+        self.usage.get()
+    }
+
+    fn report(&self, usage: Option<Reported>) {
+        if let Some(usage) = usage {
+            let _ = self.usage.set(usage);
+        }
     }
 }
 
@@ -147,6 +162,11 @@ impl SseWatch {
         commit
     }
 
+    /// The usage a terminal event reported since the last call, if any.
+    pub fn take_usage(&mut self) -> Option<Reported> {
+        self.scanner.take_usage()
+    }
+
     /// Events completed so far.
     pub fn events(&self) -> usize {
         self.events
@@ -190,6 +210,9 @@ pub struct RelayParts {
     pub held_budget: Option<BudgetShare>,
     /// The upstream connection, poisoned (never reused) once an echo was masked in its bytes.
     pub connection: Option<CaptureConnection>,
+    /// Follows a plain JSON answer for its top-level `usage` (successful non-streamed
+    /// answers; `None` otherwise).
+    pub json_usage: Option<Box<TopLevelUsage>>,
 }
 
 /// A shared cap on bytes buffered at once (`--max-buffered-bytes`), seen from the upstream
@@ -267,6 +290,7 @@ pub struct RelayBody {
     /// buffers.
     budget: Option<BudgetShare>,
     connection: Option<CaptureConnection>,
+    json_usage: Option<Box<TopLevelUsage>>,
 }
 
 /// Marks the upstream connection as never to be reused: it carried an echo of a secret, and
@@ -287,7 +311,11 @@ const CHECK_EVERY: u32 = 64;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl RelayBody {
-    pub fn new(parts: RelayParts, stats: Arc<RelayStats>) -> Self {
+    pub fn new(mut parts: RelayParts, stats: Arc<RelayStats>) -> Self {
+        // A terminal event may already be among the held bytes.
+        if let Some(watch) = &mut parts.sse {
+            stats.report(watch.take_usage());
+        }
         RelayBody {
             held: parts.held.into(),
             upstream: parts.upstream,
@@ -307,6 +335,7 @@ impl RelayBody {
             echo: parts.echo,
             budget: parts.held_budget,
             connection: parts.connection,
+            json_usage: parts.json_usage,
         }
     }
 
@@ -455,6 +484,9 @@ impl RelayBody {
             Some(watch) if !watch.terminal_seen() => self.fail(RelayFailure::Truncated, cx),
             _ => {
                 self.state = State::Done;
+                if let Some(json) = self.json_usage.take() {
+                    self.stats.report(json.finish());
+                }
                 let mut out = self.echo_tail();
                 if let Some(stage) = &mut self.stage {
                     stage.end(None, &mut out);
@@ -485,6 +517,9 @@ impl Body for RelayBody {
                 State::Streaming => {}
             }
             if let Some(chunk) = this.held.pop_front() {
+                if let Some(json) = &mut this.json_usage {
+                    json.feed(&chunk);
+                }
                 let out = this.staged(chunk);
                 if !this.account() {
                     return this.fail(RelayFailure::Overloaded, cx);
@@ -513,6 +548,9 @@ impl Body for RelayBody {
                     }
                     if let Some(watch) = &mut this.sse {
                         watch.feed(&data);
+                        this.stats.report(watch.take_usage());
+                    } else if let Some(json) = &mut this.json_usage {
+                        json.feed(&data);
                     }
                     this.last_data = Instant::now();
                     this.since_check += 1;

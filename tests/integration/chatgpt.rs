@@ -509,3 +509,54 @@ async fn invalid_encrypted_content_is_retried_once_on_the_same_account_without_t
     assert_eq!(response.status, 400);
     assert_eq!(mock.count(), 4);
 }
+
+#[tokio::test]
+async fn an_aggregated_chatgpt_answer_is_counted_under_provider_chatgpt_without_its_id_or_email() {
+    let access = jwt("a", 3600);
+    let s = setup(&account(&access, "rt-1"), &[]).await;
+    // Not streamed by the client; the backend only streams: the proxy aggregates.
+    let response = send(&s.proxy, r#"{"model":"gpt-5","input":"hi"}"#).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.json()["usage"]["input_tokens"], 10);
+    let line = "codex_proxy_tokens_total{provider=\"chatgpt\",model=\"mock-model\"";
+    let mut text = String::new();
+    for _ in 0..100 {
+        let metrics = raw::exchange(
+            s.proxy.addr,
+            &raw::get(s.proxy.addr, "/metrics", &[]),
+            LIMIT,
+        )
+        .await;
+        text = metrics.text();
+        if text.contains(line) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let counted: Vec<&str> = text.lines().filter(|l| l.starts_with(line)).collect();
+    assert_eq!(counted.len(), 4, "{text}");
+    assert!(
+        counted
+            .iter()
+            .any(|l| l.contains("kind=\"input\"") && l.ends_with(" 10")),
+        "{text}"
+    );
+    assert!(
+        counted
+            .iter()
+            .any(|l| l.contains("kind=\"output\"") && l.ends_with(" 5")),
+        "{text}"
+    );
+    assert!(text.contains(
+        "codex_proxy_upstream_attempts_total{provider=\"chatgpt\",account=\"0\",outcome=\"served\"} 1"
+    ));
+    for secret in [
+        "acct-test-1",
+        "acct-from-claims",
+        "someone@example.com",
+        "rt-1",
+    ] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    assert!(!text.contains(&access));
+}

@@ -15,6 +15,8 @@
 //! - `refusals`: the log line of a refused request (method, path, reason; never the query).
 //! - `users`: `--allow-user` with clients running as several local users; attribution of
 //!   1,000 connections (root only).
+//! - `usage`: `GET /usage` as several local users: own row, every row for root and the info
+//!   owner (root only).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 // These tests drive real processes in real time, outside tokio: std time is the right clock.
 #![allow(clippy::disallowed_types)]
@@ -34,4 +36,5 @@ mod secrets;
 mod soak;
 mod spawn;
 mod startup;
+mod usage;
 mod users;

@@ -13,13 +13,13 @@ use crate::spawn::{is_root, start, temp_dir, Launch, Running};
 const NOBODY: u32 = 65534;
 
 /// A user made for one test and removed when dropped.
-struct ThrowawayUser {
-    name: String,
-    uid: u32,
+pub(crate) struct ThrowawayUser {
+    pub(crate) name: String,
+    pub(crate) uid: u32,
 }
 
 impl ThrowawayUser {
-    fn create() -> ThrowawayUser {
+    pub(crate) fn create() -> ThrowawayUser {
         let mut raw = [0u8; 4];
         getrandom::fill(&mut raw).unwrap();
         let name = format!("cpu{:08x}", u32::from_ne_bytes(raw));
@@ -83,7 +83,7 @@ print(json.dumps(statuses))
 "#;
 
 /// Runs the client as `uid` (`None`: as this test's user, root) and returns its statuses.
-async fn requests_as(
+pub(crate) async fn requests_as(
     uid: Option<u32>,
     proxy: &Running,
     n: usize,
@@ -120,7 +120,7 @@ async fn requests_as(
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn launch(mock: &MockUpstream, extra: &[&str]) -> Launch<'static> {
+pub(crate) fn launch(mock: &MockUpstream, extra: &[&str]) -> Launch<'static> {
     let mut args = vec![
         "--upstream-url".to_string(),
         mock.base_url.clone(),
@@ -151,7 +151,7 @@ fn refused_uids(lines: &[serde_json::Value]) -> Vec<String> {
         .collect()
 }
 
-fn skip_unless_root() -> bool {
+pub(crate) fn skip_unless_root() -> bool {
     if !is_root() {
         eprintln!("skipped: needs root to create users and run clients as them");
         return true;
