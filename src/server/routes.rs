@@ -52,12 +52,12 @@ pub enum Route {
 }
 
 impl Route {
-    /// Stable name for logs.
+    /// Stable name for logs and the `route` label of the metrics (README, "Usage and metrics": scripts rely on them).
     pub fn name(self) -> &'static str {
         match self {
             Route::Responses => "responses",
-            Route::ResponsesCompact => "responses_compact",
-            Route::ChatCompletions => "chat_completions",
+            Route::ResponsesCompact => "compact",
+            Route::ChatCompletions => "chat",
             Route::Messages => "messages",
             Route::CountTokens => "count_tokens",
             Route::Models => "models",

@@ -278,7 +278,7 @@ async fn metrics_counters_equal_the_usage_the_mock_reported() {
         sample(
             &text,
             &format!(
-                "codex_proxy_requests_total{{route=\"chat_completions\",status=\"200\",provider=\"openai\",user=\"{user}\"}}"
+                "codex_proxy_requests_total{{route=\"chat\",status=\"200\",provider=\"openai\",user=\"{user}\"}}"
             )
         ),
         Some(1.0),
