@@ -1,7 +1,7 @@
 //! The `--config` file (TOML): read once at start, every unknown key an error naming the file,
 //! the line and the key (exit 2).
 //!
-//! Today only `[users.NAME]` and `[users."*"]` sections are accepted (DESIGN §10): `models`
+//! Today only `[users.NAME]` and `[users."*"]` sections are accepted: `models`
 //! globs and `max_concurrent`. The other sections the file will hold (`[providers.*]`,
 //! `[models.*]`, `[aliases]`) and the budget keys (`token_budget`, `budget_window`) are
 //! refused as "not supported yet": the proxy never accepts a policy it does not enforce.
