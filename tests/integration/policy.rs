@@ -235,19 +235,23 @@ fn assert_concurrency_openai(response: &RawResponse) {
     assert_eq!(response.json()["error"]["type"], "rate_limit_error");
 }
 
-#[tokio::test]
-async fn beyond_max_concurrent_the_user_gets_429_until_the_stream_holding_the_slot_ends() {
-    let mock = MockUpstream::start("second").await;
+/// A proxy where this test's user may have one request in flight, and that request: a stream
+/// held open by the mock after its first delta, read by the client up to that delta.
+struct HeldStream {
+    mock: MockUpstream,
+    proxy: TestProxy,
+    stream: TcpStream,
+    buf: Vec<u8>,
+    tx: tokio::sync::mpsc::UnboundedSender<Bytes>,
+    _policy: PolicyFile,
+}
+
+async fn hold_one_stream(tag: &str) -> HeldStream {
+    let mock = MockUpstream::start(tag).await;
     let (gated, tx) = Script::gated_sse();
     mock.push(gated);
-    let policy = PolicyFile::new(
-        "concurrency",
-        &format!("[users.{}]\nmax_concurrent = 1\n", my_uid()),
-    );
+    let policy = PolicyFile::new(tag, &format!("[users.{}]\nmax_concurrent = 1\n", my_uid()));
     let proxy = TestProxy::start(&mock.base_url, &["--config", policy.arg()]).await;
-
-    // The first request streams: its headers and first event arrive, so the handler has long
-    // returned; the slot must still be held by the body.
     let body = json!({"model": "gpt-5.4", "input": "hi", "stream": true}).to_string();
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     stream
@@ -259,6 +263,41 @@ async fn beyond_max_concurrent_the_user_gets_429_until_the_stream_holding_the_sl
         .unwrap();
     let mut buf = Vec::new();
     assert!(raw::read_until(&mut stream, &mut buf, b"holding", LIMIT).await);
+    HeldStream {
+        mock,
+        proxy,
+        stream,
+        buf,
+        tx,
+        _policy: policy,
+    }
+}
+
+/// Waits until this test's user holds no slot, then checks it is served again.
+async fn assert_slot_released_and_served_again(proxy: &TestProxy) {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while proxy.state.policies.in_flight(Some(my_uid())) > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slot never released"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let response = post(proxy, "/v1/responses", &responses_body("gpt-5.4"), &[]).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+}
+
+#[tokio::test]
+async fn beyond_max_concurrent_the_user_gets_429_until_the_stream_holding_the_slot_ends() {
+    // The held request's handler has long returned: the slot must still be held by the body.
+    let HeldStream {
+        mock,
+        proxy,
+        mut stream,
+        buf,
+        tx,
+        _policy,
+    } = hold_one_stream("concurrency").await;
 
     let response = post(&proxy, "/v1/responses", &responses_body("gpt-5.4"), &[]).await;
     assert_concurrency_openai(&response);
@@ -304,50 +343,20 @@ async fn beyond_max_concurrent_the_user_gets_429_until_the_stream_holding_the_sl
     let first = raw::read_rest(&mut stream, buf, LIMIT).await;
     assert_eq!(first.status, 200);
     assert!(first.complete, "{}", first.text());
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    while proxy.state.policies.in_flight(Some(my_uid())) > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "slot never released"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let response = post(&proxy, "/v1/responses", &responses_body("gpt-5.4"), &[]).await;
-    assert_eq!(response.status, 200, "{}", response.text());
+    assert_slot_released_and_served_again(&proxy).await;
 }
 
 #[tokio::test]
 async fn a_client_that_goes_away_mid_stream_releases_its_slot() {
-    let mock = MockUpstream::start("after").await;
-    let (gated, tx) = Script::gated_sse();
-    mock.push(gated);
-    let policy = PolicyFile::new(
-        "abandon",
-        &format!("[users.{}]\nmax_concurrent = 1\n", my_uid()),
-    );
-    let proxy = TestProxy::start(&mock.base_url, &["--config", policy.arg()]).await;
-    let body = json!({"model": "gpt-5.4", "input": "hi", "stream": true}).to_string();
-    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
-    stream
-        .write_all(&raw::post(proxy.addr, "/v1/responses", &body, &[]))
-        .await
-        .unwrap();
-    assert!(mock.wait_requests(1, LIMIT).await);
-    tx.send(Bytes::from([created(), delta("holding")].concat()))
-        .unwrap();
-    let mut buf = Vec::new();
-    assert!(raw::read_until(&mut stream, &mut buf, b"holding", LIMIT).await);
+    let HeldStream {
+        proxy,
+        stream,
+        tx,
+        _policy,
+        ..
+    } = hold_one_stream("abandon").await;
     assert_eq!(proxy.state.policies.in_flight(Some(my_uid())), 1);
     drop(stream);
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    while proxy.state.policies.in_flight(Some(my_uid())) > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "slot never released"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let response = post(&proxy, "/v1/responses", &responses_body("gpt-5.4"), &[]).await;
-    assert_eq!(response.status, 200, "{}", response.text());
+    assert_slot_released_and_served_again(&proxy).await;
     drop(tx);
 }
