@@ -89,57 +89,50 @@ const DRIVEN: (u64, u64, u64, u64) = (
     12 + 2 + 0 + 1 + 1,
 );
 
+/// One POST on a fresh connection.
+async fn post(proxy: &TestProxy, path: &str, body: &str, headers: &[(&str, &str)]) -> RawResponse {
+    send(proxy, raw::post(proxy.addr, path, body, headers)).await
+}
+
 /// Six answered requests on every kind of path; one of them cut before its terminal event.
 async fn drive(proxy: &TestProxy, mock: &MockUpstream) {
     // Streamed passthrough.
     mock.push(stream_with("gpt-5.4", usage(100, 40, 30, 12)));
-    let r = send(
+    let r = post(
         proxy,
-        raw::post(
-            proxy.addr,
-            "/v1/responses",
-            r#"{"model":"gpt-5.4","input":"x","stream":true}"#,
-            &[],
-        ),
+        "/v1/responses",
+        r#"{"model":"gpt-5.4","input":"x","stream":true}"#,
+        &[],
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
     // Non-streamed passthrough (a JSON body's top-level usage).
     mock.push(json_with("gpt-5.4", usage(21, 1, 8, 2)));
-    let r = send(
+    let r = post(
         proxy,
-        raw::post(
-            proxy.addr,
-            "/v1/responses",
-            r#"{"model":"gpt-5.4","input":"x"}"#,
-            &[],
-        ),
+        "/v1/responses",
+        r#"{"model":"gpt-5.4","input":"x"}"#,
+        &[],
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
     // Chat Completions, streamed and translated.
     mock.push(stream_with("gpt-5.4-mini", usage(7, 0, 3, 0)));
-    let r = send(
+    let r = post(
         proxy,
-        raw::post(
-            proxy.addr,
-            "/v1/chat/completions",
-            r#"{"model":"gpt-5.4-mini","stream":true,"messages":[{"role":"user","content":"x"}]}"#,
-            &[],
-        ),
+        "/v1/chat/completions",
+        r#"{"model":"gpt-5.4-mini","stream":true,"messages":[{"role":"user","content":"x"}]}"#,
+        &[],
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
     // Anthropic Messages, not streamed: the upstream's events are aggregated.
     mock.push(stream_with("gpt-5.4", usage(5, 2, 4, 1)));
-    let r = send(
+    let r = post(
         proxy,
-        raw::post(
-            proxy.addr,
-            "/v1/messages",
-            r#"{"model":"gpt-5.4","max_tokens":16,"messages":[{"role":"user","content":"x"}]}"#,
-            &[("anthropic-version", "2023-06-01")],
-        ),
+        "/v1/messages",
+        r#"{"model":"gpt-5.4","max_tokens":16,"messages":[{"role":"user","content":"x"}]}"#,
+        &[("anthropic-version", "2023-06-01")],
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -152,14 +145,11 @@ async fn drive(proxy: &TestProxy, mock: &MockUpstream) {
             (Duration::ZERO, event::delta("partial").into()),
         ],
     });
-    let r = send(
+    let r = post(
         proxy,
-        raw::post(
-            proxy.addr,
-            "/v1/responses",
-            r#"{"model":"gpt-5.4","input":"x","stream":true}"#,
-            &[],
-        ),
+        "/v1/responses",
+        r#"{"model":"gpt-5.4","input":"x","stream":true}"#,
+        &[],
     )
     .await;
     assert!(r.text().contains("error"), "{}", r.text());
@@ -178,14 +168,11 @@ async fn drive(proxy: &TestProxy, mock: &MockUpstream) {
             (Duration::ZERO, completed.into()),
         ],
     });
-    let _ = send(
+    let _ = post(
         proxy,
-        raw::post(
-            proxy.addr,
-            "/v1/responses",
-            r#"{"model":"gpt-5.4","input":"x","stream":true}"#,
-            &[],
-        ),
+        "/v1/responses",
+        r#"{"model":"gpt-5.4","input":"x","stream":true}"#,
+        &[],
     )
     .await;
 }
