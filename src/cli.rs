@@ -115,9 +115,11 @@ pub struct Args {
     pub models: Option<PathBuf>,
 
     /// Per-user policy (TOML): [users.NAME] and [users."*"] sections with `models` (globs the
-    /// model sent upstream must match, else 403 model_not_allowed) and `max_concurrent`
-    /// (requests in flight, else 429 user_concurrency_limit). Read once at start-up; unknown
-    /// keys are errors. Cannot be combined with --models.
+    /// model sent upstream must match, else 403 model_not_allowed), `max_concurrent`
+    /// (requests in flight, else 429 user_concurrency_limit) and `token_budget` with
+    /// `budget_window` ("1h", "1d", "7d", "30d"; input + output tokens per window, else 429
+    /// user_budget_exhausted; kept in memory). Read once at start-up; unknown keys are errors.
+    /// Cannot be combined with --models.
     #[arg(long, value_name = "FILE", conflicts_with = "models")]
     pub config: Option<PathBuf>,
 

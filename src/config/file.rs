@@ -2,9 +2,9 @@
 //! the line and the key (exit 2).
 //!
 //! Today only `[users.NAME]` and `[users."*"]` sections are accepted: `models`
-//! globs and `max_concurrent`. The other sections the file will hold (`[providers.*]`,
-//! `[models.*]`, `[aliases]`) and the budget keys (`token_budget`, `budget_window`) are
-//! refused as "not supported yet": the proxy never accepts a policy it does not enforce.
+//! globs, `max_concurrent`, and `token_budget` with `budget_window`. The other sections the
+//! file will hold (`[providers.*]`, `[models.*]`, `[aliases]`) are refused as "not supported
+//! yet": the proxy never accepts a policy it does not enforce.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -13,7 +13,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::glob::Glob;
-use crate::server::policy::UserPolicy;
+use crate::server::policy::{Budget, BudgetWindow, UserPolicy};
 
 /// The largest `--config` file read, in bytes (a policy file is a few lines).
 pub const MAX_CONFIG_BYTES: usize = 1 << 20;
@@ -56,8 +56,8 @@ struct RawFile {
 struct RawUser {
     models: Option<Vec<Spanned<String>>>,
     max_concurrent: Option<Spanned<u32>>,
-    token_budget: Option<Spanned<toml::Value>>,
-    budget_window: Option<Spanned<toml::Value>>,
+    token_budget: Option<Spanned<u64>>,
+    budget_window: Option<Spanned<String>>,
 }
 
 /// Parses and validates the text of a `--config` file.
@@ -85,20 +85,6 @@ pub fn parse(text: &str) -> Result<ConfigFile, FileError> {
     for (name, section) in raw.users {
         let line = line_of(section.span());
         let raw = section.into_inner();
-        for (key, value) in [
-            ("token_budget", &raw.token_budget),
-            ("budget_window", &raw.budget_window),
-        ] {
-            if let Some(value) = value {
-                return Err(FileError {
-                    line: Some(line_of(value.span())),
-                    reason: format!(
-                        "users.{name}: `{key}` is not supported yet by this version (token \
-                         budgets are not enforced, so they are refused rather than ignored)"
-                    ),
-                });
-            }
-        }
         if name.is_empty() {
             return Err(FileError {
                 line: Some(line),
@@ -130,12 +116,53 @@ pub fn parse(text: &str) -> Result<ConfigFile, FileError> {
             Some(n) => Some(n.into_inner()),
             None => None,
         };
+        let budget = match (raw.token_budget, raw.budget_window) {
+            (None, None) => None,
+            (Some(tokens), None) => {
+                return Err(FileError {
+                    line: Some(line_of(tokens.span())),
+                    reason: format!(
+                        "users.{name}: `token_budget` needs `budget_window` (\"1h\", \"1d\", \
+                         \"7d\" or \"30d\")"
+                    ),
+                })
+            }
+            (None, Some(window)) => {
+                return Err(FileError {
+                    line: Some(line_of(window.span())),
+                    reason: format!("users.{name}: `budget_window` needs `token_budget`"),
+                })
+            }
+            (Some(tokens), Some(window)) => {
+                if *tokens.get_ref() == 0 {
+                    return Err(FileError {
+                        line: Some(line_of(tokens.span())),
+                        reason: format!("users.{name}.token_budget must be at least 1"),
+                    });
+                }
+                let span = window.span();
+                let Some(window) = BudgetWindow::parse(window.get_ref()) else {
+                    return Err(FileError {
+                        line: Some(line_of(span)),
+                        reason: format!(
+                            "users.{name}.budget_window must be \"1h\", \"1d\", \"7d\" or \
+                             \"30d\""
+                        ),
+                    });
+                };
+                Some(Budget {
+                    tokens: tokens.into_inner(),
+                    window,
+                })
+            }
+        };
         users.push(UserSection {
             name,
             line,
             policy: UserPolicy {
                 models,
                 max_concurrent,
+                budget,
             },
         });
     }
@@ -236,13 +263,63 @@ mod tests {
     }
 
     #[test]
-    fn budgets_are_refused_rather_than_ignored() {
+    fn budgets_are_read_with_their_window() {
+        let file = parse(
+            "[users.alice]\ntoken_budget = 1000\nbudget_window = \"1h\"\n\n\
+             [users.\"*\"]\nbudget_window = \"30d\"\ntoken_budget = 5000000\n\n[users.bob]\n",
+        )
+        .unwrap();
+        let budgets: Vec<_> = file.users.iter().map(|u| u.policy.budget).collect();
+        assert_eq!(
+            budgets,
+            [
+                Some(Budget {
+                    tokens: 1000,
+                    window: BudgetWindow::Hour
+                }),
+                Some(Budget {
+                    tokens: 5_000_000,
+                    window: BudgetWindow::Days30
+                }),
+                None
+            ]
+        );
+        for (window, parsed) in [
+            ("1h", BudgetWindow::Hour),
+            ("1d", BudgetWindow::Day),
+            ("7d", BudgetWindow::Week),
+            ("30d", BudgetWindow::Days30),
+        ] {
+            let file = parse(&format!(
+                "[users.a]\ntoken_budget = 1\nbudget_window = \"{window}\"\n"
+            ))
+            .unwrap();
+            assert_eq!(file.users[0].policy.budget.unwrap().window, parsed);
+        }
+    }
+
+    #[test]
+    fn a_budget_needs_both_keys_and_sane_values() {
         let e = err("[users.alice]\ntoken_budget = 1000\n");
         assert_eq!(e.line, Some(2));
-        assert!(e.reason.contains("token_budget") && e.reason.contains("not supported yet"));
+        assert!(e.reason.contains("needs `budget_window`"), "{}", e.reason);
         let e = err("[users.\"*\"]\nmodels = [\"*\"]\nbudget_window = \"1d\"\n");
         assert_eq!(e.line, Some(3));
-        assert!(e.reason.contains("budget_window"));
+        assert!(e.reason.contains("needs `token_budget`"), "{}", e.reason);
+        let e = err("[users.a]\nbudget_window = \"1d\"\ntoken_budget = 0\n");
+        assert_eq!(e.line, Some(3));
+        assert!(e.reason.contains("at least 1"), "{}", e.reason);
+        let e = err("[users.a]\ntoken_budget = 10\nbudget_window = \"2h\"\n");
+        assert_eq!(e.line, Some(3));
+        assert!(e.reason.contains("budget_window must be"), "{}", e.reason);
+        assert_eq!(
+            err("[users.a]\ntoken_budget = -5\nbudget_window = \"1h\"\n").line,
+            Some(2)
+        );
+        assert_eq!(
+            err("[users.a]\ntoken_budget = 5\nbudget_window = 1\n").line,
+            Some(3)
+        );
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub struct RequestLog {
     pub caller: Option<Caller>,
     /// The user's concurrency slot (`max_concurrent`), held while the response body lives.
     pub slot: Option<super::policy::Slot>,
+    /// Where the tokens the upstream reported are charged (the user's `token_budget`).
+    pub budget: Option<super::policy::BudgetCharge>,
     /// When the first body bytes went to the client, after `started`.
     pub first_byte: Option<std::time::Duration>,
     /// Where the finished request is counted (`None`: nowhere).
@@ -42,6 +44,14 @@ pub struct RequestLog {
 
 impl Drop for RequestLog {
     fn drop(&mut self) {
+        if let Some(charge) = &self.budget {
+            if let Some(usage) = self.stats.as_ref().and_then(|s| s.usage()) {
+                charge.charge(
+                    usage.input.saturating_add(usage.output),
+                    super::policy::unix_now(),
+                );
+            }
+        }
         if let Some(accounting) = &self.accounting {
             accounting.finished(&super::usage::Finished {
                 route: self.route,

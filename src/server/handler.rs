@@ -48,6 +48,7 @@ pub async fn handle(
         kind: None,
         caller: None,
         slot: None,
+        budget: None,
         first_byte: None,
         accounting: Some(Arc::clone(&state.accounting)),
     };
@@ -182,10 +183,18 @@ async fn serve(
         Route::Usage => {
             let caller = log.caller.as_ref();
             let admin = caller.is_some_and(|c| c.uid == 0 || c.uid == state.usage_admin);
-            json_response(
-                StatusCode::OK,
-                &state.accounting.usage_document(caller, admin),
-            )
+            let mut document = state.accounting.usage_document(caller, admin);
+            let now = super::policy::unix_now();
+            for row in &mut document.users {
+                if let Some(status) = state.policies.budget_status(Some(row.uid), now) {
+                    row.budget = Some(status.budget);
+                    row.remaining = Some(status.remaining);
+                    row.window_ends_at = Some(crate::secret::jwt::format_rfc3339(
+                        i64::try_from(status.window_end).unwrap_or(i64::MAX),
+                    ));
+                }
+            }
+            json_response(StatusCode::OK, &document)
         }
         Route::Metrics => {
             let accounts = state.upstream.pool.health(Instant::now()).accounts;
@@ -462,6 +471,15 @@ async fn forward(
     // the log, which the response body carries: it is released when the body is done with (a
     // stream's last byte, or the client going away), not when this function returns.
     if route != Route::CountTokens {
+        // A user whose window has reached their token budget is refused first; the charge
+        // is made when the body is done with, so a request in flight still counts.
+        match state
+            .policies
+            .check_budget(log.caller.as_ref(), super::policy::unix_now())
+        {
+            Ok(charge) => log.budget = charge,
+            Err(denied) => return policy_refusal(denied, log, dialect),
+        }
         match state.policies.acquire(log.caller.as_ref()) {
             Ok(slot) => log.slot = slot,
             Err(denied) => return policy_refusal(denied, log, dialect),

@@ -1,11 +1,14 @@
 //! Per-user policy from `--config` (`[users.NAME]`, `[users."*"]`): which models a local user
-//! may ask for, and how many of their requests may be in flight at once.
+//! may ask for, how many of their requests may be in flight at once, and how many tokens they
+//! may spend per fixed window.
 //!
 //! The caller is the uid the kernel reported for the connection ([`super::peer`]). A user's own
 //! section applies to them; `"*"` applies to everyone without one (a caller whose owner could
 //! not be determined included). Models are matched as they go upstream, after aliases and
 //! suffixes (docs/user-policy.md says why). A concurrency slot is held by the response body, so
-//! a stream holds it until its last byte is sent or the client goes away.
+//! a stream holds it until its last byte is sent or the client goes away. A token budget is
+//! checked before the request is read and charged when its response body is done with, with
+//! what the upstream reported (docs/user-policy.md); it lives in memory only.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,6 +29,47 @@ pub struct UserPolicy {
     pub models: Option<Vec<Glob>>,
     /// Requests in flight at once (`None`: no limit of its own).
     pub max_concurrent: Option<u32>,
+    /// Input + output tokens per fixed window (`None`: no budget).
+    pub budget: Option<Budget>,
+}
+
+/// A token budget: `tokens` input + output tokens per `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub tokens: u64,
+    pub window: BudgetWindow,
+}
+
+/// The length of a budget window. Windows are aligned to the Unix epoch: a window of `n`
+/// seconds starts at a multiple of `n` seconds since 1970-01-01T00:00:00Z.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetWindow {
+    Hour,
+    Day,
+    Week,
+    Days30,
+}
+
+/// A user's budget as `GET /usage` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetStatus {
+    pub budget: u64,
+    /// Tokens left in the current window (never negative).
+    pub remaining: u64,
+    /// The current window's end, in Unix seconds.
+    pub window_end: u64,
+}
+
+/// Tokens counted per caller (`None`: owner unknown): the start of the window they were
+/// counted in (Unix seconds) and the count.
+type Spent = Arc<Mutex<HashMap<Option<u32>, (u64, u64)>>>;
+
+/// Charges a request's reported tokens to its user's budget (kept in the request's log until
+/// its response body is done with).
+pub struct BudgetCharge {
+    key: Option<u32>,
+    window: BudgetWindow,
+    spent: Spent,
 }
 
 /// Every user's policy, resolved to uids at start.
@@ -43,6 +87,8 @@ pub struct Policies {
     /// Requests in flight per caller (`None`: owner unknown) that hold a slot; an entry is
     /// removed when its count falls to zero, so the map is bounded by requests in flight.
     in_flight: Arc<Mutex<HashMap<Option<u32>, u32>>>,
+    /// Tokens counted per caller with a budget; one entry per such caller seen.
+    spent: Spent,
 }
 
 /// A held concurrency slot, released when dropped (the response body is done with).
@@ -58,6 +104,46 @@ pub enum PolicyDenied {
     ModelNotAllowed,
     /// The user already has `max_concurrent` requests in flight.
     Concurrency,
+    /// The user's tokens in the current window have reached `token_budget`; the window ends
+    /// in `retry_after` seconds.
+    BudgetExhausted { retry_after: u64 },
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+// === impl BudgetWindow ===
+
+impl BudgetWindow {
+    /// `"1h"`, `"1d"`, `"7d"` or `"30d"`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "1h" => Some(BudgetWindow::Hour),
+            "1d" => Some(BudgetWindow::Day),
+            "7d" => Some(BudgetWindow::Week),
+            "30d" => Some(BudgetWindow::Days30),
+            _ => None,
+        }
+    }
+
+    /// The window's length in seconds.
+    pub fn seconds(self) -> u64 {
+        match self {
+            BudgetWindow::Hour => 3_600,
+            BudgetWindow::Day => 86_400,
+            BudgetWindow::Week => 7 * 86_400,
+            BudgetWindow::Days30 => 30 * 86_400,
+        }
+    }
+
+    /// The start of the window holding `now` (Unix seconds); it ends `seconds()` later.
+    pub fn start(self, now: u64) -> u64 {
+        now - now % self.seconds()
+    }
 }
 
 // === impl PolicyTable ===
@@ -84,8 +170,12 @@ impl PolicyTable {
 
     /// The policy that applies to `caller`, if any.
     pub fn for_caller(&self, caller: Option<&Caller>) -> Option<&UserPolicy> {
-        caller
-            .and_then(|c| self.by_uid.get(&c.uid))
+        self.for_uid(caller.map(|c| c.uid))
+    }
+
+    /// The policy that applies to `uid` (`None`: owner unknown), if any.
+    pub fn for_uid(&self, uid: Option<u32>) -> Option<&UserPolicy> {
+        uid.and_then(|uid| self.by_uid.get(&uid))
             .or(self.default.as_ref())
             .map(Arc::as_ref)
     }
@@ -118,7 +208,63 @@ impl Policies {
         Policies {
             table,
             in_flight: Arc::default(),
+            spent: Arc::default(),
         }
+    }
+
+    /// Tokens `key` has counted in the window starting at `start`.
+    fn spent_in(&self, key: Option<u32>, start: u64) -> u64 {
+        self.spent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .filter(|(window, _)| *window == start)
+            .map_or(0, |(_, used)| *used)
+    }
+
+    /// Refuses `caller` when their tokens in the current window (at `now`, Unix seconds) have
+    /// reached their budget; otherwise the charge to make when the request is done (`None`:
+    /// the caller has no budget).
+    pub fn check_budget(
+        &self,
+        caller: Option<&Caller>,
+        now: u64,
+    ) -> Result<Option<BudgetCharge>, PolicyDenied> {
+        let Some(budget) = self.for_caller(caller).and_then(|p| p.budget) else {
+            return Ok(None);
+        };
+        let key = caller.map(|c| c.uid);
+        let start = budget.window.start(now);
+        if self.spent_in(key, start) >= budget.tokens {
+            let end = start + budget.window.seconds();
+            return Err(PolicyDenied::BudgetExhausted {
+                retry_after: end - now,
+            });
+        }
+        Ok(Some(BudgetCharge {
+            key,
+            window: budget.window,
+            spent: Arc::clone(&self.spent),
+        }))
+    }
+
+    /// Tokens `uid` has counted in the window holding `now` (for tests).
+    pub fn spent(&self, uid: Option<u32>, now: u64) -> u64 {
+        match self.table.for_uid(uid).and_then(|p| p.budget) {
+            Some(budget) => self.spent_in(uid, budget.window.start(now)),
+            None => 0,
+        }
+    }
+
+    /// `uid`'s budget, what is left of it and when its window ends (`None`: no budget).
+    pub fn budget_status(&self, uid: Option<u32>, now: u64) -> Option<BudgetStatus> {
+        let budget = self.table.for_uid(uid)?.budget?;
+        let start = budget.window.start(now);
+        Some(BudgetStatus {
+            budget: budget.tokens,
+            remaining: budget.tokens.saturating_sub(self.spent_in(uid, start)),
+            window_end: start + budget.window.seconds(),
+        })
     }
 
     /// The policy that applies to `caller`, if any.
@@ -182,6 +328,24 @@ impl Drop for Slot {
     }
 }
 
+// === impl BudgetCharge ===
+
+impl BudgetCharge {
+    /// Counts `tokens` in the window holding `now` (a new window starts from zero).
+    pub fn charge(&self, tokens: u64, now: u64) {
+        let start = self.window.start(now);
+        let mut spent = self
+            .spent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = spent.entry(self.key).or_insert((start, 0));
+        if entry.0 != start {
+            *entry = (start, 0);
+        }
+        entry.1 = entry.1.saturating_add(tokens);
+    }
+}
+
 // === impl PolicyDenied ===
 
 impl PolicyDenied {
@@ -189,7 +353,8 @@ impl PolicyDenied {
     ///
     /// `model_not_allowed` is final (403, `x-should-retry: false`). `user_concurrency_limit`
     /// is a 429 with `Retry-After: 1` and without `x-should-retry: false`: waiting for one of
-    /// the user's own requests to finish is exactly what helps.
+    /// the user's own requests to finish is exactly what helps. `user_budget_exhausted` is a
+    /// 429 with `Retry-After` at the window's end, also without `x-should-retry: false`.
     pub fn response(self, dialect: Dialect) -> Response<ProxyBody> {
         match self {
             PolicyDenied::ModelNotAllowed => error_response(
@@ -211,6 +376,19 @@ impl PolicyDenied {
                 headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
                 response
             }
+            PolicyDenied::BudgetExhausted { retry_after } => {
+                let mut response = error_response(
+                    dialect,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "user_budget_exhausted",
+                    "This local user has used their token budget for the current window \
+                     (token_budget); Retry-After says when the window ends.",
+                );
+                let headers = response.headers_mut();
+                headers.remove("x-should-retry");
+                headers.insert(http::header::RETRY_AFTER, HeaderValue::from(retry_after));
+                response
+            }
         }
     }
 
@@ -219,6 +397,7 @@ impl PolicyDenied {
         match self {
             PolicyDenied::ModelNotAllowed => "model_not_allowed",
             PolicyDenied::Concurrency => "user_concurrency_limit",
+            PolicyDenied::BudgetExhausted { .. } => "user_budget_exhausted",
         }
     }
 }
@@ -235,6 +414,7 @@ mod tests {
         UserPolicy {
             models: models.map(|m| m.iter().map(|g| Glob::new(g).unwrap()).collect()),
             max_concurrent,
+            budget: None,
         }
     }
 
@@ -294,5 +474,80 @@ mod tests {
             serde_json::from_slice(r.body().full_bytes().unwrap()).unwrap();
         assert_eq!(body["error"]["code"], "user_concurrency_limit");
         assert_eq!(body["error"]["type"], "rate_limit_error");
+    }
+
+    #[test]
+    fn windows_are_aligned_to_the_epoch() {
+        // 2026-11-21T08:30:00Z, a Saturday.
+        let now = 1_795_249_800;
+        assert_eq!(BudgetWindow::Hour.start(now), 1_795_248_000);
+        assert_eq!(BudgetWindow::Day.start(now), 1_795_219_200);
+        // 1970-01-01 was a Thursday: 7-day windows start on Thursdays at 00:00 UTC.
+        assert_eq!(BudgetWindow::Week.start(now), 1_795_046_400);
+        assert_eq!(
+            crate::secret::jwt::format_rfc3339(1_795_046_400),
+            "2026-11-19T00:00:00Z"
+        );
+        assert_eq!(BudgetWindow::Days30.start(now) % (30 * 86_400), 0);
+        assert_eq!(BudgetWindow::parse("7d"), Some(BudgetWindow::Week));
+        assert_eq!(BudgetWindow::parse("2h"), None);
+    }
+
+    #[test]
+    fn a_budget_refuses_once_reached_until_the_window_ends_and_never_goes_negative() {
+        let mut table = PolicyTable::default();
+        let mut limited = policy(None, None);
+        limited.budget = Some(Budget {
+            tokens: 100,
+            window: BudgetWindow::Hour,
+        });
+        table.insert(Some(1001), limited);
+        let policies = Policies::new(table);
+        let alice = caller(1001);
+        let now = 7_200 + 600;
+        let first = policies.check_budget(Some(&alice), now).unwrap().unwrap();
+        // A second request already in flight when the first one uses the budget up.
+        let second = policies.check_budget(Some(&alice), now).unwrap().unwrap();
+        first.charge(90, now + 1);
+        assert_eq!(
+            policies.budget_status(Some(1001), now + 1),
+            Some(BudgetStatus {
+                budget: 100,
+                remaining: 10,
+                window_end: 10_800
+            })
+        );
+        second.charge(30, now + 2);
+        assert_eq!(
+            policies
+                .budget_status(Some(1001), now + 2)
+                .unwrap()
+                .remaining,
+            0
+        );
+        assert_eq!(
+            policies.check_budget(Some(&alice), now + 10).err(),
+            Some(PolicyDenied::BudgetExhausted { retry_after: 2_990 })
+        );
+        // Others are unaffected; the next window starts from zero.
+        assert!(policies
+            .check_budget(Some(&caller(1002)), now)
+            .unwrap()
+            .is_none());
+        assert!(policies
+            .check_budget(Some(&alice), 10_800)
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            policies
+                .budget_status(Some(1001), 10_800)
+                .unwrap()
+                .remaining,
+            100
+        );
+        let r = PolicyDenied::BudgetExhausted { retry_after: 2_990 }.response(Dialect::Anthropic);
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()["retry-after"], "2990");
+        assert!(r.headers().get("x-should-retry").is_none());
     }
 }

@@ -470,7 +470,8 @@ pub struct UsageDocument {
     pub users: Vec<UsageRow>,
 }
 
-/// One user's row of `GET /usage`. The budget fields stay `null` until budgets exist.
+/// One user's row of `GET /usage`. The budget fields are `null` for a user without a
+/// `token_budget`; the route fills them from the policy.
 #[derive(Debug, Serialize)]
 pub struct UsageRow {
     pub user: Option<String>,

@@ -360,3 +360,193 @@ async fn a_client_that_goes_away_mid_stream_releases_its_slot() {
     assert_slot_released_and_served_again(&proxy).await;
     drop(tx);
 }
+
+/// A non-streamed Responses answer whose usage is `input` + `output` tokens.
+fn answer_using(input: u64, output: u64) -> Script {
+    Script::json(
+        200,
+        &json!({"id": "resp_b", "object": "response", "status": "completed", "model": "gpt-5.4",
+            "output": [{"id": "msg_1", "type": "message", "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": "ok", "annotations": []}]}],
+            "usage": {"input_tokens": input, "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": output, "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": input + output},
+            "metadata": {}})
+        .to_string(),
+    )
+}
+
+/// The `response.completed` event of a stream whose usage is `input` + `output` tokens.
+fn completed_using(input: u64, output: u64) -> String {
+    crate::mock::sse_event(
+        "response.completed",
+        json!({"response": {"id": "resp_s", "status": "completed", "model": "gpt-5.4",
+            "output": [{"id": "msg_1", "type": "message", "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": "holding", "annotations": []}]}],
+            "usage": {"input_tokens": input, "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": output, "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": input + output}}}),
+    )
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Checks a `user_budget_exhausted` refusal: 429, no `x-should-retry: false`, and a
+/// `Retry-After` that is the seconds to the end of the hour window (epoch-aligned).
+fn assert_budget_exhausted(response: &RawResponse, anthropic: bool) {
+    assert_eq!(response.status, 429, "{}", response.text());
+    assert_eq!(response.header("x-should-retry"), None);
+    let retry_after: u64 = response.header("retry-after").unwrap().parse().unwrap();
+    let expected = 3_600 - unix_now() % 3_600;
+    assert!(
+        retry_after.abs_diff(expected) <= 2 && retry_after >= 1,
+        "Retry-After {retry_after}, window ends in {expected}"
+    );
+    let body = response.json();
+    if anthropic {
+        assert_eq!(body["type"], "error", "{body}");
+        assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
+    } else {
+        assert_eq!(body["error"]["code"], "user_budget_exhausted", "{body}");
+        assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
+    }
+}
+
+/// This test's own row of `GET /usage`.
+async fn my_usage_row(proxy: &TestProxy) -> serde_json::Value {
+    let response = raw::exchange(proxy.addr, &raw::get(proxy.addr, "/usage", &[]), LIMIT).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let document = response.json();
+    document["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["uid"] == my_uid())
+        .cloned()
+        .unwrap_or_else(|| panic!("no row for {}: {document}", my_uid()))
+}
+
+/// Waits until the proxy has charged `tokens` to this test's user (a request is charged when
+/// its body is done with, just after the client has read it).
+async fn wait_spent(proxy: &TestProxy, tokens: u64) {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while proxy.state.policies.spent(Some(my_uid()), unix_now()) != tokens {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "spent {} tokens, expected {tokens}",
+            proxy.state.policies.spent(Some(my_uid()), unix_now())
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_spent_budget_is_429_until_the_window_ends_in_both_dialects_and_in_flight_requests_count()
+{
+    // Windows are aligned to the hour: start well inside one so the test does not straddle two.
+    let into_hour = unix_now() % 3_600;
+    if into_hour > 3_540 {
+        tokio::time::sleep(Duration::from_secs(3_600 - into_hour + 1)).await;
+    }
+    let mock = MockUpstream::start("budget").await;
+    let policy = PolicyFile::new(
+        "budget",
+        &format!(
+            "[users.{}]\ntoken_budget = 100\nbudget_window = \"1h\"\n\n\
+             [users.\"*\"]\ntoken_budget = 1000\nbudget_window = \"1h\"\n",
+            my_uid()
+        ),
+    );
+    let proxy = TestProxy::start(&mock.base_url, &["--config", policy.arg()]).await;
+
+    // 80 of 100 tokens.
+    mock.push(answer_using(50, 30));
+    let response = post(&proxy, "/v1/responses", &responses_body("gpt-5.4"), &[]).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    wait_spent(&proxy, 80).await;
+    let row = my_usage_row(&proxy).await;
+    assert_eq!(
+        (row["budget"].as_u64(), row["remaining"].as_u64()),
+        (Some(100), Some(20)),
+        "{row}"
+    );
+
+    // A stream goes in flight while 20 tokens are left...
+    let (gated, tx) = Script::gated_sse();
+    mock.push(gated);
+    let body = json!({"model": "gpt-5.4", "input": "hi", "stream": true}).to_string();
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(&raw::post(proxy.addr, "/v1/responses", &body, &[]))
+        .await
+        .unwrap();
+    assert!(mock.wait_requests(2, LIMIT).await);
+    tx.send(Bytes::from([created(), delta("holding")].concat()))
+        .unwrap();
+    let mut buf = Vec::new();
+    assert!(raw::read_until(&mut stream, &mut buf, b"holding", LIMIT).await);
+
+    // ...and another request spends them: the budget runs out while the stream is in flight.
+    mock.push(Script::sse(
+        &[created(), delta("ok"), completed_using(15, 5)],
+        Duration::ZERO,
+    ));
+    let response = post(&proxy, "/v1/chat/completions", &chat_body("gpt-5.4"), &[]).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    wait_spent(&proxy, 100).await;
+
+    let response = post(&proxy, "/v1/responses", &responses_body("gpt-5.4"), &[]).await;
+    assert_budget_exhausted(&response, false);
+    let response = post(&proxy, "/v1/chat/completions", &chat_body("gpt-5.4"), &[]).await;
+    assert_budget_exhausted(&response, false);
+    let response = post(
+        &proxy,
+        "/v1/messages",
+        &messages_body("gpt-5.4"),
+        &[ANTHROPIC],
+    )
+    .await;
+    assert_budget_exhausted(&response, true);
+    assert_eq!(
+        mock.count(),
+        3,
+        "refused requests must not reach the upstream"
+    );
+
+    // The stream in flight finishes, and what it reported is counted too.
+    tx.send(Bytes::from(completed_using(4, 3))).unwrap();
+    drop(tx);
+    let held = raw::read_rest(&mut stream, buf, LIMIT).await;
+    assert_eq!(held.status, 200);
+    assert!(held.complete, "{}", held.text());
+    wait_spent(&proxy, 107).await;
+
+    // /usage: remaining never negative, and the window's end.
+    let row = my_usage_row(&proxy).await;
+    assert_eq!(row["budget"], 100, "{row}");
+    assert_eq!(row["remaining"], 0, "{row}");
+    assert_eq!(row["input_tokens"], 69, "{row}");
+    assert_eq!(row["output_tokens"], 38, "{row}");
+    let now = unix_now();
+    let window_end = now - now % 3_600 + 3_600;
+    assert_eq!(
+        row["window_ends_at"],
+        codex_proxy::secret::jwt::format_rfc3339(i64::try_from(window_end).unwrap()),
+        "{row}"
+    );
+
+    // Another user has a budget of their own (`"*"`), untouched by this user's: served.
+    if let Some(status) = status_as(NOBODY, &proxy, "/v1/messages", &messages_body("gpt-5.4")).await
+    {
+        assert_eq!(status, 200);
+        assert_eq!(mock.count(), 4);
+    }
+    proxy.shutdown().await;
+}

@@ -90,7 +90,7 @@ fn config_file_problems_exit_2_naming_the_file_the_line_and_the_key() {
     let dir = temp_dir("config");
     let file = dir.join("policy.toml");
     let path = file.to_str().unwrap();
-    let cases: [(&str, &[&str]); 6] = [
+    let cases: [(&str, &[&str]); 8] = [
         (
             "[users.root]\nmodels = [\"gpt-5*\"]\nmax_concurrency = 2\n",
             &["line 3", "max_concurrency"],
@@ -100,8 +100,16 @@ fn config_file_problems_exit_2_naming_the_file_the_line_and_the_key() {
             &["line 4", "[providers]", "not supported yet"],
         ),
         (
-            "[users.\"*\"]\ntoken_budget = 100000\nbudget_window = \"1d\"\n",
-            &["line 2", "token_budget", "not supported yet"],
+            "[users.\"*\"]\nmax_concurrent = 2\ntoken_budget = 100000\n",
+            &["line 3", "token_budget", "needs `budget_window`"],
+        ),
+        (
+            "[users.root]\nbudget_window = \"1d\"\n",
+            &["line 2", "budget_window", "needs `token_budget`"],
+        ),
+        (
+            "[users.root]\ntoken_budget = 10\nbudget_window = \"1w\"\n",
+            &["line 3", "budget_window must be"],
         ),
         (
             "[users.no-such-user-for-codex-proxy]\nmodels = [\"*\"]\n",
