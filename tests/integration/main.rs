@@ -21,6 +21,8 @@
 //! - `chaos`: 300 concurrent streams over 3 accounts with random upstream faults.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "../common/as_user.rs"]
+mod as_user;
 #[path = "../common/mock.rs"]
 mod mock;
 #[path = "../common/proxy.rs"]

@@ -5,7 +5,6 @@
 //! otherwise), whose requests must be served as if no policy existed.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -91,16 +90,11 @@ r = c.getresponse()
 r.read()
 print(r.status)
 "#;
-    let mut cmd = Command::new("setpriv");
-    cmd.args([
-        format!("--reuid={uid}"),
-        format!("--regid={uid}"),
-        "--clear-groups".into(),
-    ])
-    .args(["/usr/bin/python3", "-c", CLIENT])
-    .arg(proxy.addr.port().to_string())
-    .args([path, body])
-    .current_dir("/");
+    let mut cmd = crate::as_user::command_as(Some(uid), "/usr/bin/python3");
+    cmd.args(["-c", CLIENT])
+        .arg(proxy.addr.port().to_string())
+        .args([path, body])
+        .current_dir("/");
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap();

@@ -21,6 +21,8 @@
 // These tests drive real processes in real time, outside tokio: std time is the right clock.
 #![allow(clippy::disallowed_types)]
 
+#[path = "../common/as_user.rs"]
+mod as_user;
 #[path = "../common/mock.rs"]
 mod mock;
 #[path = "../common/raw.rs"]

@@ -65,19 +65,7 @@ pub struct Running {
 }
 
 fn command(launch: &Launch<'_>) -> Command {
-    let mut cmd = match launch.as_uid {
-        Some(uid) => {
-            let mut c = Command::new("setpriv");
-            c.args([
-                format!("--reuid={uid}"),
-                format!("--regid={uid}"),
-                "--clear-groups".to_string(),
-                BIN.to_string(),
-            ]);
-            c
-        }
-        None => Command::new(BIN),
-    };
+    let mut cmd = crate::as_user::command_as(launch.as_uid, BIN);
     cmd.args(&launch.args);
     cmd.envs(launch.env.iter().map(|(k, v)| (*k, v.as_str())));
     cmd.stdin(Stdio::piped())

@@ -2,8 +2,6 @@
 //! user sees its own row only; root and the info owner see every user's row. Root only
 //! (creating users and running clients as them): skipped with a message otherwise.
 
-use std::process::Command;
-
 use serde_json::Value;
 
 use crate::mock::MockUpstream;
@@ -23,19 +21,7 @@ sys.stdout.write(body.decode())
 
 /// `/usage` as seen by `uid` (`None`: root, this test's user).
 async fn usage_as(uid: Option<u32>, port: u16) -> Value {
-    let mut cmd = match uid {
-        Some(uid) => {
-            let mut c = Command::new("setpriv");
-            c.args([
-                format!("--reuid={uid}"),
-                format!("--regid={uid}"),
-                "--clear-groups".into(),
-            ]);
-            c.arg("/usr/bin/python3");
-            c
-        }
-        None => Command::new("/usr/bin/python3"),
-    };
+    let mut cmd = crate::as_user::command_as(uid, "/usr/bin/python3");
     cmd.args(["-c", GET_USAGE])
         .arg(port.to_string())
         .current_dir("/");

@@ -91,19 +91,7 @@ pub(crate) async fn requests_as(
     path: &str,
     token: &str,
 ) -> Vec<u16> {
-    let mut cmd = match uid {
-        Some(uid) => {
-            let mut c = Command::new("setpriv");
-            c.args([
-                format!("--reuid={uid}"),
-                format!("--regid={uid}"),
-                "--clear-groups".into(),
-            ]);
-            c.arg("/usr/bin/python3");
-            c
-        }
-        None => Command::new("/usr/bin/python3"),
-    };
+    let mut cmd = crate::as_user::command_as(uid, "/usr/bin/python3");
     cmd.args(["-c", CLIENT])
         .arg(proxy.addr.port().to_string())
         .arg(n.to_string())
