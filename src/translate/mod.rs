@@ -7,6 +7,7 @@
 //! * [`schema`], [`tool_names`], [`think`]: tool-schema repair, long tool names, `<think>` tags.
 //! * [`events`]: the Responses stream's events as borrowed structs, read by every translator.
 //! * [`aggregate`]: Responses events → one Response object (non-streaming clients).
+//! * [`hub`]: what a provider wire other than Responses implements to join the hub.
 //! * [`chat`]: Chat Completions; [`responses`]: the Responses dialect's own response side (a
 //!   verbatim relay, and the Response object for non-streaming clients of a stream-only
 //!   upstream).
@@ -23,6 +24,7 @@ pub mod chat;
 pub mod codec;
 pub mod error;
 pub(crate) mod events;
+pub mod hub;
 pub mod models;
 pub mod responses;
 pub mod schema;
@@ -216,6 +218,8 @@ fn event_type<'a>(name: Option<&'a str>, data: &'a [u8]) -> Cow<'a, str> {
 /// so a caller that has sent nothing yet can still answer a failure with an HTTP error.
 pub struct StreamPipeline {
     decoder: Decoder,
+    /// The provider wire's decoder when the upstream does not speak Responses.
+    wire: Option<Box<dyn hub::WireDecoder>>,
     translator: Box<dyn StreamTranslator>,
     saw_terminal: bool,
     ended: bool,
@@ -231,10 +235,17 @@ impl StreamPipeline {
     pub fn with_translator(translator: Box<dyn StreamTranslator>) -> Self {
         StreamPipeline {
             decoder: Decoder::new(),
+            wire: None,
             translator,
             saw_terminal: false,
             ended: false,
         }
+    }
+
+    /// Reads the upstream through `wire`: its events are decoded to Responses events first.
+    pub fn over_wire(mut self, wire: Box<dyn hub::WireDecoder>) -> Self {
+        self.wire = Some(wire);
+        self
     }
 
     /// Feeds upstream bytes, split anywhere; appends whole client events to `out`.
@@ -244,15 +255,17 @@ impl StreamPipeline {
         }
         let translator = &mut self.translator;
         let saw_terminal = &mut self.saw_terminal;
-        let result = self.decoder.push(chunk, |event| {
-            if event.data == b"[DONE]" {
-                return;
-            }
-            let kind = event_type(event.name, event.data);
-            if is_terminal(&kind) {
+        let mut deliver = |kind: &str, data: &[u8]| {
+            if is_terminal(kind) {
                 *saw_terminal = true;
             }
-            translator.event(&kind, event.data, out);
+            translator.event(kind, data, out);
+        };
+        let wire = &mut self.wire;
+        let result = self.decoder.push(chunk, |event| match wire {
+            Some(wire) => wire.event(event.name, event.data, &mut deliver),
+            None if event.data == b"[DONE]" => {}
+            None => deliver(&event_type(event.name, event.data), event.data),
         });
         if let Err(e) = result {
             self.end(Some(decode_message(e)), out);
@@ -267,6 +280,16 @@ impl StreamPipeline {
             return;
         }
         let truncated = self.decoder.finish().err().map(decode_message);
+        if let (Some(wire), None, None) = (&mut self.wire, &failure, &truncated) {
+            let translator = &mut self.translator;
+            let saw_terminal = &mut self.saw_terminal;
+            wire.finish(&mut |kind: &str, data: &[u8]| {
+                if is_terminal(kind) {
+                    *saw_terminal = true;
+                }
+                translator.event(kind, data, out);
+            });
+        }
         let failure = failure.map(|i| (i, i.message().to_owned()));
         self.end(failure.or(truncated), out);
     }
@@ -308,6 +331,8 @@ fn decode_message(e: DecodeError) -> (Interruption, String) {
 /// Non-stream: the same upstream bytes aggregated, rendered in the client's dialect.
 pub struct AggregatePipeline {
     decoder: Decoder,
+    /// The provider wire's decoder when the upstream does not speak Responses.
+    wire: Option<Box<dyn hub::WireDecoder>>,
     aggregator: Aggregator,
     context: ResponseContext,
     failure: Option<(Interruption, String)>,
@@ -318,10 +343,17 @@ impl AggregatePipeline {
     pub fn new(ctx: &ResponseContext) -> Self {
         AggregatePipeline {
             decoder: Decoder::new(),
+            wire: None,
             aggregator: Aggregator::new(),
             context: ctx.clone(),
             failure: None,
         }
+    }
+
+    /// Reads the upstream through `wire`: its events are decoded to Responses events first.
+    pub fn over_wire(mut self, wire: Box<dyn hub::WireDecoder>) -> Self {
+        self.wire = Some(wire);
+        self
     }
 
     /// Feeds upstream bytes, split anywhere.
@@ -330,10 +362,13 @@ impl AggregatePipeline {
             return;
         }
         let aggregator = &mut self.aggregator;
-        let result = self.decoder.push(chunk, |event| {
-            if event.data != b"[DONE]" {
-                aggregator.event(&event_type(event.name, event.data), event.data);
-            }
+        let wire = &mut self.wire;
+        let result = self.decoder.push(chunk, |event| match wire {
+            Some(wire) => wire.event(event.name, event.data, &mut |kind: &str, data: &[u8]| {
+                aggregator.event(kind, data)
+            }),
+            None if event.data == b"[DONE]" => {}
+            None => aggregator.event(&event_type(event.name, event.data), event.data),
         });
         if let Err(e) = result {
             self.failure = Some(decode_message(e));
@@ -351,6 +386,12 @@ impl AggregatePipeline {
     /// `response.incomplete` is a 200 with its stop reason.
     pub fn finish(mut self, failure: Option<Interruption>) -> Rendered {
         let truncated = self.decoder.finish().err().map(decode_message);
+        if let (Some(wire), None, None, None) =
+            (&mut self.wire, &self.failure, &failure, &truncated)
+        {
+            let aggregator = &mut self.aggregator;
+            wire.finish(&mut |kind: &str, data: &[u8]| aggregator.event(kind, data));
+        }
         let failure = self
             .failure
             .take()

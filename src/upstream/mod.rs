@@ -8,6 +8,7 @@ pub mod headers;
 pub mod health;
 pub mod inject;
 pub mod profile;
+pub mod provider;
 pub mod redact;
 pub mod refresh;
 pub mod relay;
