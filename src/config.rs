@@ -238,6 +238,9 @@ pub struct Config {
     pub drop_to: Option<DropTarget>,
     /// The Codex backend for ChatGPT accounts.
     pub chatgpt: UpstreamBase,
+    /// The providers in routing order: the config file's, then the implicit `openai`
+    /// (`--upstream-url`) and `chatgpt` (`--chatgpt-base-url`) unless the file replaced them.
+    pub providers: Vec<crate::upstream::provider::ProviderConfig>,
     /// The OAuth token endpoint (full URL).
     pub oauth_token_url: Uri,
     pub auth_dir: Option<PathBuf>,
@@ -255,6 +258,29 @@ pub struct Config {
     pub limits: Limits,
     pub log_level: LogLevel,
     pub log_format: LogFormat,
+}
+
+/// The two providers that exist without a config file.
+fn implicit_providers(
+    upstream: &UpstreamBase,
+    chatgpt: &UpstreamBase,
+) -> Vec<crate::upstream::provider::ProviderConfig> {
+    use crate::upstream::provider::{
+        ProviderConfig, ProviderKind, IMPLICIT_CHATGPT, IMPLICIT_OPENAI,
+    };
+    let implicit = |name: &str, kind, base: &UpstreamBase| ProviderConfig {
+        name: name.to_owned(),
+        kind,
+        base: base.clone(),
+        models: Vec::new(),
+        default: false,
+        headers: Vec::new(),
+        implicit: true,
+    };
+    vec![
+        implicit(IMPLICIT_OPENAI, ProviderKind::Openai, upstream),
+        implicit(IMPLICIT_CHATGPT, ProviderKind::Chatgpt, chatgpt),
+    ]
 }
 
 impl Config {
@@ -358,6 +384,7 @@ impl Config {
                 flag: "max-stdin-bytes",
             });
         }
+        let providers = implicit_providers(&upstream, &chatgpt);
         let secs = Duration::from_secs_f64;
         Ok(Config {
             port: args.port.unwrap_or(0),
@@ -370,6 +397,7 @@ impl Config {
             openai_project,
             drop_to,
             chatgpt,
+            providers,
             oauth_token_url,
             auth_dir: args.auth_dir,
             auth_dir_interval: Duration::from_secs_f64(args.auth_dir_interval.max(0.05)),

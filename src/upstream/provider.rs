@@ -8,7 +8,34 @@
 //! | `chatgpt` | Responses (Codex backend profile) | Bearer + `chatgpt-account-id` | `https://chatgpt.com/backend-api/codex` |
 //! | `anthropic` | Anthropic Messages | `x-api-key` | `https://api.anthropic.com/v1` |
 
+use http::{HeaderName, HeaderValue};
+
+use crate::config::UpstreamBase;
+use crate::glob::Glob;
 use crate::translate::Dialect;
+
+/// The names of the providers that exist without a config file (`--upstream-url` and
+/// `--chatgpt-base-url`).
+pub const IMPLICIT_OPENAI: &str = "openai";
+pub const IMPLICIT_CHATGPT: &str = "chatgpt";
+
+/// One provider as configured: a name, a kind, where it is, and which models it serves.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// The user's name for it (a `[providers.NAME]` key, or `openai`/`chatgpt`).
+    pub name: String,
+    pub kind: ProviderKind,
+    pub base: UpstreamBase,
+    /// Model-name globs it serves, in file order.
+    pub models: Vec<Glob>,
+    /// Serves every model no provider's globs match.
+    pub default: bool,
+    /// Fixed extra request headers (e.g. OpenRouter's `HTTP-Referer`).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// One of the two providers that exist without a file. Without `--config` they serve
+    /// every model; with one, the models DESIGN §9 gives them.
+    pub implicit: bool,
+}
 
 /// The kind of an upstream API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
