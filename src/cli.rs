@@ -118,7 +118,7 @@ pub struct Args {
     /// model sent upstream must match, else 403 model_not_allowed), `max_concurrent`
     /// (requests in flight, else 429 user_concurrency_limit) and `token_budget` with
     /// `budget_window` ("1h", "1d", "7d", "30d"; input + output tokens per window, else 429
-    /// user_budget_exhausted; kept in memory). Read once at start-up; unknown keys are errors.
+    /// user_budget_exhausted; kept in memory, or in --state-dir). Read once at start-up; unknown keys are errors.
     /// Cannot be combined with --models.
     #[arg(long, value_name = "FILE", conflicts_with = "models")]
     pub config: Option<PathBuf>,
@@ -140,6 +140,14 @@ pub struct Args {
     /// resolved at start. [default: every local user]
     #[arg(long = "allow-user", value_name = "USER")]
     pub allow_users: Vec<String>,
+
+    /// Keep usage counters and token-budget windows in DIR across restarts (written at most a
+    /// second after a change and at shutdown, atomically). DIR must exist, belong to the user
+    /// the proxy runs as (after --user) and be closed to group and others; it is not followed
+    /// through symbolic links. A state file that cannot be read is an error, never reset.
+    /// [default: kept in memory only]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 
     /// Owner (name or uid) of the server-info file when it holds a token [default: SUDO_UID,
     /// else the proxy's own uid].

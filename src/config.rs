@@ -50,6 +50,8 @@ pub enum ConfigError {
     },
     #[error("--auth-dir {path}: {reason}")]
     AuthDir { path: PathBuf, reason: String },
+    #[error("--state-dir {path}: {reason}")]
+    StateDir { path: PathBuf, reason: String },
     #[error("--{flag} must be at least 1")]
     Zero { flag: &'static str },
     #[error("--{flag} is too large")]
@@ -254,6 +256,8 @@ pub struct Config {
     pub access: crate::server::users::Access,
     /// Per-user policy from `--config` (resolved to uids).
     pub policies: crate::server::policy::PolicyTable,
+    /// `--state-dir`, checked and read (usage and budgets to restore, and where to save them).
+    pub state_dir: Option<std::sync::Arc<crate::server::state_dir::StateDir>>,
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub log_level: LogLevel,
@@ -339,6 +343,21 @@ impl Config {
                 }
             })?;
         }
+        let state_dir = match &args.state_dir {
+            None => None,
+            Some(dir) => {
+                let owner = drop_to
+                    .as_ref()
+                    .map_or_else(crate::hardening::current_uid, |t| t.uid);
+                let opened = crate::server::state_dir::StateDir::open(dir, owner).map_err(
+                    |reason| ConfigError::StateDir {
+                        path: dir.clone(),
+                        reason,
+                    },
+                )?;
+                Some(std::sync::Arc::new(opened))
+            }
+        };
         if args.client_token && args.server_info.is_none() {
             return Err(ConfigError::TokenWithoutServerInfo);
         }
@@ -406,6 +425,7 @@ impl Config {
             info_owner,
             access,
             policies,
+            state_dir,
             timeouts: Timeouts {
                 connect: secs(args.connect_timeout),
                 header: secs(args.header_timeout),

@@ -69,6 +69,10 @@ pub fn build_state(
     };
     let buffers = BufferBudget::new(config.limits.max_buffered_bytes);
     let accounting = Arc::new(server::usage::Accounting::new());
+    let policies = server::policy::Policies::new(config.policies.clone());
+    if let Some(dir) = &config.state_dir {
+        server::state_dir::restore(dir.loaded(), &accounting, &policies);
+    }
     Ok(Arc::new(State {
         gate: Gate::new(port, config.http_shutdown),
         models: config.models.clone(),
@@ -97,10 +101,11 @@ pub fn build_state(
         open_connections: Default::default(),
         session_hasher: Default::default(),
         access: config.access.clone(),
-        policies: server::policy::Policies::new(config.policies.clone()),
+        policies,
         names: Default::default(),
         accounting,
         usage_admin: config.info_owner.as_raw(),
+        state_dir: config.state_dir.clone(),
     }))
 }
 

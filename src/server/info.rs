@@ -59,7 +59,7 @@ fn identity(stat: &FileStat) -> (u64, u64, i64, i64) {
 /// Opens `dir` as an `O_PATH` handle without following a symbolic link in any component.
 /// A relative path starts at the working directory; `..` is resolved by the kernel against
 /// the directory already opened (no link is involved).
-fn open_dir_nofollow(dir: &Path) -> Result<OwnedFd, String> {
+pub(crate) fn open_dir_nofollow(dir: &Path) -> Result<OwnedFd, String> {
     let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
     let start: &OsStr = if dir.is_absolute() {
         OsStr::new("/")

@@ -14,6 +14,7 @@ pub mod limits;
 pub mod peer;
 pub mod policy;
 pub mod routes;
+pub mod state_dir;
 pub mod token;
 pub mod translated;
 pub mod usage;
@@ -116,6 +117,8 @@ pub struct State {
     pub accounting: Arc<usage::Accounting>,
     /// Who sees every user's row of `/usage` besides root: the info owner's uid.
     pub usage_admin: u32,
+    /// Where usage and budgets are kept across restarts (`--state-dir`).
+    pub state_dir: Option<Arc<state_dir::StateDir>>,
 }
 
 impl State {
@@ -132,6 +135,14 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
     let draining = CancellationToken::new();
     let maintenance =
         tokio::spawn(Arc::clone(&state.upstream.refresher).maintain(draining.clone()));
+    let saver_stop = CancellationToken::new();
+    let saver = state.state_dir.as_ref().map(|dir| {
+        tokio::spawn(state_dir::run_saver(
+            Arc::clone(dir),
+            Arc::clone(&state),
+            saver_stop.clone(),
+        ))
+    });
     let mut refusals = RefusalLog::default();
     tokio::pin!(shutdown);
     loop {
@@ -196,6 +207,20 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
                 open = state.open_connections(),
                 "connections still open after the abort grace; closing"
             );
+        }
+    }
+    // The last state, after the drain: what the requests that just finished spent counts.
+    if let (Some(dir), Some(saver)) = (&state.state_dir, saver) {
+        saver_stop.cancel();
+        let _ = saver.await;
+        let last = state_dir::snapshot(&state.accounting, &state.policies);
+        let writer = Arc::clone(dir);
+        match tokio::task::spawn_blocking(move || writer.save(&last)).await {
+            Ok(Ok(())) => tracing::debug!(dir = %dir.path().display(), "state written"),
+            Ok(Err(error)) => {
+                tracing::error!(dir = %dir.path().display(), %error, "cannot write the state at shutdown")
+            }
+            Err(error) => tracing::error!(%error, "state writer task failed at shutdown"),
         }
     }
 }

@@ -130,6 +130,16 @@ impl BudgetWindow {
         }
     }
 
+    /// The window as the config file spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            BudgetWindow::Hour => "1h",
+            BudgetWindow::Day => "1d",
+            BudgetWindow::Week => "7d",
+            BudgetWindow::Days30 => "30d",
+        }
+    }
+
     /// The window's length in seconds.
     pub fn seconds(self) -> u64 {
         match self {
@@ -246,6 +256,51 @@ impl Policies {
             window: budget.window,
             spent: Arc::clone(&self.spent),
         }))
+    }
+
+    /// The spent tokens as `--state-dir` keeps them, with the window each was counted under.
+    pub fn budget_records(&self) -> Vec<super::state_dir::BudgetRecord> {
+        let spent = self
+            .spent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut records: Vec<_> = spent
+            .iter()
+            .filter_map(|(uid, (start, tokens))| {
+                let budget = self.table.for_uid(*uid)?.budget?;
+                Some(super::state_dir::BudgetRecord {
+                    uid: *uid,
+                    window: budget.window.name().to_string(),
+                    window_start: *start,
+                    tokens: *tokens,
+                })
+            })
+            .collect();
+        records.sort_by_key(|r| r.uid);
+        records
+    }
+
+    /// Puts spent tokens read back from `--state-dir` in place. A record is kept only when
+    /// its caller still has a budget with the same window length: tokens counted under another
+    /// window say nothing about this one (the change is logged).
+    pub fn restore_budgets(&self, records: &[super::state_dir::BudgetRecord]) {
+        let mut spent = self
+            .spent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for record in records {
+            let window = self.table.for_uid(record.uid).and_then(|p| p.budget);
+            match window {
+                Some(budget) if budget.window.name() == record.window => {
+                    spent.insert(record.uid, (record.window_start, record.tokens));
+                }
+                _ => tracing::info!(
+                    uid = %super::peer::UidLabel(record.uid),
+                    window = %record.window,
+                    "saved budget window not restored: the user's budget window is another now"
+                ),
+            }
+        }
     }
 
     /// Tokens `uid` has counted in the window holding `now` (for tests).

@@ -40,6 +40,15 @@ pub fn provider(kind: AccountKind) -> &'static str {
     }
 }
 
+/// The `&'static` provider label named `label`, if it is one (a label read back from the
+/// `--state-dir` file).
+pub fn provider_label(label: &str) -> Option<&'static str> {
+    [AccountKind::ApiKey, AccountKind::Chatgpt]
+        .into_iter()
+        .map(provider)
+        .find(|p| *p == label)
+}
+
 /// The model as a label: itself when it is at most [`MAX_MODEL_LABEL_BYTES`] of
 /// `[A-Za-z0-9._:/@+-]`, else `other`; `unknown` when the upstream named none.
 pub fn model_label(model: Option<&str>) -> &str {
@@ -127,11 +136,11 @@ pub struct Totals {
 
 impl Totals {
     fn add(&mut self, other: &Totals) {
-        self.requests += other.requests;
-        self.input += other.input;
-        self.cached += other.cached;
-        self.output += other.output;
-        self.reasoning += other.reasoning;
+        self.requests = self.requests.saturating_add(other.requests);
+        self.input = self.input.saturating_add(other.input);
+        self.cached = self.cached.saturating_add(other.cached);
+        self.output = self.output.saturating_add(other.output);
+        self.reasoning = self.reasoning.saturating_add(other.reasoning);
     }
 }
 
@@ -285,6 +294,29 @@ impl Accounting {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// A ledger row at zero, with the token counters of its label set.
+    fn new_row(&self, provider: &'static str, model: &str, user: String) -> Row {
+        let counter = |kind: &'static str| {
+            self.tokens
+                .get_or_create(&TokenLabels {
+                    provider,
+                    model: model.to_string(),
+                    user: user.clone(),
+                    kind,
+                })
+                .clone()
+        };
+        Row {
+            totals: Totals::default(),
+            tokens: [
+                counter("input"),
+                counter("cached_input"),
+                counter("output"),
+                counter("reasoning"),
+            ],
+        }
+    }
+
     /// Counts one finished request (and the tokens it reported).
     pub fn finished(&self, done: &Finished<'_>) {
         let provider_label = done.account.map_or("none", |(kind, _)| provider(kind));
@@ -338,30 +370,13 @@ impl Accounting {
         let key = (uid, provider(kind), model, account);
         let row = match ledger.rows.entry(key) {
             std::collections::btree_map::Entry::Occupied(row) => row.into_mut(),
-            std::collections::btree_map::Entry::Vacant(slot) => {
-                let user = user_label(done.caller);
-                let counter = |kind_label: &'static str| {
-                    self.tokens
-                        .get_or_create(&TokenLabels {
-                            provider: provider(kind),
-                            model: model_label.clone(),
-                            user: user.clone(),
-                            kind: kind_label,
-                        })
-                        .clone()
-                };
-                slot.insert(Row {
-                    totals: Totals::default(),
-                    tokens: [
-                        counter("input"),
-                        counter("cached_input"),
-                        counter("output"),
-                        counter("reasoning"),
-                    ],
-                })
-            }
+            std::collections::btree_map::Entry::Vacant(slot) => slot.insert(self.new_row(
+                provider(kind),
+                model_label,
+                user_label(done.caller),
+            )),
         };
-        row.totals.requests += 1;
+        row.totals.requests = row.totals.requests.saturating_add(1);
         let Some(usage) = reported else {
             return;
         };
@@ -390,6 +405,72 @@ impl Accounting {
                 outcome,
             })
             .inc();
+    }
+
+    /// The ledger as `--state-dir` keeps it, one record per row.
+    pub fn records(&self) -> Vec<super::state_dir::UsageRecord> {
+        let ledger = self.ledger();
+        ledger
+            .rows
+            .iter()
+            .map(
+                |((uid, provider, model, account), row)| super::state_dir::UsageRecord {
+                    uid: *uid,
+                    user: uid
+                        .and_then(|u| ledger.names.get(&u).cloned().flatten())
+                        .map(|name| name.to_string()),
+                    provider: (*provider).to_string(),
+                    model: ledger.models[usize::from(*model)].clone(),
+                    account: *account,
+                    requests: row.totals.requests,
+                    input_tokens: row.totals.input,
+                    cached_input_tokens: row.totals.cached,
+                    output_tokens: row.totals.output,
+                    reasoning_tokens: row.totals.reasoning,
+                },
+            )
+            .collect()
+    }
+
+    /// Adds `records` (read back from `--state-dir`) to the ledger and the token counters, as
+    /// if their requests had been counted in this run. A record whose provider this build does
+    /// not know is skipped (the state file's reader refuses those already).
+    pub fn restore(&self, records: &[super::state_dir::UsageRecord]) {
+        let mut guard = self.ledger();
+        let ledger = &mut *guard;
+        for record in records {
+            let Some(provider) = provider_label(&record.provider) else {
+                continue;
+            };
+            let model = ledger.model(Some(&record.model));
+            let name: Option<std::sync::Arc<str>> = record.user.as_deref().map(Into::into);
+            if let Some(uid) = record.uid {
+                ledger.names.insert(uid, name.clone());
+            }
+            let caller = record.uid.map(|uid| Caller { uid, name });
+            let model_label = &ledger.models[usize::from(model)];
+            let row = ledger
+                .rows
+                .entry((record.uid, provider, model, record.account))
+                .or_insert_with(|| {
+                    self.new_row(provider, model_label, user_label(caller.as_ref()))
+                });
+            let totals = Totals {
+                requests: record.requests,
+                input: record.input_tokens,
+                cached: record.cached_input_tokens,
+                output: record.output_tokens,
+                reasoning: record.reasoning_tokens,
+            };
+            row.totals.add(&totals);
+            for (counter, n) in row
+                .tokens
+                .iter()
+                .zip([totals.input, totals.cached, totals.output, totals.reasoning])
+            {
+                counter.inc_by(n);
+            }
+        }
     }
 
     /// Each uid's totals (`None`: connections whose owner was not determined), with its name.
