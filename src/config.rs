@@ -349,12 +349,13 @@ impl Config {
                 let owner = drop_to
                     .as_ref()
                     .map_or_else(crate::hardening::current_uid, |t| t.uid);
-                let opened = crate::server::state_dir::StateDir::open(dir, owner).map_err(
-                    |reason| ConfigError::StateDir {
-                        path: dir.clone(),
-                        reason,
-                    },
-                )?;
+                let opened =
+                    crate::server::state_dir::StateDir::open(dir, owner).map_err(|reason| {
+                        ConfigError::StateDir {
+                            path: dir.clone(),
+                            reason,
+                        }
+                    })?;
                 Some(std::sync::Arc::new(opened))
             }
         };

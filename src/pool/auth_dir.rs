@@ -32,7 +32,11 @@ pub const LOCK_FILE: &str = ".codex-proxy.lock";
 pub const MAX_FILE_BYTES: usize = 1024 * 1024;
 
 /// Refuses a directory (or file) that is not owned by `owner` or is open to group or others.
-pub(crate) fn check_private(meta: &std::fs::Metadata, owner: Uid, what: &str) -> Result<(), String> {
+pub(crate) fn check_private(
+    meta: &std::fs::Metadata,
+    owner: Uid,
+    what: &str,
+) -> Result<(), String> {
     if meta.uid() != owner.as_raw() {
         return Err(format!(
             "{what} is owned by uid {}, not by uid {} that the proxy runs as",

@@ -157,11 +157,7 @@ impl StateDir {
         let fd = openat(
             &self.dir,
             temp.as_os_str(),
-            OFlag::O_WRONLY
-                | OFlag::O_CREAT
-                | OFlag::O_EXCL
-                | OFlag::O_NOFOLLOW
-                | OFlag::O_CLOEXEC,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::from_bits_truncate(0o600),
         )
         .map_err(|e| format!("create a temp file: {e}"))?;
@@ -435,11 +431,8 @@ mod tests {
         }
         let dir = private_dir();
         std::fs::write(dir.join(STATE_FILE), b"{\"version\":1,").unwrap();
-        std::fs::set_permissions(
-            dir.join(STATE_FILE),
-            std::fs::Permissions::from_mode(0o600),
-        )
-        .unwrap();
+        std::fs::set_permissions(dir.join(STATE_FILE), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
         let err = StateDir::open(&dir, me()).unwrap_err();
         assert!(err.contains("corrupt"), "{err}");
         // Never reset: the file is still there, as it was.

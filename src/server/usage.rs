@@ -370,11 +370,9 @@ impl Accounting {
         let key = (uid, provider(kind), model, account);
         let row = match ledger.rows.entry(key) {
             std::collections::btree_map::Entry::Occupied(row) => row.into_mut(),
-            std::collections::btree_map::Entry::Vacant(slot) => slot.insert(self.new_row(
-                provider(kind),
-                model_label,
-                user_label(done.caller),
-            )),
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(self.new_row(provider(kind), model_label, user_label(done.caller)))
+            }
         };
         row.totals.requests = row.totals.requests.saturating_add(1);
         let Some(usage) = reported else {
@@ -463,11 +461,12 @@ impl Accounting {
                 reasoning: record.reasoning_tokens,
             };
             row.totals.add(&totals);
-            for (counter, n) in row
-                .tokens
-                .iter()
-                .zip([totals.input, totals.cached, totals.output, totals.reasoning])
-            {
+            for (counter, n) in row.tokens.iter().zip([
+                totals.input,
+                totals.cached,
+                totals.output,
+                totals.reasoning,
+            ]) {
                 counter.inc_by(n);
             }
         }

@@ -17,6 +17,8 @@
 //!   1,000 connections (root only).
 //! - `usage`: `GET /usage` as several local users: own row, every row for root and the info
 //!   owner (root only).
+//! - `state`: `--state-dir`: usage and an exhausted budget survive a restart; a corrupt state
+//!   file, an open, foreign or symlinked directory are refused (exit 2); after `--user nobody`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 // These tests drive real processes in real time, outside tokio: std time is the right clock.
 #![allow(clippy::disallowed_types)]
@@ -38,5 +40,6 @@ mod secrets;
 mod soak;
 mod spawn;
 mod startup;
+mod state;
 mod usage;
 mod users;

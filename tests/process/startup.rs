@@ -48,6 +48,7 @@ fn help_and_version_exit_zero() {
         "--log-format",
         "--allow-user",
         "--config",
+        "--state-dir",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
