@@ -3,8 +3,11 @@
 //!
 //! Usage: loadgen --url URL [--mode json|stream] [--concurrency N]
 //!                [--requests N | --duration SECS] [--warmup N] [--threads N] [--timeout SECS]
+//!                [--connections keep-alive|per-request]
 //!
 //! * `json`: `"stream": false`; latency is request start to the last body byte.
+//! * `--connections per-request`: every request on a new connection (`Connection: close`), to
+//!   measure what the proxy spends per accepted connection; default `keep-alive`.
 //! * `stream`: `"stream": true`; also records the time to the first byte of the first
 //!   `response.output_text.delta` event, and counts a stream without `response.completed` as an
 //!   error.
@@ -56,6 +59,8 @@ struct Options {
     warmup: Option<usize>,
     threads: usize,
     timeout: Duration,
+    /// Every request on a new connection.
+    per_request: bool,
 }
 
 /// One finished request.
@@ -65,7 +70,8 @@ struct Sample {
 }
 
 const USAGE: &str = "usage: loadgen --url URL [--mode json|stream] [--concurrency N] \
-                     [--requests N | --duration SECS] [--warmup N] [--threads N] [--timeout SECS]";
+                     [--requests N | --duration SECS] [--warmup N] [--threads N] [--timeout SECS] \
+                     [--connections keep-alive|per-request]";
 
 fn parse_args() -> Result<Options, String> {
     let mut url = None;
@@ -75,6 +81,7 @@ fn parse_args() -> Result<Options, String> {
     let mut warmup = None;
     let mut threads = 1usize;
     let mut timeout = Duration::from_secs(10);
+    let mut per_request = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
@@ -102,6 +109,13 @@ fn parse_args() -> Result<Options, String> {
             "--warmup" => warmup = Some(count()?),
             "--threads" => threads = count()?.max(1),
             "--timeout" => timeout = seconds()?,
+            "--connections" => {
+                per_request = match value.as_str() {
+                    "keep-alive" => false,
+                    "per-request" => true,
+                    _ => return Err("--connections is keep-alive or per-request".into()),
+                }
+            }
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -113,6 +127,7 @@ fn parse_args() -> Result<Options, String> {
         warmup,
         threads,
         timeout,
+        per_request,
     })
 }
 
@@ -166,6 +181,7 @@ async fn run(options: &Options) -> serde_json::Value {
         "url": options.url.to_string(),
         "mode": if stream { "stream" } else { "json" },
         "concurrency": options.concurrency,
+        "connections": if options.per_request { "per-request" } else { "keep-alive" },
         "warmup": warmup,
         "warmup_errors": warmup_errors,
         "requests": samples.len(),
@@ -195,6 +211,7 @@ async fn blast(
         let issued = Arc::clone(&issued);
         let stream = options.mode == Mode::Stream;
         let timeout = options.timeout;
+        let per_request = options.per_request;
         loops.spawn(async move {
             let mut samples = Vec::new();
             let mut errors = 0usize;
@@ -206,7 +223,9 @@ async fn blast(
                 if !more {
                     break;
                 }
-                match tokio::time::timeout(timeout, one(&client, &url, &body, stream)).await {
+                match tokio::time::timeout(timeout, one(&client, &url, &body, stream, per_request))
+                    .await
+                {
                     Ok(Some(sample)) => samples.push(sample),
                     Ok(None) | Err(_) => errors += 1,
                 }
@@ -225,19 +244,27 @@ async fn blast(
 }
 
 /// One request, read to the end. `None` on any failure.
-async fn one(client: &HttpClient, url: &Uri, body: &Bytes, stream: bool) -> Option<Sample> {
+async fn one(
+    client: &HttpClient,
+    url: &Uri,
+    body: &Bytes,
+    stream: bool,
+    per_request: bool,
+) -> Option<Sample> {
     let accept = if stream {
         "text/event-stream"
     } else {
         "application/json"
     };
-    let request = Request::builder()
+    let mut request = Request::builder()
         .method(Method::POST)
         .uri(url.clone())
         .header(header::CONTENT_TYPE, "application/json")
-        .header(header::ACCEPT, accept)
-        .body(Full::new(body.clone()))
-        .expect("request");
+        .header(header::ACCEPT, accept);
+    if per_request {
+        request = request.header(header::CONNECTION, "close");
+    }
+    let request = request.body(Full::new(body.clone())).expect("request");
     let start = Instant::now();
     let response = client.request(request).await.ok()?;
     let ok = response.status() == StatusCode::OK;

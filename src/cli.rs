@@ -154,6 +154,13 @@ pub struct Args {
     #[arg(long, value_name = "USER")]
     pub info_owner: Option<String>,
 
+    /// Not shown by --help: for scripts/bench only. Skips the connection-owner lookup and the
+    /// usage accounting (no user in logs, /usage and /metrics count nothing per user), so the
+    /// bench can measure what they cost in the same run. Refused with --allow-user, --config and
+    /// --state-dir, which need them.
+    #[arg(long, hide = true, conflicts_with_all = ["allow_users", "config", "state_dir"])]
+    pub bench_accounting_off: bool,
+
     /// Seconds to connect to the upstream (TCP, proxy and TLS).
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_seconds)]
     pub connect_timeout: f64,
@@ -246,6 +253,24 @@ mod tests {
         assert_eq!(args.max_connections, 1024);
         assert_eq!(args.max_stdin_bytes, 4 << 20);
         assert!(!args.http_shutdown && !args.client_token);
+    }
+
+    #[test]
+    fn the_bench_switch_is_hidden_and_refused_with_what_needs_accounting() {
+        use clap::CommandFactory;
+        let help = Args::command().render_long_help().to_string();
+        assert!(help.contains("--state-dir"));
+        assert!(!help.contains("bench-accounting-off"));
+        assert!(Args::try_parse_from(["codex-proxy", "--bench-accounting-off"]).is_ok());
+        for other in [
+            ["--allow-user", "root"],
+            ["--config", "users.toml"],
+            ["--state-dir", "/var/lib/codex-proxy"],
+        ] {
+            let mut argv = vec!["codex-proxy", "--bench-accounting-off"];
+            argv.extend(other);
+            assert!(Args::try_parse_from(argv).is_err(), "{other:?}");
+        }
     }
 
     #[test]

@@ -258,6 +258,8 @@ pub struct Config {
     pub policies: crate::server::policy::PolicyTable,
     /// `--state-dir`, checked and read (usage and budgets to restore, and where to save them).
     pub state_dir: Option<std::sync::Arc<crate::server::state_dir::StateDir>>,
+    /// The connection-owner lookup and usage accounting run (off only for scripts/bench).
+    pub accounting: bool,
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub log_level: LogLevel,
@@ -427,6 +429,7 @@ impl Config {
             access,
             policies,
             state_dir,
+            accounting: !args.bench_accounting_off,
             timeouts: Timeouts {
                 connect: secs(args.connect_timeout),
                 header: secs(args.header_timeout),

@@ -91,7 +91,9 @@ pub fn build_state(
             health: Default::default(),
             buffers: Some(Arc::clone(&buffers) as Arc<dyn upstream::relay::ByteBudget>),
             echo: Default::default(),
-            attempts: Some(Arc::clone(&accounting) as Arc<dyn upstream::forward::AttemptObserver>),
+            attempts: config
+                .accounting
+                .then(|| Arc::clone(&accounting) as Arc<dyn upstream::forward::AttemptObserver>),
         },
         limits: config.limits,
         timeouts: config.timeouts,
@@ -106,6 +108,7 @@ pub fn build_state(
         accounting,
         usage_admin: config.info_owner.as_raw(),
         state_dir: config.state_dir.clone(),
+        accounting_on: config.accounting,
     }))
 }
 

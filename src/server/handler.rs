@@ -50,7 +50,7 @@ pub async fn handle(
         slot: None,
         budget: None,
         first_byte: None,
-        accounting: Some(Arc::clone(&state.accounting)),
+        accounting: state.accounting_on.then(|| Arc::clone(&state.accounting)),
     };
     // Errors on the Anthropic routes (refusals included) use Anthropic's shape.
     let dialect = dialect_of_path(request.uri().path());

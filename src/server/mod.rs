@@ -119,6 +119,9 @@ pub struct State {
     pub usage_admin: u32,
     /// Where usage and budgets are kept across restarts (`--state-dir`).
     pub state_dir: Option<Arc<state_dir::StateDir>>,
+    /// Whether connections are attributed and requests counted (off only for scripts/bench,
+    /// to measure what the lookup and the accounting cost).
+    pub accounting_on: bool,
 }
 
 impl State {
@@ -235,7 +238,11 @@ async fn serve_connection(
     let _ = stream.set_nodelay(true);
     // Who is calling, asked once, before the first request is read; every request on the
     // connection carries the answer.
-    let caller = identify(&state, &stream);
+    let caller = if state.accounting_on {
+        identify(&state, &stream)
+    } else {
+        None
+    };
     let service_state = Arc::clone(&state);
     let service = service_fn(move |request| {
         handler::handle(Arc::clone(&service_state), caller.clone(), request)

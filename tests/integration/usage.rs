@@ -433,3 +433,32 @@ async fn usage_and_metrics_refuse_a_user_not_on_the_list() {
     }
     proxy.shutdown().await;
 }
+
+/// `--bench-accounting-off` (scripts/bench's "off" figure) is a real off: the same traffic
+/// leaves no caller and no count anywhere, so the bench compares against no lookup and no
+/// accounting at all.
+#[tokio::test]
+async fn the_bench_switch_turns_the_lookup_and_the_accounting_off() {
+    let mock = MockUpstream::start("fallback").await;
+    let proxy = TestProxy::start(&mock.base_url, &["--bench-accounting-off"]).await;
+    drive(&proxy, &mock).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let text = send(&proxy, raw::get(proxy.addr, "/metrics", &[]))
+        .await
+        .text();
+    assert!(!text.contains("codex_proxy_tokens_total{"), "{text}");
+    assert!(
+        !text.contains("codex_proxy_upstream_attempts_total{"),
+        "{text}"
+    );
+    assert_eq!(answered(&text), 0.0, "{text}");
+    let doc = send(&proxy, raw::get(proxy.addr, "/usage", &[]))
+        .await
+        .json();
+    assert_eq!(
+        doc,
+        json!({"users": []}),
+        "no caller: not even this one's row"
+    );
+    proxy.shutdown().await;
+}
