@@ -18,19 +18,29 @@ key = env("CLIENT_TOKEN", "") or "sk-client-dummy"
 responses = openai.OpenAI(base_url=env("OPENAI_BASE"), api_key=key, max_retries=0, timeout=30)
 messages = anthropic.Anthropic(base_url=env("ANTHROPIC_BASE"), api_key=key, max_retries=0, timeout=30)
 
-# The code each refusal carries (README, "Who may use the port"; "Client token mode").
+# What each refusal carries (README, "Who may use the port"; "Client token mode"): the code on
+# OpenAI routes, the error type on Anthropic ones.
 CODES = {"403": "user_not_allowed", "401": "invalid_client_token"}
+ANTHROPIC_TYPES = {"403": "permission_error", "401": "authentication_error"}
 
 
-def refused(call, sdk_error, what):
-    """`call` must raise the SDK's status error with the expected status and code."""
+def refused(call, sdk_error, what, error_of):
+    """`call` must raise the SDK's status error with the expected status and error."""
     try:
         call()
     except sdk_error as e:
         eq(str(e.status_code), expect, f"{what}: status")
-        contains(str(e), CODES[expect], f"{what}: error")
+        eq(error_of(e), (CODES if sdk_error is openai.APIStatusError else ANTHROPIC_TYPES)[expect], f"{what}: error")
         return
     raise AssertionError(f"{what}: served, expected {expect}")
+
+
+def openai_code(e):
+    return e.code
+
+
+def anthropic_type(e):
+    return (e.body or {}).get("error", {}).get("type") if isinstance(e.body, dict) else None
 
 
 @test
@@ -39,7 +49,7 @@ def test_responses_create():
     if expect == "served":
         contains(call().output_text, GREETING, "output_text")
     else:
-        refused(call, openai.APIStatusError, "responses")
+        refused(call, openai.APIStatusError, "responses", openai_code)
 
 
 @test
@@ -52,7 +62,7 @@ def test_messages_create():
         check(message.content and message.content[0].type == "text", f"content {message.content}")
         contains(message.content[0].text, GREETING, "text")
     else:
-        refused(call, anthropic.APIStatusError, "messages")
+        refused(call, anthropic.APIStatusError, "messages", anthropic_type)
 
 
 if __name__ == "__main__":
