@@ -49,10 +49,12 @@ fn every_example_answers_help_with_its_usage() {
     }
 }
 
-/// Every long flag of `codex-proxy`, from its clap definition.
+/// Every long flag `codex-proxy --help` shows, from its clap definition.
 fn flags() -> Vec<String> {
+    // Hidden flags (the bench-only switch) are left out of --help and so of the man page.
     Args::command()
         .get_arguments()
+        .filter(|a| !a.is_hide_set())
         .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
         .collect()
 }
