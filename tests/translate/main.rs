@@ -14,4 +14,5 @@
 
 mod chat_stream;
 mod goldens;
+mod hub;
 mod props;
