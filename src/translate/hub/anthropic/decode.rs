@@ -769,3 +769,164 @@ impl WireDecoder for MessagesDecoder {
         // A stream without `message_stop` was cut: no terminal, the pipeline reports it.
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::translate::error::status_for_upstream_code;
+    use serde_json::{json, Value};
+
+    /// Feeds `(event name, data)` pairs; returns the Responses events as `(type, JSON)`.
+    fn decode(decoder: &mut MessagesDecoder, events: &[Value]) -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        for e in events {
+            let name = e["type"].as_str().map(str::to_owned);
+            let data = serde_json::to_vec(e).unwrap();
+            decoder.event(name.as_deref(), &data, &mut |t: &str, d: &[u8]| {
+                out.push((t.to_owned(), serde_json::from_slice(d).unwrap()));
+            });
+        }
+        decoder.finish(&mut |t: &str, d: &[u8]| {
+            out.push((t.to_owned(), serde_json::from_slice(d).unwrap()));
+        });
+        out
+    }
+
+    fn types(events: &[(String, Value)]) -> Vec<&str> {
+        events.iter().map(|(t, _)| t.as_str()).collect()
+    }
+
+    fn start() -> Value {
+        json!({"type":"message_start","message":{"id":"msg_1","model":"claude-x","usage":{"input_tokens":3,"output_tokens":1}}})
+    }
+
+    #[test]
+    fn error_types_map_to_codes_the_upstream_table_knows() {
+        for (kind, message, code, status) in [
+            (
+                "overloaded_error",
+                "Overloaded",
+                "server_is_overloaded",
+                503,
+            ),
+            ("rate_limit_error", "slow", "rate_limit_exceeded", 429),
+            ("api_error", "boom", "server_error", 502),
+            ("timeout_error", "late", "server_error", 502),
+            ("billing_error", "pay", "insufficient_quota", 429),
+            (
+                "invalid_request_error",
+                "prompt is too long: 300000 tokens > 200000 maximum",
+                "context_length_exceeded",
+                400,
+            ),
+            ("invalid_request_error", "bad", "invalid_request_error", 400),
+            ("request_too_large", "big", "invalid_request_error", 400),
+            ("authentication_error", "who", "authentication_error", 401),
+            ("permission_error", "no", "permission_error", 403),
+            ("not_found_error", "gone", "not_found_error", 404),
+        ] {
+            assert_eq!(error_code(kind, message), code, "{kind}");
+            assert_eq!(status_for_upstream_code(code), status, "{kind}");
+        }
+        assert_eq!(error_code("something_new", ""), "something_new");
+    }
+
+    #[test]
+    fn an_error_without_message_start_fails_the_response_alone() {
+        let mut d = MessagesDecoder::new(Vec::new());
+        let out = decode(
+            &mut d,
+            &[json!({"type":"error","error":{"type":"rate_limit_error","message":"Too many"}})],
+        );
+        assert_eq!(types(&out), ["response.failed"]);
+        assert_eq!(
+            out[0].1["response"]["error"],
+            json!({"code":"rate_limit_exceeded","message":"Too many"})
+        );
+        assert!(out[0].1["response"]["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("resp_"));
+    }
+
+    #[test]
+    fn events_after_the_terminal_and_unknown_blocks_are_ignored() {
+        let mut d = MessagesDecoder::new(Vec::new());
+        let out = decode(
+            &mut d,
+            &[
+                start(),
+                json!({"type":"content_block_start","index":0,"content_block":{"type":"server_tool_use","id":"srvtoolu_1","name":"web_search","input":{}}}),
+                json!({"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{}"}}),
+                json!({"type":"content_block_stop","index":0}),
+                json!({"type":"message_delta","delta":{"stop_reason":"pause_turn"},"usage":{"output_tokens":5}}),
+                json!({"type":"message_stop"}),
+                json!({"type":"message_start","message":{"id":"msg_2"}}),
+                json!({"type":"error","error":{"type":"api_error","message":"late"}}),
+            ],
+        );
+        assert_eq!(types(&out), ["response.created", "response.completed"]);
+        assert_eq!(
+            out[1].1["response"]["usage"],
+            json!({"input_tokens":3,"input_tokens_details":{"cached_tokens":0},"output_tokens":5,"total_tokens":8})
+        );
+        assert_eq!(out[1].1["response"]["output"], json!([]));
+    }
+
+    #[test]
+    fn a_tool_use_whose_input_comes_whole_at_its_start_keeps_it() {
+        let mut d = MessagesDecoder::new(Vec::new());
+        let out = decode(
+            &mut d,
+            &[
+                start(),
+                json!({"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_9","name":"f","input":{"a":1}}}),
+                json!({"type":"message_delta","delta":{"stop_reason":"tool_use"}}),
+                json!({"type":"message_stop"}),
+            ],
+        );
+        assert_eq!(
+            types(&out),
+            [
+                "response.created",
+                "response.output_item.added",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.done",
+                "response.output_item.done",
+                "response.completed",
+            ]
+        );
+        // The block never saw its stop: the terminal closes it.
+        assert_eq!(
+            out[4].1["item"],
+            json!({"id":"fc_1_0","type":"function_call","status":"completed","call_id":"toolu_9","name":"f","arguments":"{\"a\":1}"})
+        );
+    }
+
+    #[test]
+    fn held_bytes_are_bounded() {
+        let mut d = MessagesDecoder::with_limit(Vec::new(), 10);
+        let out = decode(
+            &mut d,
+            &[
+                start(),
+                json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+                json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"12345"}}),
+                json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"678901"}}),
+                json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"more"}}),
+                json!({"type":"message_stop"}),
+            ],
+        );
+        assert_eq!(
+            types(&out),
+            [
+                "response.created",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.failed",
+            ]
+        );
+        assert_eq!(out[4].1["response"]["error"]["code"], "response_too_large");
+    }
+}
