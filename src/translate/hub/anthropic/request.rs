@@ -21,8 +21,9 @@
 //! | `tool_choice` `auto` / `none` / `required` / `{type:"function"\|"custom", name}` | `{type:"auto"}` / `{type:"none"}` / `{type:"any"}` / `{type:"tool", name}` (400 if the tool is not declared) |
 //! | `parallel_tool_calls:false` | `tool_choice.disable_parallel_tool_use:true` |
 //! | `max_output_tokens` | `max_tokens`; [`DEFAULT_MAX_TOKENS`] when absent (Anthropic requires it) |
-//! | `reasoning.effort` | `thinking{type:"enabled", budget_tokens}` from [`thinking_budget`]: `none`/`minimal` off, `low` 1024, `medium` 8192, `high` 16384, `xhigh` 28672 |
-//! | `temperature`, `top_p` | copied; dropped when thinking is on (Anthropic allows no sampling changes with thinking) |
+//! | `reasoning.effort`, Claude before 4.6 and other model names ([`generation`]) | `thinking{type:"enabled", budget_tokens}` from [`thinking_budget`]: `none`/`minimal` off, `low` 1024, `medium` 8192, `high` 16384, `xhigh` 28672 |
+//! | `reasoning.effort`, Claude 4.6 and later | `thinking{type:"adaptive"}` and `output_config.effort`: `none` off, `minimal`/`low` `low`, `medium`, `high`, `xhigh` `max` (4.7 and later refuse the budget form) |
+//! | `temperature`, `top_p` | copied; dropped when thinking is on (Anthropic allows no sampling changes with thinking) and for Claude 4.7 and later (which refuse them) |
 //! | `safety_identifier`, else `user` | `metadata.user_id` (hashed when over 256 characters) |
 //! | `prompt_cache_key` (the client asks for caching) | `cache_control:{type:"ephemeral"}` on the last system block, the last tool and the last block of the last message (Anthropic caches only at such breakpoints) |
 //!
@@ -112,6 +113,57 @@ pub fn thinking_budget(effort: &str) -> Result<Option<u64>, TranslateError> {
     })
 }
 
+/// How a model takes thinking, by its generation (`docs/hub.md`, "Thinking by model").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generation {
+    /// Claude before 4.6, and models of other names served over the Messages wire:
+    /// `thinking{type:"enabled", budget_tokens}`.
+    Budget,
+    /// Claude 4.6: `thinking{type:"adaptive"}` with `output_config.effort` (the budget form
+    /// is deprecated there).
+    Adaptive,
+    /// Claude 4.7 and later, and Claude names without a version: adaptive thinking only, and
+    /// no `temperature` / `top_p`.
+    AdaptiveOnly,
+}
+
+/// The generation of a model name: `claude-` names are read for their version
+/// (`claude-3-7-sonnet-…`, `claude-sonnet-4-5-…`, `claude-opus-4-…`, `claude-fable-5`; an
+/// eight-digit date is not a version); other names take the budget form.
+pub fn generation(model: &str) -> Generation {
+    let Some(rest) = model.strip_prefix("claude-") else {
+        return Generation::Budget;
+    };
+    let version = |t: &str| -> Option<u32> {
+        (!t.is_empty() && t.len() <= 2 && t.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| t.parse().ok())
+            .flatten()
+    };
+    let tokens: Vec<&str> = rest.split('-').collect();
+    let Some(at) = tokens.iter().position(|t| version(t).is_some()) else {
+        return Generation::AdaptiveOnly;
+    };
+    let major = version(tokens[at]).unwrap_or(0);
+    let minor = tokens.get(at + 1).and_then(|t| version(t)).unwrap_or(0);
+    match (major, minor) {
+        v if v < (4, 6) => Generation::Budget,
+        (4, 6) => Generation::Adaptive,
+        _ => Generation::AdaptiveOnly,
+    }
+}
+
+/// The `output_config.effort` for a `reasoning.effort` under adaptive thinking; `None` =
+/// thinking off.
+fn adaptive_effort(effort: &str) -> Option<&'static str> {
+    match effort {
+        "minimal" | "low" => Some("low"),
+        "medium" => Some("medium"),
+        "high" => Some("high"),
+        "xhigh" => Some("max"),
+        _ => None,
+    }
+}
+
 /// Maps a Responses request (as `Mapped.body` holds it) to a Messages request; see the
 /// module docs.
 pub fn map_request(request: &Value) -> Result<MessagesRequest, TranslateError> {
@@ -125,7 +177,7 @@ pub fn map_request(request: &Value) -> Result<MessagesRequest, TranslateError> {
     };
 
     let mut out = Map::new();
-    out.insert("model".into(), Value::String(model));
+    out.insert("model".into(), Value::String(model.clone()));
 
     let (tools, custom_tools, hosted) = map_tools(obj.get("tools"))?;
     let choice = map_tool_choice(obj, &tools, &custom_tools, &hosted)?;
@@ -170,10 +222,19 @@ pub fn map_request(request: &Value) -> Result<MessagesRequest, TranslateError> {
         .and_then(|c| c.get("type"))
         .and_then(Value::as_str)
         .is_some_and(|t| t == "any" || t == "tool");
-    let budget = budget
-        .map(|b| if b < max_tokens { b } else { max_tokens / 2 })
-        .filter(|b| *b >= MIN_THINKING_BUDGET)
-        .filter(|_| !forced && !tool_loop_without_thinking(&messages));
+    let allowed = !forced && !tool_loop_without_thinking(&messages);
+    let generation = generation(&model);
+    let thinking = match generation {
+        Generation::Budget => budget
+            .map(|b| if b < max_tokens { b } else { max_tokens / 2 })
+            .filter(|b| *b >= MIN_THINKING_BUDGET)
+            .filter(|_| allowed)
+            .map(|b| (json!({"type": "enabled", "budget_tokens": b}), None)),
+        Generation::Adaptive | Generation::AdaptiveOnly => effort
+            .and_then(adaptive_effort)
+            .filter(|_| allowed)
+            .map(|e| (json!({"type": "adaptive"}), Some(json!({ "effort": e })))),
+    };
 
     let cache = obj
         .get("prompt_cache_key")
@@ -204,18 +265,17 @@ pub fn map_request(request: &Value) -> Result<MessagesRequest, TranslateError> {
             out.insert("tool_choice".into(), choice);
         }
     }
-    match budget {
-        Some(budget_tokens) => {
-            out.insert(
-                "thinking".into(),
-                json!({"type": "enabled", "budget_tokens": budget_tokens}),
-            );
+    let sampling = thinking.is_none() && generation != Generation::AdaptiveOnly;
+    if let Some((thinking, output_config)) = thinking {
+        out.insert("thinking".into(), thinking);
+        if let Some(config) = output_config {
+            out.insert("output_config".into(), config);
         }
-        None => {
-            for key in ["temperature", "top_p"] {
-                if let Some(v) = obj.get(key).filter(|v| v.is_number()) {
-                    out.insert(key.into(), v.clone());
-                }
+    }
+    if sampling {
+        for key in ["temperature", "top_p"] {
+            if let Some(v) = obj.get(key).filter(|v| v.is_number()) {
+                out.insert(key.into(), v.clone());
             }
         }
     }
@@ -1075,6 +1135,69 @@ mod tests {
             refused(base(json!({"reasoning": {"effort": "max"}}))).code,
             "invalid_request"
         );
+    }
+
+    #[test]
+    fn model_generations_choose_the_thinking_form() {
+        for (model, form) in [
+            ("claude-3-7-sonnet-20250219", Generation::Budget),
+            ("claude-sonnet-4-20250514", Generation::Budget),
+            ("claude-opus-4-1", Generation::Budget),
+            ("claude-opus-4-1-20250805", Generation::Budget),
+            ("claude-sonnet-4-5-20250929", Generation::Budget),
+            ("claude-haiku-4-5", Generation::Budget),
+            ("claude-sonnet-4-6", Generation::Adaptive),
+            ("claude-opus-4-6-20260201", Generation::Adaptive),
+            ("claude-opus-4-7", Generation::AdaptiveOnly),
+            ("claude-opus-4-8", Generation::AdaptiveOnly),
+            ("claude-fable-5", Generation::AdaptiveOnly),
+            ("claude-mythos-preview", Generation::AdaptiveOnly),
+            ("deepseek-chat", Generation::Budget),
+            ("kimi-k2", Generation::Budget),
+        ] {
+            assert_eq!(generation(model), form, "{model}");
+        }
+    }
+
+    #[test]
+    fn models_from_4_6_get_adaptive_thinking_with_an_effort() {
+        for (model, effort, output_effort) in [
+            ("claude-sonnet-4-6", "low", "low"),
+            ("claude-opus-4-8", "minimal", "low"),
+            ("claude-opus-4-8", "medium", "medium"),
+            ("claude-opus-4-8", "high", "high"),
+            ("claude-opus-4-8", "xhigh", "max"),
+        ] {
+            let body = map(
+                json!({"model": model, "input": "q", "max_output_tokens": 100,
+                "reasoning": {"effort": effort}}),
+            );
+            assert_eq!(
+                body["thinking"],
+                json!({"type": "adaptive"}),
+                "{model} {effort}"
+            );
+            assert_eq!(body["output_config"], json!({"effort": output_effort}));
+        }
+        let body =
+            map(json!({"model": "claude-opus-4-8", "input": "q", "reasoning": {"effort": "none"}}));
+        assert!(body.get("thinking").is_none() && body.get("output_config").is_none());
+        // Forced tools still turn it off.
+        let body = map(
+            json!({"model": "claude-sonnet-4-6", "input": "q", "reasoning": {"effort": "high"},
+            "tools": [{"type": "function", "name": "f"}], "tool_choice": "required"}),
+        );
+        assert!(body.get("thinking").is_none());
+    }
+
+    #[test]
+    fn models_from_4_7_take_no_sampling_parameters() {
+        let body = map(
+            json!({"model": "claude-opus-4-8", "input": "q", "temperature": 0.2, "top_p": 0.9}),
+        );
+        assert!(body.get("temperature").is_none() && body.get("top_p").is_none());
+        let body = map(json!({"model": "claude-sonnet-4-6", "input": "q", "temperature": 0.2}));
+        assert_eq!(body["temperature"], 0.2);
     }
 
     #[test]
