@@ -259,3 +259,37 @@ fn a_chat_tool_loop_over_the_hub_maps_to_a_valid_messages_request() {
     assert!(body.get("thinking").is_none());
     assert_eq!(body["tools"][0]["name"], "shell");
 }
+
+/// Every fixture cut at every byte: the client never sees a success for a stream that ended
+/// before `message_stop` (no `response.completed` for Responses, no `[DONE]` for Chat), its
+/// output is whole SSE events, and it always ends with an end the client can read.
+#[test]
+fn a_wire_stream_cut_anywhere_before_message_stop_never_completes() {
+    for case in cases(".wire.sse") {
+        let wire = std::fs::read(dir().join(format!("{case}.wire.sse"))).unwrap();
+        let complete_at = find(&wire, b"message_stop\"}")
+            .map(|i| i + b"message_stop\"}".len())
+            .unwrap_or(usize::MAX);
+        for cut in 0..=wire.len() {
+            for (client, ctx) in contexts() {
+                let out = stream(&ctx, &[], &wire[..cut], &[]);
+                assert_valid_sse(&out);
+                let text = String::from_utf8_lossy(&out);
+                let completed = text.contains("response.completed")
+                    || text.contains("response.incomplete")
+                    || text.contains("[DONE]");
+                if cut < complete_at {
+                    assert!(!completed, "{case} ({client}) cut at {cut}: {text}");
+                    assert!(
+                        text.contains("\"error\"") || text.contains("response.failed"),
+                        "{case} ({client}) cut at {cut}: no error event: {text}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
