@@ -27,6 +27,9 @@
 //! | `safety_identifier`, else `user` | `metadata.user_id` (hashed when over 256 characters) |
 //! | `prompt_cache_key` (the client asks for caching) | `cache_control:{type:"ephemeral"}` on the last system block, the last tool and the last block of the last message (Anthropic caches only at such breakpoints) |
 //!
+//! A conversation ending with an assistant turn (a prefill) has that turn's trailing whitespace
+//! trimmed: Anthropic refuses it.
+//!
 //! Thinking is turned off (the request still goes) when Anthropic would refuse it: with a forced
 //! tool choice (`required` or a named tool), when `max_tokens` leaves no room for the smallest
 //! budget (the budget is at most half of `max_tokens`, at least 1024), and when the last
@@ -201,6 +204,7 @@ pub fn map_request(request: &Value) -> Result<MessagesRequest, TranslateError> {
         mut messages,
         ..
     } = conv;
+    trim_prefill(&mut messages);
 
     let max_tokens = match obj.get("max_output_tokens") {
         None | Some(Value::Null) => DEFAULT_MAX_TOKENS,
@@ -334,6 +338,33 @@ fn refuse_stateful(obj: &Map<String, Value>) -> Result<(), TranslateError> {
         ));
     }
     Ok(())
+}
+
+/// A conversation that ends with an assistant turn asks Anthropic to continue that text (a
+/// prefill), and Anthropic refuses a prefill that ends in whitespace: the whitespace is
+/// trimmed, and a turn left empty is removed.
+fn trim_prefill(messages: &mut Vec<Value>) {
+    let Some(last) = messages.last_mut() else {
+        return;
+    };
+    if last.get("role").and_then(Value::as_str) != Some("assistant") {
+        return;
+    }
+    let Some(blocks) = last.get_mut("content").and_then(Value::as_array_mut) else {
+        return;
+    };
+    if let Some(Value::Object(block)) = blocks.last_mut() {
+        if let Some(Value::String(text)) = block.get_mut("text") {
+            let kept = text.trim_end().len();
+            text.truncate(kept);
+            if kept == 0 {
+                blocks.pop();
+            }
+        }
+    }
+    if blocks.is_empty() {
+        messages.pop();
+    }
 }
 
 /// `cache_control` on a block, if there is one.
@@ -913,6 +944,30 @@ mod tests {
             json!([{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
                 {"role": "assistant", "content": [{"type": "text", "text": "no"}]}])
         );
+    }
+
+    #[test]
+    fn a_final_assistant_prefill_loses_its_trailing_whitespace() {
+        let body = map(base(json!({"input": [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": "Sure, here it is: \n"},
+        ]})));
+        assert_eq!(
+            body["messages"][1],
+            json!({"role": "assistant", "content": [{"type": "text", "text": "Sure, here it is:"}]})
+        );
+        let body = map(base(json!({"input": [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": "  "},
+        ]})));
+        assert_eq!(body["messages"].as_array().unwrap().len(), 1);
+        // Earlier assistant turns keep theirs.
+        let body = map(base(json!({"input": [
+            {"role": "assistant", "content": "a "},
+            {"role": "user", "content": "q "},
+        ]})));
+        assert_eq!(body["messages"][0]["content"][0]["text"], "a ");
+        assert_eq!(body["messages"][1]["content"][0]["text"], "q ");
     }
 
     #[test]
