@@ -227,6 +227,8 @@ pub struct MessagesDecoder {
     ended: bool,
     held: usize,
     max_held: usize,
+    /// The next event's `sequence_number`.
+    sequence: u64,
     /// The event being written.
     buf: Vec<u8>,
 }
@@ -254,6 +256,7 @@ impl MessagesDecoder {
             ended: false,
             held: 0,
             max_held,
+            sequence: 0,
             buf: Vec::with_capacity(256),
         }
     }
@@ -296,8 +299,11 @@ impl MessagesDecoder {
         write_json_str(&mut self.buf, kind);
     }
 
+    /// Ends the event with its `sequence_number` (0, 1, … as a Responses upstream numbers
+    /// them) and hands it on.
     fn send(&mut self, kind: &str, emit: &mut Emit<'_>) {
-        self.buf.push(b'}');
+        let _ = write!(self.buf, ",\"sequence_number\":{}}}", self.sequence);
+        self.sequence += 1;
         emit(kind, &self.buf);
     }
 
