@@ -764,8 +764,7 @@ impl WireDecoder for MessagesDecoder {
                 };
                 let message = message.unwrap_or(Cow::Borrowed("The upstream reported an error."));
                 let code = error_code(kind.as_deref().unwrap_or("api_error"), &message);
-                let code = code.to_owned();
-                self.fail(&code, &message, emit);
+                self.fail(code, &message, emit);
             }
             _ => {}
         }
