@@ -23,6 +23,7 @@
 //! | `max_output_tokens` | `max_tokens`; [`DEFAULT_MAX_TOKENS`] when absent (Anthropic requires it) |
 //! | `reasoning.effort`, Claude before 4.6 and other model names ([`generation`]) | `thinking{type:"enabled", budget_tokens}` from [`thinking_budget`]: `none`/`minimal` off, `low` 1024, `medium` 8192, `high` 16384, `xhigh` 28672 |
 //! | `reasoning.effort`, Claude 4.6 and later | `thinking{type:"adaptive"}` and `output_config.effort`: `none` off, `minimal`/`low` `low`, `medium`, `high`, `xhigh` `max` (4.7 and later refuse the budget form) |
+//! | `reasoning.summary` (other than `none`), with adaptive thinking | `thinking.display:"summarized"` (from 4.7 on, the thinking text is otherwise left out) |
 //! | `temperature`, `top_p` | copied; dropped when thinking is on (Anthropic allows no sampling changes with thinking) and for Claude 4.7 and later (which refuse them) |
 //! | `safety_identifier`, else `user` | `metadata.user_id` (hashed when over 256 characters) |
 //! | `prompt_cache_key` (the client asks for caching) | `cache_control:{type:"ephemeral"}` on the last system block, the last tool and the last block of the last message (Anthropic caches only at such breakpoints) |
@@ -221,6 +222,13 @@ pub fn map_request(request: &Value) -> Result<MessagesRequest, TranslateError> {
         Some(e) => thinking_budget(e)?,
         None => None,
     };
+    // The client wants the reasoning's text: from 4.7 on, adaptive thinking leaves it out
+    // unless asked.
+    let summary = obj
+        .get("reasoning")
+        .and_then(|r| r.get("summary"))
+        .and_then(Value::as_str)
+        .is_some_and(|s| s != "none");
     let forced = choice
         .as_ref()
         .and_then(|c| c.get("type"))
@@ -237,7 +245,13 @@ pub fn map_request(request: &Value) -> Result<MessagesRequest, TranslateError> {
         Generation::Adaptive | Generation::AdaptiveOnly => effort
             .and_then(adaptive_effort)
             .filter(|_| allowed)
-            .map(|e| (json!({"type": "adaptive"}), Some(json!({ "effort": e })))),
+            .map(|e| {
+                let mut thinking = json!({"type": "adaptive"});
+                if summary {
+                    thinking["display"] = "summarized".into();
+                }
+                (thinking, Some(json!({ "effort": e })))
+            }),
     };
 
     let cache = obj
@@ -1243,6 +1257,23 @@ mod tests {
             "tools": [{"type": "function", "name": "f"}], "tool_choice": "required"}),
         );
         assert!(body.get("thinking").is_none());
+    }
+
+    #[test]
+    fn a_requested_reasoning_summary_asks_adaptive_thinking_for_summarized_display() {
+        let body = map(json!({"model": "claude-opus-4-8", "input": "q",
+            "reasoning": {"effort": "high", "summary": "auto"}}));
+        assert_eq!(
+            body["thinking"],
+            json!({"type": "adaptive", "display": "summarized"})
+        );
+        let body = map(json!({"model": "claude-opus-4-8", "input": "q",
+            "reasoning": {"effort": "high", "summary": "none"}}));
+        assert_eq!(body["thinking"], json!({"type": "adaptive"}));
+        // The budget form predates `display` (summaries are its default).
+        let body = map(json!({"model": "claude-sonnet-4-5", "input": "q",
+            "reasoning": {"effort": "high", "summary": "detailed"}}));
+        assert!(body["thinking"].get("display").is_none());
     }
 
     #[test]
