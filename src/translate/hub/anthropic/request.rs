@@ -42,7 +42,8 @@
 //! `conversation`, `background:true`, `prompt` (stored state on OpenAI's side);
 //! `text.format` `json_schema` / `json_object`; `item_reference` and `compaction` input items
 //! (OpenAI-side state); `input_image` / `input_file` by `file_id`; files other than PDF;
-//! `input_audio`; a `tool_choice` of another kind. Dropped (no effect on the answer's
+//! `input_audio`; a `tool_choice` of another kind; an `input` without any user or assistant
+//! message. Dropped (no effect on the answer's
 //! shape or no Anthropic equivalent that matters): `store`, `include`, `stream_options`,
 //! `metadata`, `client_metadata`, `service_tier`, `text.verbosity`, `truncation`,
 //! `reasoning.summary`, `top_logprobs`, `max_tool_calls`, `prompt_cache_retention`, an image's
@@ -206,6 +207,12 @@ pub fn map_request(request: &Value) -> Result<MessagesRequest, TranslateError> {
         ..
     } = conv;
     trim_prefill(&mut messages);
+    if messages.is_empty() {
+        return Err(TranslateError::invalid(
+            "input",
+            "at least one user or assistant message (Anthropic takes no request without one)",
+        ));
+    }
 
     let max_tokens = match obj.get("max_output_tokens") {
         None | Some(Value::Null) => DEFAULT_MAX_TOKENS,
@@ -982,6 +989,15 @@ mod tests {
         ]})));
         assert_eq!(body["messages"][0]["content"][0]["text"], "a ");
         assert_eq!(body["messages"][1]["content"][0]["text"], "q ");
+    }
+
+    #[test]
+    fn a_request_without_any_message_is_refused_locally() {
+        let e = refused(base(
+            json!({"input": [{"role": "developer", "content": "only rules"}]}),
+        ));
+        assert_eq!((e.status, e.code), (400, "invalid_request"));
+        assert!(e.message.contains("input"), "{}", e.message);
     }
 
     #[test]
