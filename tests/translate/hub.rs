@@ -11,8 +11,9 @@
 //! with the time of the response). `TRANSLATE_BLESS=1` writes missing goldens.
 //!
 //! Also: the thinking signature round trip (decoded items sent back as the next request's
-//! input reach Anthropic as the same signed blocks), and `<name>.request.json` →
-//! `<name>.messages.json` request goldens.
+//! input reach Anthropic as the same signed blocks), `<name>.request.json` →
+//! `<name>.messages.json` request goldens, every fixture cut at every byte (never a success),
+//! and a proptest property over arbitrary Messages-like input (whole events, one ending).
 
 use std::path::{Path, PathBuf};
 
@@ -292,4 +293,81 @@ fn a_wire_stream_cut_anywhere_before_message_stop_never_completes() {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Fragments of Messages streams, to make interesting inputs likely: every event type, blocks
+/// opened, fed and closed in any order, stop reasons, errors, and raw bytes.
+fn wire_fragment() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    let block = prop::sample::select(vec![
+        "text",
+        "thinking",
+        "redacted_thinking",
+        "tool_use",
+        "server_tool_use",
+    ]);
+    let delta = prop::sample::select(vec![
+        ("text_delta", "text"),
+        ("thinking_delta", "thinking"),
+        ("input_json_delta", "partial_json"),
+        ("signature_delta", "signature"),
+        ("citations_delta", "citation"),
+    ]);
+    let reason = prop::sample::select(vec![
+        "end_turn",
+        "max_tokens",
+        "stop_sequence",
+        "tool_use",
+        "pause_turn",
+        "refusal",
+        "model_context_window_exceeded",
+        "something_new",
+    ]);
+    let s = "[a-z{}\":\\\\ \u{e9}\u{1F600}\n]{0,10}";
+    let event = |name: &str, v: Value| format!("event: {name}\ndata: {v}\n\n").into_bytes();
+    prop_oneof![
+        1 => Just(event("message_start", json!({"type":"message_start","message":{"id":"msg_p","model":"m","usage":{"input_tokens":3,"cache_read_input_tokens":1}}}))),
+        3 => (0u64..3, block, s).prop_map(move |(i, kind, text)| event("content_block_start",
+            json!({"type":"content_block_start","index":i,"content_block":{"type":kind,"text":text,"thinking":"","id":"toolu_p","name":"apply_patch","input":{},"data":text}}))),
+        6 => (0u64..3, delta, s).prop_map(move |(i, (kind, field), text)| {
+            let mut d = json!({"type": kind});
+            d[field] = text.into();
+            event("content_block_delta", json!({"type":"content_block_delta","index":i,"delta":d}))
+        }),
+        2 => (0u64..3).prop_map(move |i| event("content_block_stop", json!({"type":"content_block_stop","index":i}))),
+        1 => (reason, 0u64..9).prop_map(move |(r, n)| event("message_delta", json!({"type":"message_delta","delta":{"stop_reason":r},"usage":{"output_tokens":n}}))),
+        1 => Just(event("message_stop", json!({"type":"message_stop"}))),
+        1 => Just(event("ping", json!({"type":"ping"}))),
+        1 => Just(event("error", json!({"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}))),
+        1 => prop::collection::vec(any::<u8>(), 0..16),
+        1 => prop::sample::select(vec![b"\r\n".to_vec(), b"\n\n".to_vec(), b": c\n".to_vec(), b"data: {\"type\":".to_vec()]),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config::default())]
+
+    /// Whatever the wire sends, split anywhere: whole SSE events out, and exactly one ending
+    /// for a Chat client (`[DONE]` after a terminal, or an error event).
+    #[test]
+    fn any_wire_input_gives_whole_events_and_one_ending(
+        frags in proptest::collection::vec(wire_fragment(), 0..24),
+        cut in proptest::prelude::any::<proptest::sample::Index>(),
+    ) {
+        let wire = frags.concat();
+        let cut = cut.index(wire.len() + 1);
+        let custom = ["apply_patch".to_owned()];
+        for (client, ctx) in contexts() {
+            let out = stream(&ctx, &custom, &wire, &[cut]);
+            assert_valid_sse(&out);
+            let text = String::from_utf8(out).unwrap();
+            if client == "chat" {
+                let done = text.matches("data: [DONE]\n\n").count();
+                let errors = text.matches("data: {\"error\":").count();
+                proptest::prop_assert_eq!(done + errors, 1, "{}", text);
+            }
+            let agg = aggregate(&ctx, &custom, &wire, &[cut]);
+            proptest::prop_assert!((200..600).contains(&agg["status"].as_u64().unwrap()));
+        }
+    }
 }
