@@ -7,6 +7,10 @@
 //! * `decode`: the SSE decoder alone,
 //! * `chat_stream`: the Chat `StreamPipeline` (decoder + state machine + chunk encoding),
 //! * `chat_aggregate`: the Chat `AggregatePipeline` (non-stream clients),
+//! * `hub_chat_stream`: an Anthropic Messages stream of the same shape (10,000 wire events)
+//!   through the hub's `MessagesDecoder` and the Chat pipeline, against
+//!   `hub_direct_chat_stream`: the Responses events that stream decodes to, fed to the Chat
+//!   pipeline directly; the difference per wire event is the cost of the hub step,
 //!
 //! and reports events/s and CPU µs per event (user + system time of the process, from
 //! `getrusage(RUSAGE_SELF)`), plus the cost added over `scan`. Prints one JSON object last.
@@ -20,7 +24,9 @@
 
 use std::time::{Duration, Instant};
 
-use codex_proxy::translate::codec::Decoder;
+use codex_proxy::translate::codec::{write_event, Decoder};
+use codex_proxy::translate::hub::anthropic::MessagesDecoder;
+use codex_proxy::translate::hub::WireDecoder;
 use codex_proxy::translate::models::ModelTable;
 use codex_proxy::translate::sse::SseScanner;
 use codex_proxy::translate::{
@@ -160,6 +166,106 @@ fn transcript() -> (Vec<u8>, usize) {
         "usage":{"input_tokens":12000,"input_tokens_details":{"cached_tokens":8000},"output_tokens":9000,"output_tokens_details":{"reasoning_tokens":300},"total_tokens":21000}});
     let n = ev(&mut s, json!({"type":"response.completed","response":done}));
     (s.into_bytes(), n)
+}
+
+/// An Anthropic Messages transcript of the same shape (thinking deltas, many text deltas, a
+/// tool call with argument deltas) and its event count.
+fn wire_transcript() -> (Vec<u8>, usize) {
+    let mut s = String::new();
+    let mut n = 0usize;
+    let mut ev = |s: &mut String, v: serde_json::Value| {
+        n += 1;
+        event(s, v);
+        n
+    };
+    ev(
+        &mut s,
+        json!({"type":"message_start","message":{"id":"msg_bench","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":4000,"cache_creation_input_tokens":0,"cache_read_input_tokens":8000,"output_tokens":1}}}),
+    );
+    ev(&mut s, json!({"type":"ping"}));
+    ev(
+        &mut s,
+        json!({"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":"","signature":""}}),
+    );
+    for i in 0..300 {
+        ev(
+            &mut s,
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":format!(" thought {i}")}}),
+        );
+    }
+    ev(
+        &mut s,
+        json!({"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"EqQB".repeat(200)}}),
+    );
+    ev(&mut s, json!({"type":"content_block_stop","index":0}));
+    ev(
+        &mut s,
+        json!({"type":"content_block_start","index":1,"content_block":{"type":"text","text":""}}),
+    );
+    let words = [
+        "The",
+        " quick",
+        " brown",
+        " fox",
+        " jumps",
+        " over",
+        " the",
+        " lazy",
+        " dög",
+        " — ",
+        "\"quoted\"",
+        "\n",
+        " 😀",
+    ];
+    let text_deltas = EVENTS - 300 - 400 - 12;
+    for i in 0..text_deltas {
+        ev(
+            &mut s,
+            json!({"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":words[i % words.len()]}}),
+        );
+    }
+    ev(&mut s, json!({"type":"content_block_stop","index":1}));
+    ev(
+        &mut s,
+        json!({"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"toolu_bench","name":"write_file","input":{}}}),
+    );
+    for i in 0..400 {
+        let d = if i == 0 {
+            "{\"content\":\"".to_owned()
+        } else {
+            format!("line {i}\\n")
+        };
+        ev(
+            &mut s,
+            json!({"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":d}}),
+        );
+    }
+    ev(
+        &mut s,
+        json!({"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":"\"}"}}),
+    );
+    ev(&mut s, json!({"type":"content_block_stop","index":2}));
+    ev(
+        &mut s,
+        json!({"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":9000}}),
+    );
+    let n = ev(&mut s, json!({"type":"message_stop"}));
+    (s.into_bytes(), n)
+}
+
+/// The Responses stream a wire transcript decodes to.
+fn decoded(wire: &[u8]) -> Vec<u8> {
+    let mut decoder = Decoder::new();
+    let mut hub = MessagesDecoder::new(Vec::new());
+    let mut out = Vec::new();
+    decoder
+        .push(wire, |e| {
+            hub.event(e.name, e.data, &mut |t: &str, d: &[u8]| {
+                write_event(&mut out, Some(t), d)
+            })
+        })
+        .unwrap();
+    out
 }
 
 /// A key for the echo filter (the proxy's own come from the locked arena).
@@ -333,6 +439,29 @@ fn main() -> std::process::ExitCode {
         }),
     ];
 
+    let (wire, wire_events) = wire_transcript();
+    let direct = decoded(&wire);
+    let hub_run = |upstream: &[u8], over_wire: bool| {
+        let mut p = StreamPipeline::new(&ctx);
+        if over_wire {
+            p = p.over_wire(Box::new(MessagesDecoder::new(Vec::new())));
+        }
+        let mut out = Vec::with_capacity(1 << 20);
+        for chunk in upstream.chunks(CHUNK) {
+            p.push(chunk, &mut out);
+        }
+        p.finish(None, &mut out);
+        assert!(out.ends_with(b"data: [DONE]\n\n"));
+        out.len()
+    };
+    let hub_results = [
+        measure("hub_chat_stream", iterations, || hub_run(&wire, true)),
+        measure("hub_direct_chat_stream", iterations, || {
+            hub_run(&direct, false)
+        }),
+    ];
+    assert_eq!(hub_run(&wire, true), hub_run(&direct, false));
+
     let total = (events * iterations) as f64;
     let per_event = |m: &Measure| m.cpu.as_secs_f64() * 1e6 / total;
     let base = per_event(&results[0]);
@@ -355,9 +484,28 @@ fn main() -> std::process::ExitCode {
         json_rows.push(json!({"case": m.name, "events_per_s": eps.round(), "cpu_us_per_event": (us * 1000.0).round() / 1000.0,
             "added_cpu_us_per_event": ((us - base) * 1000.0).round() / 1000.0}));
     }
+    let wire_total = (wire_events * iterations) as f64;
+    let hub_us: Vec<f64> = hub_results
+        .iter()
+        .map(|m| m.cpu.as_secs_f64() * 1e6 / wire_total)
+        .collect();
+    for (m, us) in hub_results.iter().zip(&hub_us) {
+        println!(
+            "{:<22} {:>12.0} wire events/s  {:>7.3} µs CPU/wire event  out {} bytes",
+            m.name,
+            wire_total / m.wall.as_secs_f64(),
+            us,
+            m.out_bytes
+        );
+    }
+    let hub_step = hub_us[0] - hub_us[1];
+    println!("hub step (Messages → Responses): {hub_step:.3} µs CPU per wire event");
+    let hub = json!({"wire_events": wire_events, "hub_chat_stream_cpu_us_per_event": (hub_us[0] * 1000.0).round() / 1000.0,
+        "direct_chat_stream_cpu_us_per_event": (hub_us[1] * 1000.0).round() / 1000.0,
+        "hub_step_cpu_us_per_event": (hub_step * 1000.0).round() / 1000.0});
     println!(
         "{}",
-        json!({"events": events, "iterations": iterations, "results": json_rows})
+        json!({"events": events, "iterations": iterations, "results": json_rows, "hub": hub})
     );
     std::process::ExitCode::SUCCESS
 }

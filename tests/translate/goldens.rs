@@ -30,7 +30,7 @@ fn bless() -> bool {
 }
 
 /// Compares with a golden file, or writes it in bless mode when it is missing.
-fn golden(path: &Path, actual: &[u8], json: bool) {
+pub fn golden(path: &Path, actual: &[u8], json: bool) {
     if !path.exists() {
         assert!(
             bless(),
@@ -89,7 +89,7 @@ fn aggregate(ctx: &ResponseContext, upstream: &[u8], splits: &[usize]) -> Value 
 }
 
 /// Split points: all of them for short transcripts, else a 1 KiB window at each end.
-fn split_points(len: usize) -> Vec<usize> {
+pub fn split_points(len: usize) -> Vec<usize> {
     if len <= 4096 {
         (0..=len).collect()
     } else {

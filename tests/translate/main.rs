@@ -5,6 +5,8 @@
 //!   expected non-stream answer. Every stream is replayed whole, split at every byte boundary
 //!   (within a 1 KiB window for long transcripts), and one byte at a time; the output must be
 //!   identical each time.
+//! * [`hub`]: the Anthropic Messages wire in the Responses hub: Messages streams replayed
+//!   through the hub's decoder for Responses and Chat clients, and the request mapping.
 //! * [`chat_stream`]: properties of the Chat stream stated directly (dense indices, no
 //!   duplicate announcements, no `[DONE]` after a failure), independent of the goldens.
 //! * [`props`]: proptest properties of the SSE decoder and the Chat state machine: no panic,
@@ -14,4 +16,5 @@
 
 mod chat_stream;
 mod goldens;
+mod hub;
 mod props;
