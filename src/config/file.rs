@@ -386,6 +386,17 @@ fn main_endpoint(kind: ProviderKind) -> &'static str {
     }
 }
 
+/// Whether `value` holds a TOML date or time (which serde hands over as a marked object).
+fn has_datetime(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.contains_key("$__toml_private_datetime") || map.values().any(has_datetime)
+        }
+        serde_json::Value::Array(items) => items.iter().any(has_datetime),
+        _ => false,
+    }
+}
+
 /// Whether `name` may not be a provider's fixed header.
 fn refused_fixed_header(name: &HeaderName) -> bool {
     !crate::upstream::headers::forward_request_header(&HeaderMap::new(), name)
@@ -402,7 +413,22 @@ fn parse_models(
     let mut alias_lines: BTreeMap<String, usize> = BTreeMap::new();
     let mut spec = ModelsSpec::default();
     for (name, model) in models {
-        lines.insert(name.clone(), line_at(text, model.span().start));
+        let line = line_at(text, model.span().start);
+        if let Some(key) = model
+            .get_ref()
+            .params
+            .iter()
+            .find_map(|(key, value)| has_datetime(value).then_some(key))
+        {
+            return Err(FileError {
+                line: Some(line),
+                reason: format!(
+                    "[models.{name:?}]: models.{name}.params.{key}: a TOML date or time has no \
+                     JSON form; write it as a string"
+                ),
+            });
+        }
+        lines.insert(name.clone(), line);
         spec.models.insert(name, model.into_inner());
     }
     for (alias, target) in aliases {
@@ -789,6 +815,11 @@ mod tests {
                 &["alias \"a\": The model `gpt-5`"][..],
             ),
             ("[aliases]\n\"a\" = 5\n", 2, &["invalid type"][..]),
+            (
+                "[models.m]\nparams = { text = { at = [1979-05-27] } }\n",
+                1,
+                &["models.m.params.text", "date or time"][..],
+            ),
         ] {
             let e = err(text);
             assert_eq!(e.line, Some(line), "{text}: {}", e.reason);
