@@ -597,6 +597,63 @@ mod tests {
         assert!(parse("").unwrap().providers.is_empty());
     }
 
+    /// The README's provider example: the first TOML block after "## Providers".
+    fn readme_providers_example() -> String {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
+        let section = &readme[readme.find("\n## Providers\n").unwrap()..];
+        let block = &section[section.find("```toml\n").unwrap() + "```toml\n".len()..];
+        block[..block.find("```").unwrap()].to_owned()
+    }
+
+    #[test]
+    fn the_readme_providers_example_is_read_as_it_says() {
+        let example = readme_providers_example();
+        let got = providers(&example);
+        let shown: Vec<_> = got
+            .iter()
+            .map(|(name, kind, base, globs, default, _)| {
+                (
+                    name.as_str(),
+                    *kind,
+                    base.as_str(),
+                    globs.join(" "),
+                    *default,
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (
+                    "openai",
+                    "openai",
+                    "https://api.openai.com/v1",
+                    "gpt-* o[0-9]* codex-*".to_owned(),
+                    false
+                ),
+                (
+                    "claude",
+                    "anthropic",
+                    "https://api.anthropic.com/v1",
+                    "claude-*".to_owned(),
+                    false
+                ),
+                (
+                    "local",
+                    "openai",
+                    "http://127.0.0.1:11434/v1",
+                    "qwen3-coder*".to_owned(),
+                    false
+                ),
+            ]
+        );
+        let models = parse(&example).unwrap().models;
+        let local = models.resolve("local-coder").unwrap();
+        assert_eq!(local.upstream_model, "qwen3-coder");
+        assert_eq!(local.think, crate::translate::think::ThinkMode::Strip);
+        assert_eq!(local.params["temperature"], 0.7);
+    }
+
     #[test]
     fn the_chat_kind_and_its_keys_are_refused_with_a_reason() {
         let e = err(
