@@ -51,7 +51,9 @@
 //!   * `append_to_last_user`: text added as a last `input_text` part of the last user message.
 //!   * `think_tags`: `off` (default), `strip` or `reasoning` (see [`super::think`]).
 //!
-//! Unknown keys are errors, so a typo does not silently do nothing.
+//! Unknown keys are errors, so a typo does not silently do nothing. The `--config` file's
+//! `[models."NAME"]` and `[aliases]` tables take exactly these keys: both files are read into
+//! one [`ModelsSpec`] and checked by [`ModelTable::from_spec`].
 
 use std::collections::BTreeMap;
 
