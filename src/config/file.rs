@@ -647,6 +647,29 @@ mod tests {
                 ),
             ]
         );
+        // The section's key lines name exactly these providers, and its Codex settings reach
+        // the proxy's base URL over the Responses wire.
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
+        let section = &readme[readme.find("\n## Providers\n").unwrap()..];
+        let section = &section[..section[1..].find("\n## ").unwrap() + 1];
+        let named: Vec<String> = section
+            .lines()
+            .filter(|l| l.starts_with("{\"provider\""))
+            .map(|l| {
+                let account: serde_json::Value = serde_json::from_str(l).unwrap();
+                assert!(account["api_key"].is_string(), "{l}");
+                account["provider"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        assert_eq!(named, ["openai", "claude", "local"]);
+        let codex = &section[section.find("model_provider = ").unwrap()..];
+        let codex: toml::Table = toml::from_str(&codex[..codex.find("```").unwrap()]).unwrap();
+        assert_eq!(codex["model_provider"].as_str(), Some("proxy"));
+        let proxy = &codex["model_providers"]["proxy"];
+        assert_eq!(proxy["base_url"].as_str(), Some("http://127.0.0.1:8787/v1"));
+        assert_eq!(proxy["wire_api"].as_str(), Some("responses"));
+        assert!(section.contains("ANTHROPIC_BASE_URL=http://127.0.0.1:8787 "));
+
         let models = parse(&example).unwrap().models;
         let local = models.resolve("local-coder").unwrap();
         assert_eq!(local.upstream_model, "qwen3-coder");
