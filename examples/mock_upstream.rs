@@ -1,25 +1,35 @@
-//! A standalone mock Responses upstream on 127.0.0.1, for `scripts/demo`, `scripts/bench` and
-//! the Codex CLI end-to-end test. Offline; no credentials checked.
+//! A standalone mock upstream on 127.0.0.1, for `scripts/demo`, `scripts/bench` and the
+//! end-to-end tests. Offline.
 //!
 //! Usage: mock_upstream [--port N] [--text TEXT] [--deltas N] [--gap-ms N]
+//!                      [--wire responses|anthropic] [--api-key KEY] [--exit-on-stdin-eof]
 //! Prints `PORT` (one line) on stdout once listening; runs until killed or stdin closes if
 //! `--exit-on-stdin-eof` is given.
 //!
-//! Answers POST /v1/responses with an event stream (when the body says `"stream": true`) or
-//! JSON, saying TEXT in N deltas, GAP milliseconds apart.
+//! `--wire responses` (the default): answers POST /v1/responses with an event stream (when the
+//! body says `"stream": true`) or JSON, saying TEXT in N deltas, GAP milliseconds apart; no
+//! credentials checked.
+//!
+//! `--wire anthropic`: the Anthropic Messages API (`tests/common/mock_messages.rs`):
+//! POST /v1/messages (streamed or not, a `tool_use` when the request's tools are asked for)
+//! and /v1/messages/count_tokens; 401 `authentication_error` unless `x-api-key` is the
+//! `--api-key` given (required with this wire), 400 unless `anthropic-version` is sent.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../tests/common/mock.rs"]
 mod mock;
+#[path = "../tests/common/mock_messages.rs"]
+mod mock_messages;
 
 use std::time::Duration;
 
 use mock::MockUpstream;
+use mock_messages::{MessagesConfig, MessagesMock};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> std::process::ExitCode {
     const USAGE: &str = "usage: mock_upstream [--port N] [--text TEXT] [--deltas N] [--gap-ms N] \
-                         [--exit-on-stdin-eof]";
+                         [--wire responses|anthropic] [--api-key KEY] [--exit-on-stdin-eof]";
     let usage_error = |problem: &str| {
         eprintln!("mock_upstream: {problem}\n{USAGE}");
         std::process::ExitCode::from(2)
@@ -30,6 +40,8 @@ async fn main() -> std::process::ExitCode {
     let mut deltas = 8usize;
     let mut gap_ms = 0u64;
     let mut exit_on_eof = false;
+    let mut anthropic = false;
+    let mut api_key: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let number = |value: Option<String>| value.and_then(|v| v.parse::<u64>().ok());
@@ -55,11 +67,37 @@ async fn main() -> std::process::ExitCode {
                 None => return usage_error("--gap-ms needs a number of milliseconds"),
             },
             "--exit-on-stdin-eof" => exit_on_eof = true,
+            "--wire" => match args.next().as_deref() {
+                Some("responses") => anthropic = false,
+                Some("anthropic") => anthropic = true,
+                _ => return usage_error("--wire needs `responses` or `anthropic`"),
+            },
+            "--api-key" => match args.next() {
+                Some(k) if !k.is_empty() => api_key = Some(k),
+                _ => return usage_error("--api-key needs a value"),
+            },
             other => return usage_error(&format!("unknown argument {other}")),
         }
     }
-    let mock = MockUpstream::start_on(port, &text, deltas, Duration::from_millis(gap_ms)).await;
-    println!("{}", mock.addr.port());
+    let gap = Duration::from_millis(gap_ms);
+    let addr = if anthropic {
+        let Some(api_key) = api_key else {
+            return usage_error("--wire anthropic needs --api-key (the x-api-key it accepts)");
+        };
+        let config = MessagesConfig {
+            api_key,
+            text,
+            deltas,
+            gap,
+        };
+        MessagesMock::start(port, config).await.addr
+    } else {
+        if api_key.is_some() {
+            return usage_error("--api-key is for --wire anthropic");
+        }
+        MockUpstream::start_on(port, &text, deltas, gap).await.addr
+    };
+    println!("{}", addr.port());
     let _ = std::io::Write::flush(&mut std::io::stdout());
     if exit_on_eof {
         tokio::task::spawn_blocking(|| {

@@ -114,12 +114,19 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub models: Option<PathBuf>,
 
-    /// Per-user policy (TOML): [users.NAME] and [users."*"] sections with `models` (globs the
-    /// model sent upstream must match, else 403 model_not_allowed), `max_concurrent`
-    /// (requests in flight, else 429 user_concurrency_limit) and `token_budget` with
-    /// `budget_window` ("1h", "1d", "7d", "30d"; input + output tokens per window, else 429
-    /// user_budget_exhausted; kept in memory, or in --state-dir). Read once at start-up; unknown keys are errors.
-    /// Cannot be combined with --models.
+    /// Providers, models, aliases and per-user policy (TOML; see the README). [providers.NAME]:
+    /// `kind` ("openai", "chatgpt" or "anthropic"), `base_url` (the kind's default when
+    /// absent; plain http:// only for loopback), `models` (globs), `default = true` (serves
+    /// every model no other provider matches; at most one), `headers` (fixed extra request
+    /// headers; no credential or hop-by-hop ones). The file's providers are tried in file
+    /// order, then the implicit "openai" (--upstream-url) and "chatgpt" (--chatgpt-base-url)
+    /// unless the file names one. [models."NAME"] and [aliases]: the --models file's keys.
+    /// [users.NAME] and [users."*"]: `models` (globs the model sent upstream must match, else
+    /// 403 model_not_allowed), `max_concurrent` (requests in flight, else 429
+    /// user_concurrency_limit) and `token_budget` with `budget_window` ("1h", "1d", "7d",
+    /// "30d"; input + output tokens per window, else 429 user_budget_exhausted; kept in
+    /// memory, or in --state-dir). Read once at start-up; unknown keys are errors (exit 2, naming the line and
+    /// the key). Cannot be combined with --models.
     #[arg(long, value_name = "FILE", conflicts_with = "models")]
     pub config: Option<PathBuf>,
 

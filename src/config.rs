@@ -76,6 +76,12 @@ impl UpstreamBase {
     /// Parses `--upstream-url`: http(s) only, plain http only for loopback hosts, and a path
     /// ending in `/responses` means its parent.
     pub fn parse(url: &str) -> Result<Self, ConfigError> {
+        Self::parse_stripping(url, "/responses")
+    }
+
+    /// [`UpstreamBase::parse`] for an API whose main endpoint is `endpoint` (`/responses`,
+    /// `/messages`): a path ending in it means its parent.
+    pub fn parse_stripping(url: &str, endpoint: &str) -> Result<Self, ConfigError> {
         let bad = |why: &str| ConfigError::UpstreamUrl(why.to_string());
         let uri: Uri = url.parse().map_err(|_| bad("not a valid URL"))?;
         let scheme = uri
@@ -99,7 +105,7 @@ impl UpstreamBase {
             return Err(bad("needs http:// or https://"));
         }
         let mut path = uri.path().trim_end_matches('/').to_string();
-        if let Some(parent) = path.strip_suffix("/responses") {
+        if let Some(parent) = path.strip_suffix(endpoint) {
             path = parent.to_string();
         }
         let mut base = UpstreamBase {
@@ -289,6 +295,19 @@ fn implicit_providers(
     ]
 }
 
+/// The file's providers, then each implicit one the file did not replace (by name).
+fn in_routing_order(
+    mut file: Vec<crate::upstream::provider::ProviderConfig>,
+    implicit: Vec<crate::upstream::provider::ProviderConfig>,
+) -> Vec<crate::upstream::provider::ProviderConfig> {
+    for provider in implicit {
+        if !file.iter().any(|p| p.name == provider.name) {
+            file.push(provider);
+        }
+    }
+    file
+}
+
 impl Config {
     /// Validates `args`. `sudo_uid` is the value of `SUDO_UID`, passed in so tests need no
     /// environment.
@@ -323,8 +342,16 @@ impl Config {
             Err(ConfigError::UpstreamUrl(why)) => return Err(ConfigError::OauthTokenUrl(why)),
             Err(other) => return Err(other),
         };
+        let config_file = match &args.config {
+            Some(path) => Some(load_config_file(path)?),
+            None => None,
+        };
         let models = match &args.models {
-            None => crate::translate::models::ModelTable::builtin(),
+            // clap refuses --models with --config, so a file's table never meets --models.
+            None => config_file.as_ref().map_or_else(
+                crate::translate::models::ModelTable::builtin,
+                |(_, file)| file.models.clone(),
+            ),
             Some(path) => {
                 let err = |reason: String| ConfigError::Models {
                     path: path.clone(),
@@ -387,9 +414,9 @@ impl Config {
                 .collect::<Result<Vec<_>, _>>()?;
             crate::server::users::Access::only(uids)
         };
-        let policies = match &args.config {
-            Some(path) => load_policies(path)?,
-            None => crate::server::policy::PolicyTable::default(),
+        let (policies, file_providers) = match config_file {
+            Some((policies, file)) => (policies, file.providers),
+            None => Default::default(),
         };
         for (flag, value) in [
             ("max-body-bytes", args.max_body_bytes),
@@ -406,7 +433,7 @@ impl Config {
                 flag: "max-stdin-bytes",
             });
         }
-        let providers = implicit_providers(&upstream, &chatgpt);
+        let providers = in_routing_order(file_providers, implicit_providers(&upstream, &chatgpt));
         let secs = Duration::from_secs_f64;
         Ok(Config {
             port: args.port.unwrap_or(0),
@@ -475,7 +502,9 @@ fn load_ca(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, ConfigError> 
 
 /// Reads the `--config` file and resolves its `[users]` sections to uids (names at start: a
 /// user deleted later keeps the uid it had).
-fn load_policies(path: &PathBuf) -> Result<crate::server::policy::PolicyTable, ConfigError> {
+fn load_config_file(
+    path: &PathBuf,
+) -> Result<(crate::server::policy::PolicyTable, file::ConfigFile), ConfigError> {
     let err = |line: Option<usize>, reason: String| ConfigError::ConfigFile {
         path: path.clone(),
         line,
@@ -485,7 +514,7 @@ fn load_policies(path: &PathBuf) -> Result<crate::server::policy::PolicyTable, C
     let text = std::str::from_utf8(&bytes).map_err(|_| err(None, "not UTF-8 text".into()))?;
     let parsed = file::parse(text).map_err(|e| err(e.line, e.reason))?;
     let mut table = crate::server::policy::PolicyTable::default();
-    for section in parsed.users {
+    for section in &parsed.users {
         let uid = if section.name == "*" {
             None
         } else {
@@ -505,9 +534,9 @@ fn load_policies(path: &PathBuf) -> Result<crate::server::policy::PolicyTable, C
                 ),
             ));
         }
-        table.insert(uid, section.policy);
+        table.insert(uid, section.policy.clone());
     }
-    Ok(table)
+    Ok((table, parsed))
 }
 
 /// Reads at most `max` bytes of `path` (more: an error, not a truncated read).
@@ -687,6 +716,73 @@ mod tests {
             matches!(e, ConfigError::ConfigFile { line: None, .. }),
             "{e}"
         );
+    }
+
+    #[test]
+    fn file_providers_come_first_and_replace_implicit_ones_of_their_name() {
+        let names = |c: &Config| {
+            c.providers
+                .iter()
+                .map(|p| (p.name.clone(), p.kind.name(), p.implicit, p.base.display()))
+                .collect::<Vec<_>>()
+        };
+        let plain = config(&["--upstream-url", "http://127.0.0.1:9/v1"]).unwrap();
+        assert_eq!(
+            names(&plain),
+            [
+                (
+                    "openai".into(),
+                    "openai",
+                    true,
+                    "http://127.0.0.1:9/v1".into()
+                ),
+                (
+                    "chatgpt".into(),
+                    "chatgpt",
+                    true,
+                    "https://chatgpt.com/backend-api/codex".into()
+                )
+            ]
+        );
+        let path = config_file(
+            "providers",
+            "[providers.claude]\nkind = \"anthropic\"\nmodels = [\"claude-*\"]\n\n\
+             [providers.openai]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:7/v1\"\n\
+             models = [\"gpt-*\"]\n\n[aliases]\n\"fast\" = \"gpt-5.4-low\"\n",
+        );
+        let c = config(&[
+            "--upstream-url",
+            "http://127.0.0.1:9/v1",
+            "--config",
+            path.to_str().unwrap(),
+        ])
+        .unwrap();
+        assert_eq!(
+            names(&c),
+            [
+                (
+                    "claude".into(),
+                    "anthropic",
+                    false,
+                    "https://api.anthropic.com/v1".into()
+                ),
+                (
+                    "openai".into(),
+                    "openai",
+                    false,
+                    "http://127.0.0.1:7/v1".into()
+                ),
+                (
+                    "chatgpt".into(),
+                    "chatgpt",
+                    true,
+                    "https://chatgpt.com/backend-api/codex".into()
+                )
+            ]
+        );
+        assert_eq!(c.models.resolve("fast").unwrap().upstream_model, "gpt-5.4");
+        assert!(plain.models.resolve("fast").unwrap().effort.is_none());
+        std::fs::remove_file(path).unwrap();
     }
 
     #[test]

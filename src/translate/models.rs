@@ -51,7 +51,9 @@
 //!   * `append_to_last_user`: text added as a last `input_text` part of the last user message.
 //!   * `think_tags`: `off` (default), `strip` or `reasoning` (see [`super::think`]).
 //!
-//! Unknown keys are errors, so a typo does not silently do nothing.
+//! Unknown keys are errors, so a typo does not silently do nothing. The `--config` file's
+//! `[models."NAME"]` and `[aliases]` tables take exactly these keys: both files are read into
+//! one [`ModelsSpec`] and checked by [`ModelTable::from_spec`].
 
 use std::collections::BTreeMap;
 
@@ -144,25 +146,45 @@ pub struct Resolved {
     pub think: ThinkMode,
 }
 
-#[derive(Deserialize)]
+/// The aliases and per-model settings as written, before they are checked: the one model of
+/// the keys, read from the `--models` JSON file and from the `--config` file's `[models.*]`
+/// and `[aliases]` tables alike.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ConfigFile {
+pub struct ModelsSpec {
     #[serde(default)]
-    aliases: BTreeMap<String, String>,
+    pub aliases: BTreeMap<String, String>,
     #[serde(default)]
-    models: BTreeMap<String, ConfigModel>,
+    pub models: BTreeMap<String, ModelSpec>,
 }
 
-#[derive(Deserialize)]
+/// One `models.<name>` entry as written (see the module docs for each key).
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ConfigModel {
-    default_effort: Option<String>,
+pub struct ModelSpec {
+    pub default_effort: Option<String>,
     #[serde(default)]
-    params: Map<String, Value>,
-    append_to_last_user: Option<String>,
+    pub params: Map<String, Value>,
+    pub append_to_last_user: Option<String>,
     #[serde(default)]
-    think_tags: ThinkMode,
-    efforts: Option<Vec<String>>,
+    pub think_tags: ThinkMode,
+    pub efforts: Option<Vec<String>>,
+}
+
+/// Which entry of a [`ModelsSpec`] a [`SpecError`] is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpecKey {
+    /// `models.<name>`.
+    Model(String),
+    /// `aliases.<name>`.
+    Alias(String),
+}
+
+/// Why a [`ModelsSpec`] was refused: the entry, and a reason that names the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError {
+    pub key: SpecKey,
+    pub reason: String,
 }
 
 /// A parsed effort suffix: the suffix word (what the model row is checked against) and the
@@ -265,19 +287,28 @@ impl ModelTable {
         if !value.is_object() {
             return Err("--models: not a valid models file: expected a JSON object".into());
         }
-        let file: ConfigFile = serde_json::from_value(value)
+        let spec: ModelsSpec = serde_json::from_value(value)
             .map_err(|e| format!("--models: not a valid models file: {e}"))?;
+        Self::from_spec(spec).map_err(|e| format!("--models: {}", e.reason))
+    }
+
+    /// The built-in table plus checked aliases and settings (whatever file they came from).
+    pub fn from_spec(spec: ModelsSpec) -> Result<ModelTable, SpecError> {
         let mut table = ModelTable::builtin();
-        for (name, model) in file.models {
+        for (name, model) in spec.models {
+            let refuse = |reason: String| SpecError {
+                key: SpecKey::Model(name.clone()),
+                reason,
+            };
             if name.is_empty() {
-                return Err("--models: an empty model name".into());
+                return Err(refuse("an empty model name".into()));
             }
             if let Some(effort) = &model.default_effort {
                 if !LEVELS.contains(&effort.as_str()) {
-                    return Err(format!(
-                        "--models: models.{name}.default_effort must be one of {}",
+                    return Err(refuse(format!(
+                        "models.{name}.default_effort must be one of {}",
                         LEVELS.join(", ")
-                    ));
+                    )));
                 }
             }
             if let Some(key) = model
@@ -285,15 +316,15 @@ impl ModelTable {
                 .keys()
                 .find(|k| UNFORCEABLE.contains(&k.as_str()))
             {
-                return Err(format!(
-                    "--models: models.{name}.params.{key} cannot be forced"
-                ));
+                return Err(refuse(format!(
+                    "models.{name}.params.{key} cannot be forced"
+                )));
             }
             if let Some(efforts) = &model.efforts {
                 if let Some(bad) = efforts.iter().find(|e| effort_suffix(e).is_none()) {
-                    return Err(format!(
-                        "--models: models.{name}.efforts: unknown effort {bad:?}"
-                    ));
+                    return Err(refuse(format!(
+                        "models.{name}.efforts: unknown effort {bad:?}"
+                    )));
                 }
             }
             match table.known.iter_mut().find(|k| k.name == name) {
@@ -317,21 +348,25 @@ impl ModelTable {
                 },
             );
         }
-        for (alias, target) in &file.aliases {
+        for (alias, target) in &spec.aliases {
+            let refuse = |reason: String| SpecError {
+                key: SpecKey::Alias(alias.clone()),
+                reason,
+            };
             if alias.is_empty() || target.is_empty() {
-                return Err("--models: an empty alias or alias target".into());
+                return Err(refuse("an empty alias or alias target".into()));
             }
             if table.is_known(alias) {
-                return Err(format!("--models: alias {alias:?} hides a known model"));
+                return Err(refuse(format!("alias {alias:?} hides a known model")));
             }
-            if file.aliases.contains_key(target) {
-                return Err(format!("--models: alias {alias:?} points to another alias"));
+            if spec.aliases.contains_key(target) {
+                return Err(refuse(format!("alias {alias:?} points to another alias")));
             }
             table
                 .resolve_name(target)
-                .map_err(|e| format!("--models: alias {alias:?}: {}", e.message))?;
+                .map_err(|e| refuse(format!("alias {alias:?}: {}", e.message)))?;
         }
-        table.aliases = file.aliases;
+        table.aliases = spec.aliases;
         Ok(table)
     }
 

@@ -3,6 +3,8 @@
 //!
 //! - `secrets`: a canary key never appears in logs, responses or the server-info file.
 //! - `startup`: exit codes and messages for bad configuration, stdin, bind and server-info.
+//! - `config_file`: `--config` providers, models and aliases: exit 2 naming the line and the
+//!   key; a valid file with every section starts and each part applies.
 //! - `hardening`: non-dumpable, core limit, locked memory, no_new_privs; the `--user` drop;
 //!   probes as another process of the same uid, each paired with a control that shows the
 //!   probe works (root only: skipped with a message otherwise).
@@ -31,6 +33,7 @@ mod mock;
 mod raw;
 
 mod caps;
+mod config_file;
 mod copies;
 mod diagnostics;
 mod flood;

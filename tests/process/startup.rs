@@ -98,7 +98,7 @@ fn config_file_problems_exit_2_naming_the_file_the_line_and_the_key() {
         ),
         (
             "[users.root]\nmax_concurrent = 1\n\n[providers.local]\nkind = \"chat\"\n",
-            &["line 4", "[providers]", "not supported yet"],
+            &["line 5", "providers.local.kind", "next release"],
         ),
         (
             "[users.\"*\"]\nmax_concurrent = 2\ntoken_budget = 100000\n",
@@ -120,7 +120,10 @@ fn config_file_problems_exit_2_naming_the_file_the_line_and_the_key() {
             "[users.root]\nmodels = [\"gpt-[5\"]\n",
             &["line 2", "unclosed"],
         ),
-        ("[aliases]\n\"a\" = \"b\"\n", &["line 1", "[aliases]"]),
+        (
+            "[aliases]\n\"a\" = \"b\"\n\"b\" = \"gpt-5\"\n",
+            &["line 2", "[aliases]", "another alias"],
+        ),
     ];
     for (text, expected) in cases {
         std::fs::write(&file, text).unwrap();
