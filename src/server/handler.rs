@@ -19,7 +19,7 @@ use super::limits::Reservation;
 use super::peer::{Caller, UidLabel};
 use super::policy::PolicyDenied;
 use super::routes::{log_safe, Refusal, Route};
-use super::{translated, State};
+use super::{anthropic, translated, State};
 use crate::translate::Dialect;
 use crate::upstream::{Outbound, ReplyBody};
 
@@ -45,7 +45,7 @@ pub async fn handle(
         stats: None,
         bytes_out: 0,
         account: None,
-        kind: None,
+        provider: None,
         caller: None,
         slot: None,
         budget: None,
@@ -522,17 +522,31 @@ async fn forward(
             return policy_refusal(PolicyDenied::ModelNotAllowed, log, dialect);
         }
     }
-    match route {
-        Route::ChatCompletions | Route::Messages => {
-            let dialect = if route == Route::Messages {
-                Dialect::Anthropic
-            } else {
-                Dialect::Chat
-            };
-            return translated::forward(state, dialect, &parts.headers, plain, reservation, log)
-                .await;
+    // Where the request goes: the provider its model routes to (DESIGN §9).
+    let model = body_model(plain);
+    let target = crate::upstream::provider::route(
+        &state.upstream.providers,
+        &state.upstream.pool,
+        &state.models,
+        model.as_deref(),
+    );
+    let wire = target.map(|t| state.upstream.wire_of(t));
+    match (route, target, wire) {
+        (Route::CountTokens, Some(target), Some(Dialect::Anthropic)) => {
+            return anthropic::passthrough(
+                state,
+                route,
+                parts,
+                body,
+                decoded,
+                target,
+                reservation,
+                log,
+            )
+            .await;
         }
-        Route::CountTokens => {
+        // Estimated here when no provider of the model counts tokens itself.
+        (Route::CountTokens, ..) => {
             return match crate::translate::anthropic::count_tokens(plain) {
                 Ok(body) => {
                     let mut response = Response::new(ProxyBody::full(Bytes::from(body)));
@@ -550,8 +564,65 @@ async fn forward(
                 ),
             };
         }
-        _ => {}
+        (_, None, _) | (_, _, None) => return model_not_found(dialect, model.as_deref()),
+        (Route::Messages, Some(target), Some(Dialect::Anthropic)) => {
+            return anthropic::passthrough(
+                state,
+                route,
+                parts,
+                body,
+                decoded,
+                target,
+                reservation,
+                log,
+            )
+            .await;
+        }
+        (Route::ChatCompletions | Route::Messages, Some(target), Some(Dialect::Responses)) => {
+            let client = if route == Route::Messages {
+                Dialect::Anthropic
+            } else {
+                Dialect::Chat
+            };
+            return translated::forward(
+                state,
+                client,
+                &parts.headers,
+                plain,
+                target,
+                reservation,
+                log,
+            )
+            .await;
+        }
+        (Route::Responses | Route::ChatCompletions, Some(target), Some(Dialect::Anthropic)) => {
+            let client = if route == Route::Responses {
+                Dialect::Responses
+            } else {
+                Dialect::Chat
+            };
+            return super::hub::forward_over_wire(
+                state,
+                client,
+                Dialect::Anthropic,
+                &parts.headers,
+                plain,
+                target,
+                reservation,
+                log,
+            )
+            .await;
+        }
+        (Route::ResponsesCompact, Some(target), _) if !state.upstream.compacts(target) => {
+            return unsupported_on_provider(dialect, "/v1/responses/compact");
+        }
+        (Route::Responses | Route::ResponsesCompact, Some(_), Some(Dialect::Responses)) => {}
+        // No provider speaks the Chat wire yet; the rest cannot happen (routes above).
+        _ => {
+            return unsupported_on_provider(dialect, log.route);
+        }
     }
+    let target = target.unwrap_or(crate::pool::Target::Implicit);
     let facts = request_facts(route, &parts.headers, plain, &state.models);
     let Some(RequestFacts {
         streaming,
@@ -611,6 +682,7 @@ async fn forward(
     };
     let parts_headers = headers;
     let outbound = Outbound {
+        target,
         endpoint,
         headers: &parts_headers,
         body,
@@ -621,13 +693,6 @@ async fn forward(
     };
     let result = state.upstream.forward(outbound).await;
     drop(reservation);
-    // The usual counts without an allocation (`HeaderValue::from(u32)` allocates).
-    let attempts_header = |attempts: u32| match attempts {
-        1 => HeaderValue::from_static("1"),
-        2 => HeaderValue::from_static("2"),
-        3 => HeaderValue::from_static("3"),
-        n => HeaderValue::from(n),
-    };
     match result {
         Err(give_up) => {
             log.attempts = give_up.attempts;
@@ -638,25 +703,70 @@ async fn forward(
             let ctx = crate::translate::responses::context(model);
             translated::respond(reply, &ctx, false, log, &state.budget).await
         }
-        Ok(reply) => {
-            log.attempts = reply.attempts;
-            log.account = Some(reply.account);
-            log.kind = Some(reply.kind);
-            log.upstream_status = Some(reply.status.as_u16());
-            log.stats = Some(Arc::clone(&reply.stats));
-            let body = match reply.body {
-                ReplyBody::Full(bytes) => ProxyBody::full(bytes),
-                ReplyBody::Relay(relay) => ProxyBody::relay(relay),
-            };
-            let mut response = Response::new(body);
-            *response.status_mut() = reply.status;
-            *response.headers_mut() = reply.headers;
-            response
-                .headers_mut()
-                .insert("x-codex-proxy-attempts", attempts_header(reply.attempts));
-            response
-        }
+        Ok(reply) => relayed(reply, log),
     }
+}
+
+/// The client's answer for an upstream reply relayed as it is (passthrough).
+pub(super) fn relayed(reply: crate::upstream::Reply, log: &mut RequestLog) -> Response<ProxyBody> {
+    // The usual counts without an allocation (`HeaderValue::from(u32)` allocates).
+    let attempts_header = |attempts: u32| match attempts {
+        1 => HeaderValue::from_static("1"),
+        2 => HeaderValue::from_static("2"),
+        3 => HeaderValue::from_static("3"),
+        n => HeaderValue::from(n),
+    };
+    log.attempts = reply.attempts;
+    log.account = Some(reply.account);
+    log.provider = Some(reply.provider);
+    log.upstream_status = Some(reply.status.as_u16());
+    log.stats = Some(Arc::clone(&reply.stats));
+    let body = match reply.body {
+        ReplyBody::Full(bytes) => ProxyBody::full(bytes),
+        ReplyBody::Relay(relay) => ProxyBody::relay(relay),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = reply.status;
+    *response.headers_mut() = reply.headers;
+    response
+        .headers_mut()
+        .insert("x-codex-proxy-attempts", attempts_header(reply.attempts));
+    response
+}
+
+/// The `model` of a request body, if it has a string one.
+fn body_model(json: &[u8]) -> Option<String> {
+    serde_json::from_slice::<ModelField>(json)
+        .ok()?
+        .model
+        .map(|m| m.0.into_owned())
+}
+
+/// 400 `model_not_found`: no provider serves the model (upstream untouched).
+fn model_not_found(dialect: Dialect, model: Option<&str>) -> Response<ProxyBody> {
+    let message = match model {
+        // Bounded, and only printable ASCII: a model name the client sent is shown back to it.
+        Some(m) if m.len() <= 128 && m.bytes().all(|b| b.is_ascii_graphic()) => {
+            format!("No provider of this proxy serves the model `{m}`.")
+        }
+        _ => "No provider of this proxy serves the requested model.".to_string(),
+    };
+    error_response(
+        dialect,
+        StatusCode::BAD_REQUEST,
+        "model_not_found",
+        &message,
+    )
+}
+
+/// 400 `unsupported_on_provider`: the model's provider does not serve this route.
+pub(super) fn unsupported_on_provider(dialect: Dialect, what: &str) -> Response<ProxyBody> {
+    error_response(
+        dialect,
+        StatusCode::BAD_REQUEST,
+        "unsupported_on_provider",
+        &format!("The provider of this model does not serve {what}."),
+    )
 }
 
 #[cfg(test)]

@@ -339,6 +339,21 @@ impl ModelTable {
         self.known.iter().any(|k| k.name == name)
     }
 
+    /// True when `name` is a model of the known table (not a suffix variant or an alias).
+    pub fn is_known_model(&self, name: &str) -> bool {
+        self.is_known(name)
+    }
+
+    /// The model an alias names, if `requested` is an alias.
+    pub fn alias_of(&self, requested: &str) -> Option<&str> {
+        self.aliases.get(requested).map(String::as_str)
+    }
+
+    /// Every alias, in name order.
+    pub fn aliases(&self) -> impl Iterator<Item = &str> {
+        self.aliases.keys().map(String::as_str)
+    }
+
     fn known(&self, name: &str) -> Option<&Known> {
         self.known.iter().find(|k| k.name == name)
     }
