@@ -230,7 +230,11 @@ async fn serve(
         }
         Route::Models => {
             let anthropic = request.headers().contains_key("anthropic-version");
-            json_response(StatusCode::OK, &state.models.list(anthropic))
+            let (known, exact) = state.upstream.listed_models();
+            json_response(
+                StatusCode::OK,
+                &state.models.list_for(anthropic, known, &exact),
+            )
         }
         Route::Responses
         | Route::ResponsesCompact

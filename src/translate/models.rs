@@ -457,8 +457,15 @@ impl ModelTable {
     /// Every model id a client may send: each known model, its accepted suffix variants
     /// (each also with `-fast`), and the aliases. `anthropic` selects Anthropic's list shape.
     pub fn list(&self, anthropic: bool) -> Value {
+        self.list_for(anthropic, true, &[])
+    }
+
+    /// Like [`ModelTable::list`], for the providers at hand: the known models and their
+    /// variants only when `known` (a provider serves them), then the `exact` model names
+    /// other providers serve (duplicates left out), then the aliases.
+    pub fn list_for(&self, anthropic: bool, known: bool, exact: &[&str]) -> Value {
         let mut ids: Vec<String> = Vec::new();
-        for known in &self.known {
+        for known in self.known.iter().filter(|_| known) {
             let mut variants = vec![known.name.clone()];
             for effort in &known.efforts {
                 variants.push(format!("{}-{effort}", known.name));
@@ -472,6 +479,11 @@ impl ModelTable {
                 let fast = format!("{v}-fast");
                 ids.push(v);
                 ids.push(fast);
+            }
+        }
+        for name in exact {
+            if !ids.iter().any(|id| id == name) {
+                ids.push((*name).to_owned());
             }
         }
         ids.extend(self.aliases.keys().cloned());

@@ -412,4 +412,39 @@ data: \"usage\":{\"input_tokens\":5,\"output_tokens\":2}}}\n\n";
         scanner.feed(b"data: hello\n\n", |c| out.push(c));
         assert_eq!(out, vec![EventClass::Content]);
     }
+
+    /// An Anthropic stream with usage in `message_start` and `message_delta`.
+    const ANTHROPIC: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-x\",\"usage\":{\"input_tokens\":12,\"cache_read_input_tokens\":3,\"cache_creation_input_tokens\":2,\"output_tokens\":1}}}\r\n\r\n\
+event: ping\ndata: {\"type\":\"ping\"}\n\n\
+event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"h\u{e9}\u{1F600}\"}}\r\r\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":7}}\n\n\
+event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+
+    #[test]
+    fn anthropic_events_are_classed_and_their_usage_read_at_every_split() {
+        let bytes = ANTHROPIC.as_bytes();
+        let expected = vec![
+            EventClass::Bootstrap,
+            EventClass::Bootstrap,
+            EventClass::Content,
+            EventClass::Content,
+            EventClass::Content,
+            EventClass::Terminal,
+        ];
+        for split in 0..=bytes.len() {
+            let mut scanner = SseScanner::for_wire(crate::translate::Dialect::Anthropic);
+            let mut classes = Vec::new();
+            scanner.feed(&bytes[..split], |c| classes.push(c));
+            scanner.feed(&bytes[split..], |c| classes.push(c));
+            assert_eq!(classes, expected, "split at {split}");
+            let usage = scanner.take_usage().expect("usage");
+            assert_eq!(
+                (usage.input, usage.cached, usage.output),
+                (17, 3, 7),
+                "split at {split}"
+            );
+            assert_eq!(usage.model.as_deref(), Some("claude-x"));
+        }
+    }
 }

@@ -330,6 +330,27 @@ impl Upstream {
         }
     }
 
+    /// What `/v1/models` lists: whether the known model table is served (by an implicit
+    /// provider), and every configured provider's exact model names (globs left out).
+    pub fn listed_models(&self) -> (bool, Vec<&str>) {
+        let all_implicit = self.providers.iter().all(|p| p.implicit);
+        let known = all_implicit
+            || self
+                .providers
+                .iter()
+                .enumerate()
+                .any(|(i, p)| p.implicit && self.pool.has_accounts(i));
+        let exact = self
+            .providers
+            .iter()
+            .filter(|p| !p.implicit)
+            .flat_map(|p| p.models.iter())
+            .map(|g| g.as_str())
+            .filter(|g| !g.contains(['*', '?', '[']))
+            .collect();
+        (known, exact)
+    }
+
     /// The kind of `target`'s provider (`None`: the implicit providers together).
     pub fn kind_for(&self, target: Target) -> Option<ProviderKind> {
         match target {

@@ -251,6 +251,138 @@ pub fn route(
 mod tests {
     use super::*;
 
+    use std::sync::Arc;
+
+    fn config(name: &str, kind: ProviderKind, globs: &[&str], implicit: bool) -> ProviderConfig {
+        ProviderConfig {
+            name: name.to_string(),
+            kind,
+            base: UpstreamBase::parse(kind.default_base_url()).unwrap(),
+            models: globs.iter().map(|g| Glob::new(g).unwrap()).collect(),
+            default: false,
+            headers: Vec::new(),
+            implicit,
+        }
+    }
+
+    /// A pool of `providers` holding `input` (credentials in any stdin form).
+    fn pool(providers: &[ProviderConfig], input: &[u8]) -> Pool {
+        let mut intake = crate::secret::IntakeBuffer::new(1 << 20).unwrap();
+        intake.read_slice(input).unwrap();
+        Pool::with_providers(
+            intake.into_credentials().unwrap(),
+            Arc::new(crate::upstream::inject::KeyInjector::new()),
+            providers.iter().map(ProviderConfig::slot).collect(),
+        )
+        .unwrap()
+    }
+
+    fn implicit() -> Vec<ProviderConfig> {
+        vec![
+            config("openai", ProviderKind::Openai, &[], true),
+            config("chatgpt", ProviderKind::Chatgpt, &[], true),
+        ]
+    }
+
+    #[test]
+    fn without_a_config_file_every_model_goes_to_the_implicit_providers() {
+        let providers = implicit();
+        let pool = pool(&providers, b"sk-1\n");
+        let models = ModelTable::builtin();
+        for model in [
+            Some("gpt-5"),
+            Some("claude-sonnet-4-5"),
+            Some("llama"),
+            None,
+        ] {
+            assert_eq!(
+                route(&providers, &pool, &models, model),
+                Some(Target::Implicit)
+            );
+        }
+    }
+
+    #[test]
+    fn globs_in_order_then_the_implicit_families_then_the_default_else_nowhere() {
+        let mut providers = vec![
+            config("claude", ProviderKind::Anthropic, &["claude-*"], false),
+            config(
+                "local",
+                ProviderKind::Openai,
+                &["qwen3-*", "claude-local"],
+                false,
+            ),
+        ];
+        providers.extend(implicit());
+        let input = b"{\"provider\":\"claude\",\"api_key\":\"k1\"}\n{\"provider\":\"local\",\"api_key\":\"k2\"}\n{\"api_key\":\"k3\"}\n";
+        let pool = pool(&providers, input);
+        let models =
+            ModelTable::from_json(br#"{"aliases":{"claude-opus-4-8":"gpt-5.4-high"}}"#).unwrap();
+        let to = |m: &str| route(&providers, &pool, &models, Some(m));
+        assert_eq!(to("claude-sonnet-4-5"), Some(Target::Provider(0)));
+        assert_eq!(to("claude-local"), Some(Target::Provider(0)), "file order");
+        assert_eq!(to("qwen3-coder"), Some(Target::Provider(1)));
+        // The implicit `openai` has a key: OpenAI families and the known table.
+        for m in ["gpt-5.4", "gpt-5.4-high", "o3", "codex-mini-latest"] {
+            assert_eq!(to(m), Some(Target::Provider(2)), "{m}");
+        }
+        // An alias is resolved first: this one names an OpenAI model.
+        assert_eq!(to("claude-opus-4-8"), Some(Target::Provider(2)));
+        assert_eq!(to("llama-3"), None);
+        assert_eq!(route(&providers, &pool, &models, None), None);
+        let mut providers = providers.clone();
+        providers[1].default = true;
+        assert_eq!(
+            route(&providers, &pool, &models, Some("llama-3")),
+            Some(Target::Provider(1))
+        );
+    }
+
+    #[test]
+    fn an_implicit_provider_without_credentials_serves_nothing_beside_a_file() {
+        let mut providers = vec![config(
+            "claude",
+            ProviderKind::Anthropic,
+            &["claude-*"],
+            false,
+        )];
+        providers.extend(implicit());
+        let pool = pool(&providers, b"{\"provider\":\"claude\",\"api_key\":\"k1\"}");
+        let models = ModelTable::builtin();
+        assert_eq!(route(&providers, &pool, &models, Some("gpt-5")), None);
+        assert_eq!(
+            route(&providers, &pool, &models, Some("claude-x")),
+            Some(Target::Provider(0))
+        );
+    }
+
+    #[test]
+    fn each_kind_says_its_credential_form_endpoint_and_commit_classes() {
+        use crate::translate::sse::EventClass;
+        assert_eq!(ProviderKind::Anthropic.auth_form(), AuthForm::XApiKey);
+        assert_eq!(ProviderKind::Openai.auth_form(), AuthForm::Bearer);
+        assert_eq!(ProviderKind::Anthropic.endpoint(false), "/messages");
+        assert_eq!(ProviderKind::Chatgpt.endpoint(true), "/responses/compact");
+        assert!(!ProviderKind::Anthropic.compacts());
+        assert_eq!(
+            ProviderKind::Anthropic.count_tokens_endpoint(),
+            Some("/messages/count_tokens")
+        );
+        let anthropic = |t| ProviderKind::Anthropic.event_class(t);
+        assert_eq!(anthropic("message_start"), EventClass::Bootstrap);
+        assert_eq!(anthropic("ping"), EventClass::Bootstrap);
+        assert_eq!(anthropic("content_block_start"), EventClass::Content);
+        assert_eq!(anthropic("message_stop"), EventClass::Terminal);
+        assert_eq!(anthropic("error"), EventClass::Terminal);
+        assert_eq!(
+            ProviderKind::Openai.event_class("response.created"),
+            EventClass::Bootstrap
+        );
+        assert!(ProviderKind::Anthropic.is_failure_event("error"));
+        assert!(!ProviderKind::Anthropic.is_failure_event("response.failed"));
+        assert!(ProviderKind::Chatgpt.refreshes() && !ProviderKind::Anthropic.refreshes());
+    }
+
     #[test]
     fn every_kind_is_found_by_its_name_and_nothing_else_is() {
         for kind in ProviderKind::ALL {

@@ -626,3 +626,71 @@ fn credentials_for_an_unknown_provider_or_a_file_provider_without_any_are_refuse
     )
     .is_ok());
 }
+
+#[tokio::test]
+async fn models_lists_each_providers_exact_names_and_aliases_never_globs() {
+    let mock = MockUpstream::start_anthropic(ANT_KEY, TEXT).await;
+    let claude = provider(
+        "claude",
+        ProviderKind::Anthropic,
+        &mock.base_url,
+        &["claude-*", "claude-sonnet-4-5", "claude-opus-4-1"],
+    );
+    let ids = |list: &Value| -> Vec<String> {
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let with_alias = |config: &mut Config| {
+        config.models = codex_proxy::translate::models::ModelTable::from_json(
+            br#"{"aliases":{"sonnet":"claude-sonnet-4-5"}}"#,
+        )
+        .unwrap();
+    };
+    // Only the Anthropic provider has keys: its names and the alias, no OpenAI table.
+    let proxy = start_with(
+        vec![claude.clone()],
+        &key_line("claude", ANT_KEY),
+        with_alias,
+    )
+    .await;
+    let list = raw::exchange(
+        proxy.addr,
+        &raw::get(
+            proxy.addr,
+            "/v1/models",
+            &[("anthropic-version", "2023-06-01")],
+        ),
+        LIMIT,
+    )
+    .await
+    .json();
+    assert_eq!(
+        ids(&list),
+        vec!["claude-sonnet-4-5", "claude-opus-4-1", "sonnet"]
+    );
+    assert_eq!(list["has_more"], false);
+    proxy.shutdown().await;
+    // With an OpenAI key too, the known table and its suffix variants come first.
+    let input = format!(
+        "{}{}",
+        key_line("openai", "sk-openai-1"),
+        key_line("claude", ANT_KEY)
+    );
+    let proxy = start_with(vec![claude], &input, with_alias).await;
+    let list = raw::exchange(proxy.addr, &raw::get(proxy.addr, "/v1/models", &[]), LIMIT)
+        .await
+        .json();
+    let all = ids(&list);
+    let builtin = ids(&codex_proxy::translate::models::ModelTable::builtin().list(false));
+    assert_eq!(&all[..builtin.len()], &builtin[..]);
+    assert_eq!(
+        &all[builtin.len()..],
+        &["claude-sonnet-4-5", "claude-opus-4-1", "sonnet"]
+    );
+    assert!(all.iter().all(|id| !id.contains('*')));
+    proxy.shutdown().await;
+}
