@@ -65,11 +65,10 @@ pub fn proxy_error_body(dialect: Dialect, status: u16, code: &str, message: &str
             } else {
                 translate::anthropic_error_type(status)
             };
-            let body = serde_json::json!({
-                "type": "error",
-                "error": {"type": kind, "message": format!("{code}: {message}")},
-            });
-            serde_json::to_vec(&body).unwrap_or_default()
+            // Written in Anthropic's field order (`serde_json::json!` would sort the keys).
+            let text = serde_json::Value::String(format!("{code}: {message}"));
+            format!(r#"{{"type":"error","error":{{"type":"{kind}","message":{text}}}}}"#)
+                .into_bytes()
         }
     }
 }

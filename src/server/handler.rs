@@ -627,72 +627,19 @@ async fn forward(
         }
     }
     let target = target.unwrap_or(crate::pool::Target::Implicit);
-    let facts = request_facts(route, &parts.headers, plain, &state.models);
-    let Some(RequestFacts {
-        streaming,
-        session,
-        model_rewrite,
-    }) = facts
-    else {
-        return error_response(
-            dialect,
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            "The request body is not a valid JSON object.",
-        );
+    let prepared = match prepare_responses(state, route, dialect, parts.headers, body, decoded) {
+        Ok(prepared) => prepared,
+        Err(refused) => return *refused,
     };
-    let mut decoded = decoded.map(Bytes::from);
-    let mut body = body;
-    let mut headers = parts.headers;
-    let mut model = String::new();
-    if model_rewrite {
-        // A model suffix, alias or override: the body is rewritten (and goes out plain).
-        let mut value: serde_json::Value =
-            match serde_json::from_slice(decoded.as_deref().unwrap_or(&body)) {
-                Ok(value) => value,
-                Err(_) => {
-                    return error_response(
-                        dialect,
-                        StatusCode::BAD_REQUEST,
-                        "invalid_json",
-                        "The request body is not a valid JSON object.",
-                    )
-                }
-            };
-        if let Err(e) = state.models.rewrite_responses(&mut value) {
-            return error_response(
-                dialect,
-                StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
-                e.code,
-                &e.message,
-            );
-        }
-        model = value
-            .get("model")
-            .and_then(|m| m.as_str())
-            .unwrap_or_default()
-            .to_string();
-        body = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
-        decoded = None;
-        headers.remove(header::CONTENT_ENCODING);
-    }
-    let Some(endpoint) = route.upstream_endpoint() else {
-        return error_response(
-            dialect,
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "Unknown route.",
-        );
-    };
-    let parts_headers = headers;
+    let model = prepared.model;
     let outbound = Outbound {
         target,
-        endpoint,
-        headers: &parts_headers,
-        body,
-        decoded,
-        streaming,
-        session: session.map(|s| state.session_hasher.hash_one(s)),
+        endpoint: prepared.endpoint,
+        headers: &prepared.headers,
+        body: prepared.body,
+        decoded: prepared.decoded,
+        streaming: prepared.streaming,
+        session: prepared.session,
         abort: state.abort.clone(),
     };
     let result = state.upstream.forward(outbound).await;
@@ -709,6 +656,102 @@ async fn forward(
         }
         Ok(reply) => relayed(reply, log),
     }
+}
+
+/// A `/v1/responses` or `/v1/responses/compact` request ready for the retry engine, whatever
+/// carries it upstream: what [`prepare_responses`] makes of the client's request.
+struct Prepared {
+    endpoint: &'static str,
+    headers: http::HeaderMap,
+    /// The body to send (the client's bytes unless a rewrite applied).
+    body: Bytes,
+    /// The decoded body when `body` is still the client's compressed one.
+    decoded: Option<Bytes>,
+    streaming: bool,
+    /// The conversation, hashed, for account affinity.
+    session: Option<u64>,
+    /// The model after a rewrite (empty when the body went as it came).
+    model: String,
+}
+
+/// Reads what the proxy needs from a Responses request and applies the model table's
+/// rewrite (suffix, alias, overrides), independent of the connection it came on and of the
+/// transport it leaves on. `Err`: the client's answer (400 in `dialect`).
+fn prepare_responses(
+    state: &State,
+    route: Route,
+    dialect: Dialect,
+    headers: http::HeaderMap,
+    body: Bytes,
+    decoded: Option<Vec<u8>>,
+) -> Result<Prepared, Box<Response<ProxyBody>>> {
+    let plain = decoded.as_deref().unwrap_or(&body);
+    let facts = request_facts(route, &headers, plain, &state.models);
+    let Some(RequestFacts {
+        streaming,
+        session,
+        model_rewrite,
+    }) = facts
+    else {
+        return Err(Box::new(error_response(
+            dialect,
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "The request body is not a valid JSON object.",
+        )));
+    };
+    let mut decoded = decoded.map(Bytes::from);
+    let mut body = body;
+    let mut headers = headers;
+    let mut model = String::new();
+    if model_rewrite {
+        // A model suffix, alias or override: the body is rewritten (and goes out plain).
+        let mut value: serde_json::Value =
+            match serde_json::from_slice(decoded.as_deref().unwrap_or(&body)) {
+                Ok(value) => value,
+                Err(_) => {
+                    return Err(Box::new(error_response(
+                        dialect,
+                        StatusCode::BAD_REQUEST,
+                        "invalid_json",
+                        "The request body is not a valid JSON object.",
+                    )))
+                }
+            };
+        if let Err(e) = state.models.rewrite_responses(&mut value) {
+            return Err(Box::new(error_response(
+                dialect,
+                StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+                e.code,
+                &e.message,
+            )));
+        }
+        model = value
+            .get("model")
+            .and_then(|m| m.as_str())
+            .unwrap_or_default()
+            .to_string();
+        body = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
+        decoded = None;
+        headers.remove(header::CONTENT_ENCODING);
+    }
+    let Some(endpoint) = route.upstream_endpoint() else {
+        return Err(Box::new(error_response(
+            dialect,
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "Unknown route.",
+        )));
+    };
+    Ok(Prepared {
+        endpoint,
+        headers,
+        body,
+        decoded,
+        streaming,
+        session: session.map(|s| state.session_hasher.hash_one(s)),
+        model,
+    })
 }
 
 /// The client's answer for an upstream reply relayed as it is (passthrough).
