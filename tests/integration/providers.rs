@@ -152,6 +152,19 @@ async fn a_json_answer_passes_through_and_anthropic_version_is_set_when_absent()
     let recorded = &mock.requests()[0];
     assert_eq!(header(recorded, "anthropic-version"), Some("2023-06-01"));
     assert_eq!(header(recorded, "x-api-key"), Some(ANT_KEY));
+    // A JSON answer's top-level usage counts, cache reads and writes added to the input.
+    let metrics = metrics_with(&proxy, |m| {
+        sample(m, "provider=\"claude\"", "kind=\"output\"") >= 7.0
+    })
+    .await;
+    assert_eq!(
+        sample(&metrics, "provider=\"claude\"", "kind=\"input\""),
+        17.0
+    );
+    assert_eq!(
+        sample(&metrics, "provider=\"claude\"", "kind=\"cached_input\""),
+        3.0
+    );
     // The answer says whose it is: the account and its provider, never the key.
     let health = health(&proxy).await;
     assert_eq!(health["accounts"][0]["provider"], "claude", "{health}");
@@ -432,17 +445,10 @@ async fn a_stream_split_at_awkward_byte_boundaries_arrives_unchanged_and_its_usa
     // Usage from message_start (input 12 + cache reads 3 + cache writes 2) and message_delta
     // (output 7), per request, under the provider's name.
     let n = sizes.len() as f64;
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    let metrics = loop {
-        let metrics = raw::exchange(proxy.addr, &raw::get(proxy.addr, "/metrics", &[]), LIMIT)
-            .await
-            .text();
-        let input = sample(&metrics, "provider=\"claude\"", "kind=\"input\"");
-        if input >= 17.0 * n || tokio::time::Instant::now() > deadline {
-            break metrics;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let metrics = metrics_with(&proxy, |m| {
+        sample(m, "provider=\"claude\"", "kind=\"input\"") >= 17.0 * n
+    })
+    .await;
     assert_eq!(
         sample(&metrics, "provider=\"claude\"", "kind=\"input\""),
         17.0 * n
@@ -460,6 +466,21 @@ async fn a_stream_split_at_awkward_byte_boundaries_arrives_unchanged_and_its_usa
         "{metrics}"
     );
     proxy.shutdown().await;
+}
+
+/// `/metrics` once `done` holds for it (requests are counted when their body ends), or after
+/// the time limit.
+async fn metrics_with(proxy: &TestProxy, done: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let metrics = raw::exchange(proxy.addr, &raw::get(proxy.addr, "/metrics", &[]), LIMIT)
+            .await
+            .text();
+        if done(&metrics) || tokio::time::Instant::now() > deadline {
+            return metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The sum of the `codex_proxy_tokens_total` samples whose labels contain both parts.
@@ -693,4 +714,43 @@ async fn models_lists_each_providers_exact_names_and_aliases_never_globs() {
     );
     assert!(all.iter().all(|id| !id.contains('*')));
     proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_auth_dir_account_object_may_name_its_provider() {
+    use std::os::unix::fs::PermissionsExt;
+    let mock = MockUpstream::start_anthropic(ANT_KEY, TEXT).await;
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).unwrap();
+    let name: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let dir = std::env::temp_dir().join(format!("cp-it-providers-{name}"));
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let file = dir.join("claude.json");
+    std::fs::write(&file, key_line("claude", ANT_KEY)).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let claude = provider(
+        "claude",
+        ProviderKind::Anthropic,
+        &mock.base_url,
+        &["claude-*"],
+    );
+    let dir_arg = dir.to_str().unwrap().to_string();
+    let proxy = TestProxy::start_tweaked(
+        "http://127.0.0.1:9/v1",
+        &["--auth-dir", &dir_arg],
+        b"",
+        |config| {
+            let implicit = std::mem::take(&mut config.providers);
+            config.providers = vec![claude];
+            config.providers.extend(implicit);
+        },
+    )
+    .await;
+    let response = post(&proxy, "/v1/messages", JSON_BODY, &[]).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(header(&mock.requests()[0], "x-api-key"), Some(ANT_KEY));
+    assert_eq!(health(&proxy).await["accounts"][0]["provider"], "claude");
+    proxy.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
