@@ -527,7 +527,12 @@ async fn forward(
         }
     }
     // Where the request goes: the provider its model routes to (DESIGN §9).
-    let model = body_model(plain);
+    // Without configured providers the model decides nothing here: the body is not read again.
+    let model = state
+        .upstream
+        .routes_by_model()
+        .then(|| body_model(plain))
+        .flatten();
     let target = crate::upstream::provider::route(
         &state.upstream.providers,
         &state.upstream.pool,

@@ -330,6 +330,12 @@ impl Upstream {
         }
     }
 
+    /// True when a request's model picks its provider (a config file defined providers);
+    /// otherwise every request goes to the implicit providers.
+    pub fn routes_by_model(&self) -> bool {
+        !self.providers.iter().all(|p| p.implicit)
+    }
+
     /// What `/v1/models` lists: whether the known model table is served (by an implicit
     /// provider), and every configured provider's exact model names (globs left out).
     pub fn listed_models(&self) -> (bool, Vec<&str>) {
