@@ -69,7 +69,7 @@ pub struct UpstreamBase {
     pub query: Option<String>,
     /// The URIs of `/responses` and `/responses/compact`, built once: every forwarded request
     /// needs one, and a clone of a built `Uri` shares its bytes instead of allocating.
-    built: [Uri; 2],
+    built: [Uri; 4],
 }
 
 impl UpstreamBase {
@@ -113,7 +113,7 @@ impl UpstreamBase {
             authority,
             base_path: path,
             query: uri.query().map(str::to_string),
-            built: [Uri::default(), Uri::default()],
+            built: Default::default(),
         };
         base.built = BUILT_ENDPOINTS.map(|endpoint| base.build(endpoint));
         Ok(base)
@@ -155,7 +155,12 @@ impl UpstreamBase {
 }
 
 /// The endpoints whose URIs `UpstreamBase` builds once (see `UpstreamBase::uri`).
-const BUILT_ENDPOINTS: [&str; 2] = ["/responses", "/responses/compact"];
+const BUILT_ENDPOINTS: [&str; 4] = [
+    "/responses",
+    "/responses/compact",
+    "/messages",
+    "/messages/count_tokens",
+];
 
 fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');

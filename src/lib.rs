@@ -40,6 +40,26 @@ use upstream::Upstream;
 
 pub use server::run;
 
+/// Checks that every credential belongs to a provider that takes it, and that every provider
+/// a config file defines has a credential (unless `--auth-dir` may bring them later): DESIGN
+/// §9, exit 3 at start. The message names the provider, never a value.
+pub fn check_credentials(config: &Config, credentials: &Credentials) -> Result<(), String> {
+    let slots: Vec<pool::ProviderSlot> = config.providers.iter().map(|p| p.slot()).collect();
+    let placed = pool::place(&slots, &credentials.accounts).map_err(|e| e.to_string())?;
+    if config.auth_dir.is_none() {
+        for (index, provider) in config.providers.iter().enumerate() {
+            if !provider.implicit && !placed.contains(&index) {
+                return Err(format!(
+                    "provider `{}` has no credential on standard input (give it an account \
+                     object naming it: {{\"provider\":\"{}\",\"api_key\":…}})",
+                    provider.name, provider.name
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Builds the shared server state for a listener bound on `port`. Needs a tokio runtime.
 pub fn build_state(
     config: &Config,
@@ -48,8 +68,13 @@ pub fn build_state(
     token: Option<ClientToken>,
 ) -> Result<Arc<State>, ClientError> {
     let injector = Arc::new(KeyInjector::new());
-    let pool = Pool::new(credentials, Arc::clone(&injector) as Arc<dyn pool::Swaps>)
-        .map_err(ClientError::Secrets)?;
+    let slots = config.providers.iter().map(|p| p.slot()).collect();
+    let pool = Pool::with_providers(
+        credentials,
+        Arc::clone(&injector) as Arc<dyn pool::Swaps>,
+        slots,
+    )
+    .map_err(ClientError::Secrets)?;
     let client = upstream::client::build(config, Arc::clone(&injector))?;
     let pool = Arc::new(pool);
     let auth_dir = config.auth_dir.as_ref().map(|dir| {
@@ -79,8 +104,7 @@ pub fn build_state(
         token,
         upstream: Upstream {
             client,
-            base: config.upstream.clone(),
-            chatgpt: config.chatgpt.clone(),
+            providers: config.providers.clone(),
             refresher: Arc::new(refresher),
             pool,
             openai_organization: config.openai_organization.clone(),

@@ -66,6 +66,9 @@ fn main() -> ExitCode {
         Err(e) if e.is_hardening_failure() => return fail(5, e),
         Err(e) => return fail(3, e),
     };
+    if let Err(e) = codex_proxy::check_credentials(&config, &credentials) {
+        return fail(3, e);
+    }
     let token = match config.client_token.then(ClientToken::generate).transpose() {
         Ok(token) => token,
         Err(e) => return fail(1, format!("cannot generate the client token: {e}")),

@@ -226,7 +226,7 @@ fn parse_users(
 
 /// Whether `name` is usable as a provider name: it is shown in logs, metric labels, `/health`
 /// and named by credentials on stdin, so it is short and plain.
-fn plain_name(name: &str) -> bool {
+pub fn plain_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_PROVIDER_NAME
         && name

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use crate::secret::{ArenaError, Credential, Credentials, SecretRange};
 use select::Candidate;
 use state::{AccountStatus, Verdict};
-pub use token::{Swaps, Token};
+pub use token::{AuthForm, Swaps, Token};
 
 /// Sessions remembered for affinity; beyond this the map starts over (a session then simply
 /// lands on a fresh account once).
@@ -43,11 +43,46 @@ pub enum AccountKind {
     Chatgpt,
 }
 
+/// What the pool knows of one provider (DESIGN §9): enough to place each credential with its
+/// provider and to put its secret in the right header. (The pool does not depend on the
+/// upstream layer that knows the rest; `upstream::provider` builds these.)
+#[derive(Debug, Clone)]
+pub struct ProviderSlot {
+    /// The provider's name (logs, `/health`, metric labels). Made `'static` once at start:
+    /// the providers are fixed for the life of the process.
+    pub name: &'static str,
+    /// How its credentials travel upstream.
+    pub form: AuthForm,
+    /// The kind of credential it takes.
+    pub takes: AccountKind,
+    /// One of the providers that exist without a config file.
+    pub implicit: bool,
+}
+
+/// Why a credential has no provider in the pool. Names the provider, never a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlacementError {
+    #[error("account {account}: unknown provider `{provider}`")]
+    UnknownProvider { account: usize, provider: String },
+    #[error("account {account}: provider `{provider}` does not take this kind of credential")]
+    WrongCredential { account: usize, provider: String },
+}
+
+/// The providers a request may use: one (routed by its model), or, without a config file,
+/// the implicit ones together (today's pool of API keys and ChatGPT accounts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Provider(usize),
+    Implicit,
+}
+
 /// One account. No `Debug`: it refers to secrets.
 pub struct Account {
     /// Position in intake order; the only name logs and `/health` use.
     pub index: usize,
     pub kind: AccountKind,
+    /// Its provider: an index into the pool's [`ProviderSlot`]s.
+    pub provider: usize,
     token: RwLock<Arc<Token>>,
     /// The swap of the token before the current one, removed at the next rotation.
     previous_swap: Mutex<Option<u64>>,
@@ -123,6 +158,7 @@ pub enum Pick {
 /// All accounts and the swaps registry their tokens are registered with.
 pub struct Pool {
     accounts: RwLock<Arc<Vec<Arc<Account>>>>,
+    providers: Vec<ProviderSlot>,
     swaps: Arc<dyn Swaps>,
     /// Time zero of the accounts' `available_from`.
     epoch: Instant,
@@ -141,6 +177,8 @@ pub struct Health {
 pub struct AccountHealth {
     pub index: usize,
     pub kind: AccountKind,
+    /// The name of the account's provider.
+    pub provider: &'static str,
     pub state: &'static str,
     pub cooldown_remaining_s: Option<u64>,
     pub last_status: Option<u16>,
@@ -154,10 +192,71 @@ fn account_id_header(id: Option<&str>) -> Option<HeaderValue> {
     Some(value)
 }
 
+/// The providers that exist without a config file: `openai` (API keys) and `chatgpt`.
+pub fn implicit_slots() -> Vec<ProviderSlot> {
+    vec![
+        ProviderSlot {
+            name: "openai",
+            form: AuthForm::Bearer,
+            takes: AccountKind::ApiKey,
+            implicit: true,
+        },
+        ProviderSlot {
+            name: "chatgpt",
+            form: AuthForm::Bearer,
+            takes: AccountKind::Chatgpt,
+            implicit: true,
+        },
+    ]
+}
+
+/// The provider of each credential, in order (`account` in errors counts from 1).
+pub fn place(
+    providers: &[ProviderSlot],
+    credentials: &[Credential],
+) -> Result<Vec<usize>, PlacementError> {
+    credentials
+        .iter()
+        .enumerate()
+        .map(|(i, credential)| {
+            let name = credential.provider();
+            let kind = match credential {
+                Credential::ApiKey { .. } => AccountKind::ApiKey,
+                Credential::Chatgpt(_) => AccountKind::Chatgpt,
+            };
+            let Some(index) = providers.iter().position(|p| p.name == name) else {
+                return Err(PlacementError::UnknownProvider {
+                    account: i + 1,
+                    provider: name.to_string(),
+                });
+            };
+            if providers[index].takes != kind {
+                return Err(PlacementError::WrongCredential {
+                    account: i + 1,
+                    provider: name.to_string(),
+                });
+            }
+            Ok(index)
+        })
+        .collect()
+}
+
 impl Pool {
-    /// Builds accounts from parsed credentials, registering their tokens with `swaps`.
+    /// Builds accounts from parsed credentials, registering their tokens with `swaps`; every
+    /// account belongs to the implicit providers (`openai`, `chatgpt`).
     pub fn new(credentials: Credentials, swaps: Arc<dyn Swaps>) -> Result<Self, ArenaError> {
+        Self::with_providers(credentials, swaps, implicit_slots())
+    }
+
+    /// Builds accounts of `providers` from parsed credentials (a credential no provider takes
+    /// is left out with a warning: startup refuses such input before, see [`place`]).
+    pub fn with_providers(
+        credentials: Credentials,
+        swaps: Arc<dyn Swaps>,
+        providers: Vec<ProviderSlot>,
+    ) -> Result<Self, ArenaError> {
         let pool = Pool {
+            providers,
             accounts: RwLock::new(Arc::new(Vec::new())),
             swaps,
             epoch: Instant::now(),
@@ -176,13 +275,45 @@ impl Pool {
         source: Option<PathBuf>,
     ) -> Result<Vec<usize>, ArenaError> {
         let Credentials { arena, accounts } = credentials;
-        let ranges: Vec<SecretRange> = accounts.iter().filter_map(|c| c.secret_range()).collect();
-        let mut swaps = self.swaps.add(&arena, &ranges)?.into_iter();
+        // Each credential with its provider; one no provider takes is left out.
+        let placed: Vec<(Credential, usize)> = accounts
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, credential)| {
+                match place(&self.providers, std::slice::from_ref(&credential)) {
+                    Ok(found) => found.first().map(|p| (credential, *p)),
+                    Err(e) => {
+                        let e = match e {
+                            PlacementError::UnknownProvider { provider, .. } => {
+                                PlacementError::UnknownProvider {
+                                    account: i + 1,
+                                    provider,
+                                }
+                            }
+                            PlacementError::WrongCredential { provider, .. } => {
+                                PlacementError::WrongCredential {
+                                    account: i + 1,
+                                    provider,
+                                }
+                            }
+                        };
+                        tracing::warn!(error = %e, "credential left out");
+                        None
+                    }
+                }
+            })
+            .collect();
+        let secrets: Vec<(SecretRange, AuthForm)> = placed
+            .iter()
+            .filter_map(|(c, p)| Some((c.secret_range()?, self.providers[*p].form)))
+            .collect();
+        let mut swaps = self.swaps.add(&arena, &secrets)?.into_iter();
         let mut list = self.accounts.write().unwrap_or_else(|p| p.into_inner());
         let mut next: Vec<Arc<Account>> = list.as_ref().clone();
         let mut added = Vec::new();
-        for credential in accounts {
+        for (credential, provider) in placed {
             let swap = credential.secret_range().and_then(|_| swaps.next());
+            let form = self.providers[provider].form;
             let (kind, token, account_id) = match &credential {
                 Credential::ApiKey { .. } => (
                     AccountKind::ApiKey,
@@ -191,13 +322,21 @@ impl Pool {
                         credential.secret_range(),
                         None,
                         swap,
+                        form,
                         None,
                     ),
                     None,
                 ),
                 Credential::Chatgpt(c) => (
                     AccountKind::Chatgpt,
-                    Token::registered(Arc::clone(&arena), c.access, c.refresh, swap, c.expires_at),
+                    Token::registered(
+                        Arc::clone(&arena),
+                        c.access,
+                        c.refresh,
+                        swap,
+                        form,
+                        c.expires_at,
+                    ),
                     account_id_header(c.account_id.as_deref()),
                 ),
             };
@@ -205,6 +344,7 @@ impl Pool {
             next.push(Arc::new(Account {
                 index,
                 kind,
+                provider,
                 token: RwLock::new(Arc::new(token)),
                 previous_swap: Mutex::new(None),
                 account_id: RwLock::new(account_id),
@@ -302,16 +442,52 @@ impl Pool {
         self.accounts().iter().map(|a| a.token()).collect()
     }
 
-    /// Chooses the account for the next attempt of a request of `session` (if it has one),
-    /// skipping the accounts in `skip`.
+    /// The providers, in routing order.
+    pub fn providers(&self) -> &[ProviderSlot] {
+        &self.providers
+    }
+
+    /// True when `account` may serve a request for `target`.
+    pub fn serves(&self, target: Target, account: &Account) -> bool {
+        match target {
+            Target::Provider(p) => account.provider == p,
+            Target::Implicit => self
+                .providers
+                .get(account.provider)
+                .is_some_and(|p| p.implicit),
+        }
+    }
+
+    /// True when provider `index` has an account that is not removed.
+    pub fn has_accounts(&self, index: usize) -> bool {
+        self.accounts()
+            .iter()
+            .any(|a| a.provider == index && !a.is_removed())
+    }
+
+    /// Chooses the account for the next attempt of a request of `session` (if it has one)
+    /// among the accounts of `target`, skipping the accounts in `skip`. Pool-wide state
+    /// (cursor, affinity) is shared; an affinity to another provider's account is ignored.
     pub fn pick(&self, session: Option<u64>, skip: &[usize], now: Instant) -> Pick {
+        self.pick_for(Target::Implicit, session, skip, now)
+    }
+
+    /// [`Pool::pick`] among the accounts of `target`.
+    pub fn pick_for(
+        &self,
+        target: Target,
+        session: Option<u64>,
+        skip: &[usize],
+        now: Instant,
+    ) -> Pick {
         let accounts = self.accounts();
         let now_ns =
             u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
         let candidates: Vec<Candidate> = accounts
             .iter()
             .map(|a| Candidate {
-                available: a.available_from.load(Ordering::Acquire) <= now_ns,
+                available: self.serves(target, a)
+                    && a.available_from.load(Ordering::Acquire) <= now_ns,
                 remaining: f64::from(a.remaining_milli.load(Ordering::Acquire)) / 1000.0,
             })
             .collect();
@@ -323,7 +499,7 @@ impl Pool {
         let open = || {
             accounts
                 .iter()
-                .filter(|a| !a.is_removed() && !skip.contains(&a.index))
+                .filter(|a| !a.is_removed() && !skip.contains(&a.index) && self.serves(target, a))
         };
         // A cooldown after a transient server error, or a refresh in progress, only steers
         // traffic elsewhere: with no other account, use the one that recovers first rather
@@ -405,6 +581,7 @@ impl Pool {
                 AccountHealth {
                     index: a.index,
                     kind: a.kind,
+                    provider: self.providers.get(a.provider).map_or("unknown", |p| p.name),
                     state,
                     cooldown_remaining_s: cooldown,
                     last_status: s.last_status,
@@ -446,7 +623,7 @@ mod tests {
         fn add(
             &self,
             _arena: &Arc<crate::secret::SecretArena>,
-            ranges: &[SecretRange],
+            ranges: &[(SecretRange, AuthForm)],
         ) -> Result<Vec<(u64, HeaderValue)>, ArenaError> {
             Ok(ranges
                 .iter()
@@ -524,9 +701,9 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!({"status":"degraded","accounts":[
-                {"index":0,"kind":"api_key","state":"active","cooldown_remaining_s":null,"last_status":200,"reason":null},
-                {"index":1,"kind":"api_key","state":"cooling_down","cooldown_remaining_s":30,"last_status":429,"reason":"rate_limited"},
-                {"index":2,"kind":"api_key","state":"disabled","cooldown_remaining_s":null,"last_status":401,"reason":"unauthorized"}
+                {"index":0,"kind":"api_key","provider":"openai","state":"active","cooldown_remaining_s":null,"last_status":200,"reason":null},
+                {"index":1,"kind":"api_key","provider":"openai","state":"cooling_down","cooldown_remaining_s":30,"last_status":429,"reason":"rate_limited"},
+                {"index":2,"kind":"api_key","provider":"openai","state":"disabled","cooldown_remaining_s":null,"last_status":401,"reason":"unauthorized"}
             ]})
         );
         assert!(!json.to_string().contains("canary"));

@@ -2,7 +2,9 @@
 //!
 //! Codex backend: `x-codex-primary-used-percent` and `x-codex-secondary-used-percent` (the
 //! short and the long window); the tighter one decides. OpenAI API: the `x-ratelimit-remaining-*`
-//! / `x-ratelimit-limit-*` pairs for requests and tokens; the tighter one decides.
+//! / `x-ratelimit-limit-*` pairs for requests and tokens; the tighter one decides. Anthropic
+//! API: the `anthropic-ratelimit-*-remaining` / `-limit` pairs for requests and (input,
+//! output) tokens ([`anthropic_remaining`], `docs/anthropic-wire.md`).
 
 use http::HeaderMap;
 
@@ -46,8 +48,54 @@ pub fn remaining(headers: &HeaderMap) -> Option<f64> {
         })
 }
 
+/// The Anthropic rate-limit header pairs (remaining, limit).
+const ANTHROPIC_PAIRS: [(&str, &str); 4] = [
+    (
+        "anthropic-ratelimit-requests-remaining",
+        "anthropic-ratelimit-requests-limit",
+    ),
+    (
+        "anthropic-ratelimit-tokens-remaining",
+        "anthropic-ratelimit-tokens-limit",
+    ),
+    (
+        "anthropic-ratelimit-input-tokens-remaining",
+        "anthropic-ratelimit-input-tokens-limit",
+    ),
+    (
+        "anthropic-ratelimit-output-tokens-remaining",
+        "anthropic-ratelimit-output-tokens-limit",
+    ),
+];
+
+/// Remaining quota of an Anthropic key as a fraction in 0–1 (the tightest pair), or `None`.
+pub fn anthropic_remaining(headers: &HeaderMap) -> Option<f64> {
+    ANTHROPIC_PAIRS
+        .iter()
+        .filter_map(|(rem, lim)| {
+            let (rem, lim) = (number(headers, rem)?, number(headers, lim)?);
+            (lim > 0.0).then(|| (rem / lim).clamp(0.0, 1.0))
+        })
+        .fold(None, |min: Option<f64>, r| {
+            Some(min.map_or(r, |m| m.min(r)))
+        })
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn anthropic_headers_give_the_tightest_pair() {
+        let h = headers(&[
+            ("anthropic-ratelimit-requests-remaining", "90"),
+            ("anthropic-ratelimit-requests-limit", "100"),
+            ("anthropic-ratelimit-input-tokens-remaining", "2000"),
+            ("anthropic-ratelimit-input-tokens-limit", "10000"),
+        ]);
+        assert_eq!(anthropic_remaining(&h), Some(0.2));
+        assert_eq!(remaining(&h), None, "not the OpenAI headers");
+        assert_eq!(anthropic_remaining(&HeaderMap::new()), None);
+    }
+
     use super::*;
     use http::HeaderValue;
 

@@ -12,15 +12,36 @@ use http::HeaderValue;
 
 use crate::secret::{ArenaError, SecretArena, SecretRange};
 
+/// How a credential travels upstream (its provider kind decides; see
+/// `upstream::provider`). The pool keeps it beside the token so the placeholder goes in the
+/// right header and the injector swaps the right field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthForm {
+    /// `Authorization: Bearer <secret>`.
+    Bearer,
+    /// `x-api-key: <secret>`.
+    XApiKey,
+}
+
+impl AuthForm {
+    /// The request header the placeholder goes in.
+    pub fn header(self) -> http::HeaderName {
+        match self {
+            AuthForm::Bearer => http::header::AUTHORIZATION,
+            AuthForm::XApiKey => http::HeaderName::from_static("x-api-key"),
+        }
+    }
+}
+
 /// The registry of placeholder swaps (implemented by the upstream's key injector, so the
 /// pool does not depend on the HTTP stack).
 pub trait Swaps: Send + Sync {
-    /// Registers a placeholder for each secret; returns (swap id, the sensitive
-    /// `Authorization` value requests should carry) per range, in order.
+    /// Registers a placeholder for each secret, in the header its form names; returns (swap
+    /// id, the sensitive header value requests should carry) per secret, in order.
     fn add(
         &self,
         arena: &Arc<SecretArena>,
-        ranges: &[SecretRange],
+        secrets: &[(SecretRange, AuthForm)],
     ) -> Result<Vec<(u64, HeaderValue)>, ArenaError>;
     /// Forgets a swap (its secret may then be freed).
     fn remove(&self, id: u64);
@@ -33,8 +54,11 @@ pub struct Token {
     /// produced one (an account given only a refresh token).
     access: Option<SecretRange>,
     refresh: Option<SecretRange>,
-    /// The placeholder `Authorization` value, when there is an access token.
-    pub authorization: Option<HeaderValue>,
+    /// The placeholder value of the credential header ([`Token::form`]), when there is an
+    /// access token.
+    pub placeholder: Option<HeaderValue>,
+    /// Which header the placeholder goes in.
+    pub form: AuthForm,
     swap_id: Option<u64>,
     /// Unix seconds after which the access token is refused, when known.
     pub expires_at: Option<i64>,
@@ -52,8 +76,10 @@ impl Token {
         expires_at: Option<i64>,
         generation: u64,
     ) -> Result<Token, ArenaError> {
-        let (swap_id, authorization) = match access {
-            Some(range) => match swaps.add(&arena, &[range])?.pop() {
+        // Only ChatGPT tokens are replaced (refreshed), and they are Bearer tokens.
+        let form = AuthForm::Bearer;
+        let (swap_id, placeholder) = match access {
+            Some(range) => match swaps.add(&arena, &[(range, form)])?.pop() {
                 Some((id, value)) => (Some(id), Some(value)),
                 None => (None, None),
             },
@@ -63,7 +89,8 @@ impl Token {
             arena,
             access,
             refresh,
-            authorization,
+            placeholder,
+            form,
             swap_id,
             expires_at,
             generation,
@@ -76,9 +103,10 @@ impl Token {
         access: Option<SecretRange>,
         refresh: Option<SecretRange>,
         swap: Option<(u64, HeaderValue)>,
+        form: AuthForm,
         expires_at: Option<i64>,
     ) -> Token {
-        let (swap_id, authorization) = match swap {
+        let (swap_id, placeholder) = match swap {
             Some((id, value)) => (Some(id), Some(value)),
             None => (None, None),
         };
@@ -86,7 +114,8 @@ impl Token {
             arena,
             access,
             refresh,
-            authorization,
+            placeholder,
+            form,
             swap_id,
             expires_at,
             generation: 0,

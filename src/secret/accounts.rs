@@ -19,8 +19,13 @@ pub const MAX_TOKEN_BYTES: usize = 64 * 1024;
 
 /// One account as found in the input, its secrets still borrowed from it.
 pub enum Parsed<'a> {
-    /// An OpenAI API key.
+    /// An OpenAI API key (a key line, or `OPENAI_API_KEY`): the `openai` provider's.
     ApiKey(Cow<'a, [u8]>),
+    /// An API key of a named provider (`{"provider":NAME,"api_key":…}`).
+    NamedKey {
+        key: Cow<'a, [u8]>,
+        provider: String,
+    },
     /// A ChatGPT account for the Codex backend.
     Chatgpt {
         access: Option<Cow<'a, str>>,
@@ -29,6 +34,8 @@ pub enum Parsed<'a> {
         account_id: Option<String>,
         /// Unix seconds after which the access token is no longer accepted.
         expires_at: Option<i64>,
+        /// The provider the object names (`None`: `chatgpt`).
+        provider: Option<String>,
     },
 }
 
@@ -75,6 +82,34 @@ pub struct AccountObject<'a> {
     expired: Option<Text<'a>>,
     #[serde(default)]
     disabled: Option<bool>,
+    /// The provider the account belongs to (DESIGN §9); a name, never a secret.
+    #[serde(default)]
+    provider: Option<String>,
+    /// An API key of `provider` (`openai` when none is named).
+    #[serde(borrow, default)]
+    api_key: Option<Text<'a>>,
+}
+
+/// The longest provider name accepted in an account object.
+pub const MAX_PROVIDER_NAME_BYTES: usize = 64;
+
+/// A provider name as a config file may spell it: `[A-Za-z0-9_-]`, at most
+/// [`MAX_PROVIDER_NAME_BYTES`].
+pub fn is_provider_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_PROVIDER_NAME_BYTES
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// A key's bytes, if it is a plausible API key (the key-line alphabet, bounded).
+fn key_bytes(key: Cow<'_, str>) -> Option<Cow<'_, [u8]>> {
+    let key = match key {
+        Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
+        Cow::Owned(s) => Cow::Owned(s.into_bytes()),
+    };
+    (key.len() <= MAX_KEY_LINE_BYTES && key.iter().all(|b| is_key_byte(*b))).then_some(key)
 }
 
 fn present(value: Option<Text<'_>>) -> Option<Cow<'_, str>> {
@@ -88,18 +123,35 @@ impl<'a> AccountObject<'a> {
         if self.disabled == Some(true) {
             return Ok(out);
         }
-        if let Some(key) = present(self.openai_api_key) {
-            let key = match key {
-                Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
-                Cow::Owned(s) => Cow::Owned(s.into_bytes()),
-            };
-            if key.len() > MAX_KEY_LINE_BYTES || !key.iter().all(|b| is_key_byte(*b)) {
+        let provider = match self.provider {
+            Some(name) if is_provider_name(&name) => Some(name),
+            Some(_) => {
                 return Err(IntakeError::BadField {
                     account: position,
-                    field: "OPENAI_API_KEY",
-                });
+                    field: "provider",
+                })
             }
+            None => None,
+        };
+        if let Some(key) = present(self.openai_api_key) {
+            let key = key_bytes(key).ok_or(IntakeError::BadField {
+                account: position,
+                field: "OPENAI_API_KEY",
+            })?;
             out.push(Parsed::ApiKey(key));
+        }
+        if let Some(key) = present(self.api_key) {
+            let key = key_bytes(key).ok_or(IntakeError::BadField {
+                account: position,
+                field: "api_key",
+            })?;
+            out.push(match &provider {
+                Some(name) => Parsed::NamedKey {
+                    key,
+                    provider: name.clone(),
+                },
+                None => Parsed::ApiKey(key),
+            });
         }
         let tokens = self.tokens.unwrap_or_default();
         let access = present(self.access_token).or(present(tokens.access_token));
@@ -151,6 +203,7 @@ impl<'a> AccountObject<'a> {
             refresh,
             account_id,
             expires_at,
+            provider,
         });
         Ok(out)
     }
@@ -174,6 +227,8 @@ const KNOWN_FIELDS: &[&str] = &[
     "account_id",
     "expired",
     "disabled",
+    "provider",
+    "api_key",
 ];
 
 /// A JSON error, the known field it happened in, and the array position of its account (if
@@ -283,13 +338,14 @@ mod tests {
                 refresh,
                 account_id,
                 expires_at,
+                ..
             } => (
                 access.as_ref().map(|s| s.to_string()),
                 refresh.as_ref().map(|s| s.to_string()),
                 account_id.clone(),
                 *expires_at,
             ),
-            Parsed::ApiKey(_) => panic!("expected a ChatGPT account"),
+            Parsed::ApiKey(_) | Parsed::NamedKey { .. } => panic!("expected a ChatGPT account"),
         }
     }
 

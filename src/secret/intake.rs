@@ -77,8 +77,13 @@ impl IntakeError {
 /// One credential, its secret bytes in the arena. No `Debug`: it names an account.
 #[derive(Clone)]
 pub enum Credential {
-    /// An OpenAI API key. `bearer` is `Bearer <key>`, ready to be an `Authorization` value.
-    ApiKey { bearer: SecretRange },
+    /// An API key. `bearer` is `Bearer <key>`, ready to be an `Authorization` value (the
+    /// key alone is [`Credential::secret_range`]). `provider`: the provider the input named
+    /// (`None`: `openai`).
+    ApiKey {
+        bearer: SecretRange,
+        provider: Option<String>,
+    },
     /// A ChatGPT account: bare tokens (either may be missing, not both).
     Chatgpt(ChatgptCredential),
 }
@@ -91,14 +96,25 @@ pub struct ChatgptCredential {
     pub account_id: Option<String>,
     /// Unix seconds after which the access token is refused (from `expired` or its JWT `exp`).
     pub expires_at: Option<i64>,
+    /// The provider the input named (`None`: `chatgpt`).
+    pub provider: Option<String>,
 }
 
 impl Credential {
     /// The bare secret sent as the bearer token (an API key or an access token), if any.
     pub fn secret_range(&self) -> Option<SecretRange> {
         match self {
-            Credential::ApiKey { bearer } => Some(bearer.slice(BEARER_PREFIX.len())),
+            Credential::ApiKey { bearer, .. } => Some(bearer.slice(BEARER_PREFIX.len())),
             Credential::Chatgpt(c) => c.access,
+        }
+    }
+
+    /// The provider the credential belongs to: the one it names, else `openai` for an API
+    /// key and `chatgpt` for a ChatGPT login (DESIGN §9).
+    pub fn provider(&self) -> &str {
+        match self {
+            Credential::ApiKey { provider, .. } => provider.as_deref().unwrap_or("openai"),
+            Credential::Chatgpt(c) => c.provider.as_deref().unwrap_or("chatgpt"),
         }
     }
 }
@@ -283,7 +299,7 @@ fn dedup(parsed: Vec<Parsed<'_>>) -> Vec<Parsed<'_>> {
     let mut keep = Vec::with_capacity(parsed.len());
     for account in &parsed {
         let new = match account {
-            Parsed::ApiKey(key) => keys.insert(&key[..]),
+            Parsed::ApiKey(key) | Parsed::NamedKey { key, .. } => keys.insert(&key[..]),
             Parsed::Chatgpt {
                 access, refresh, ..
             } => {
@@ -317,7 +333,7 @@ fn store(parsed: Vec<Parsed<'_>>) -> Result<Credentials, IntakeError> {
     let needed: usize = unique
         .iter()
         .map(|p| match p {
-            Parsed::ApiKey(key) => BEARER_PREFIX.len() + key.len(),
+            Parsed::ApiKey(key) | Parsed::NamedKey { key, .. } => BEARER_PREFIX.len() + key.len(),
             Parsed::Chatgpt {
                 access, refresh, ..
             } => access.as_ref().map_or(0, |a| a.len()) + refresh.as_ref().map_or(0, |r| r.len()),
@@ -333,12 +349,20 @@ fn store(parsed: Vec<Parsed<'_>>) -> Result<Credentials, IntakeError> {
                 bearer: arena
                     .push_concat(&[BEARER_PREFIX, &key])
                     .ok_or_else(too_small)?,
+                provider: None,
+            },
+            Parsed::NamedKey { key, provider } => Credential::ApiKey {
+                bearer: arena
+                    .push_concat(&[BEARER_PREFIX, &key])
+                    .ok_or_else(too_small)?,
+                provider: Some(provider),
             },
             Parsed::Chatgpt {
                 access,
                 refresh,
                 account_id,
                 expires_at,
+                provider,
             } => {
                 let mut push =
                     |token: Option<Cow<'_, str>>| -> Result<Option<SecretRange>, IntakeError> {
@@ -354,6 +378,7 @@ fn store(parsed: Vec<Parsed<'_>>) -> Result<Credentials, IntakeError> {
                     refresh: push(refresh)?,
                     account_id,
                     expires_at,
+                    provider,
                 })
             }
         };
@@ -402,7 +427,7 @@ mod tests {
     }
 
     fn bearer_of(creds: &Credentials) -> &[u8] {
-        let Credential::ApiKey { bearer } = creds.accounts[0] else {
+        let Credential::ApiKey { bearer, .. } = creds.accounts[0] else {
             panic!("not an API key")
         };
         creds.arena.get(bearer)
@@ -558,6 +583,7 @@ mod tests {
             refresh: refresh.map(Cow::Borrowed),
             account_id: None,
             expires_at: None,
+            provider: None,
         }
     }
 
@@ -588,7 +614,7 @@ mod tests {
         accounts
             .iter()
             .map(|p| match p {
-                Parsed::ApiKey(k) => ("key", Some(&k[..]), None),
+                Parsed::ApiKey(k) | Parsed::NamedKey { key: k, .. } => ("key", Some(&k[..]), None),
                 Parsed::Chatgpt {
                     access, refresh, ..
                 } => (

@@ -28,8 +28,8 @@ pub struct RequestLog {
     pub bytes_out: u64,
     /// The account that served the request (its index), if one did.
     pub account: Option<usize>,
-    /// The kind of that account (the provider in usage and metrics).
-    pub kind: Option<crate::pool::AccountKind>,
+    /// The name of that account's provider (logs, usage and metrics).
+    pub provider: Option<&'static str>,
     /// The local user who owns the connection (`None`: could not be determined).
     pub caller: Option<Caller>,
     /// The user's concurrency slot (`max_concurrent`), held while the response body lives.
@@ -57,7 +57,7 @@ impl Drop for RequestLog {
                 route: self.route,
                 status: self.status,
                 caller: self.caller.as_ref(),
-                account: self.kind.zip(self.account),
+                account: self.provider.zip(self.account),
                 usage: self.stats.as_ref().and_then(|s| s.usage()),
                 duration: self.started.elapsed(),
                 first_byte: self.first_byte,
@@ -81,6 +81,7 @@ impl Drop for RequestLog {
                     status = self.status,
                     upstream_status = self.upstream_status,
                     attempts = self.attempts,
+                    provider = self.provider,
                     account = self.account,
                     duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
                     bytes_in = self.bytes_in,

@@ -35,7 +35,7 @@ pub fn error_response(
     code: &str,
     message: &str,
 ) -> Response<ProxyBody> {
-    let body = translate::error_body(dialect, status.as_u16(), code, message);
+    let body = proxy_error_body(dialect, status.as_u16(), code, message);
     let mut response = Response::new(ProxyBody::full(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -50,6 +50,27 @@ pub fn error_response(
             .insert("x-should-retry", HeaderValue::from_static("false"));
     }
     response
+}
+
+/// The body of an error the proxy makes itself. Anthropic's shape has no `code`, so on the
+/// Anthropic routes it goes in front of the message (`"<code>: <text>"`) and `error.type` is
+/// the closest Anthropic type: `not_found_error` for a `*not_found` code, else by status
+/// (`permission_error`, `rate_limit_error`, `invalid_request_error`, …).
+pub fn proxy_error_body(dialect: Dialect, status: u16, code: &str, message: &str) -> Vec<u8> {
+    match dialect {
+        Dialect::Responses | Dialect::Chat => translate::error_body(dialect, status, code, message),
+        Dialect::Anthropic => {
+            let kind = if code == "not_found" || code.ends_with("_not_found") {
+                "not_found_error"
+            } else {
+                translate::anthropic_error_type(status)
+            };
+            // Written in Anthropic's field order (`serde_json::json!` would sort the keys).
+            let text = serde_json::Value::String(format!("{code}: {message}"));
+            format!(r#"{{"type":"error","error":{{"type":"{kind}","message":{text}}}}}"#)
+                .into_bytes()
+        }
+    }
 }
 
 /// The engine's give-up answer in `dialect`, with `Retry-After` and the attempt count.
@@ -225,7 +246,7 @@ mod tests {
         assert_eq!(anthropic.status(), StatusCode::NOT_FOUND);
         assert_eq!(
             body_of(anthropic).await,
-            r#"{"type":"error","error":{"type":"not_found_error","message":"Unknown route."}}"#
+            r#"{"type":"error","error":{"type":"not_found_error","message":"not_found: Unknown route."}}"#
         );
         let forbidden =
             error_response(Dialect::Anthropic, StatusCode::FORBIDDEN, "forbidden", "no");

@@ -19,7 +19,7 @@ use super::limits::Reservation;
 use super::peer::{Caller, UidLabel};
 use super::policy::PolicyDenied;
 use super::routes::{log_safe, Refusal, Route};
-use super::{translated, State};
+use super::{anthropic, translated, State};
 use crate::translate::Dialect;
 use crate::upstream::{Outbound, ReplyBody};
 
@@ -45,7 +45,7 @@ pub async fn handle(
         stats: None,
         bytes_out: 0,
         account: None,
-        kind: None,
+        provider: None,
         caller: None,
         slot: None,
         budget: None,
@@ -230,7 +230,11 @@ async fn serve(
         }
         Route::Models => {
             let anthropic = request.headers().contains_key("anthropic-version");
-            json_response(StatusCode::OK, &state.models.list(anthropic))
+            let (known, exact) = state.upstream.listed_models();
+            json_response(
+                StatusCode::OK,
+                &state.models.list_for(anthropic, known, &exact),
+            )
         }
         Route::Responses
         | Route::ResponsesCompact
@@ -522,17 +526,36 @@ async fn forward(
             return policy_refusal(PolicyDenied::ModelNotAllowed, log, dialect);
         }
     }
-    match route {
-        Route::ChatCompletions | Route::Messages => {
-            let dialect = if route == Route::Messages {
-                Dialect::Anthropic
-            } else {
-                Dialect::Chat
-            };
-            return translated::forward(state, dialect, &parts.headers, plain, reservation, log)
-                .await;
+    // Where the request goes: the provider its model routes to (DESIGN §9).
+    // Without configured providers the model decides nothing here: the body is not read again.
+    let model = state
+        .upstream
+        .routes_by_model()
+        .then(|| body_model(plain))
+        .flatten();
+    let target = crate::upstream::provider::route(
+        &state.upstream.providers,
+        &state.upstream.pool,
+        &state.models,
+        model.as_deref(),
+    );
+    let wire = target.map(|t| state.upstream.wire_of(t));
+    match (route, target, wire) {
+        (Route::CountTokens, Some(target), Some(Dialect::Anthropic)) => {
+            return anthropic::passthrough(
+                state,
+                route,
+                parts,
+                body,
+                decoded,
+                target,
+                reservation,
+                log,
+            )
+            .await;
         }
-        Route::CountTokens => {
+        // Estimated here when no provider of the model counts tokens itself.
+        (Route::CountTokens, ..) => {
             return match crate::translate::anthropic::count_tokens(plain) {
                 Ok(body) => {
                     let mut response = Response::new(ProxyBody::full(Bytes::from(body)));
@@ -550,25 +573,141 @@ async fn forward(
                 ),
             };
         }
-        _ => {}
+        (_, None, _) | (_, _, None) => return model_not_found(dialect, model.as_deref()),
+        (Route::Messages, Some(target), Some(Dialect::Anthropic)) => {
+            return anthropic::passthrough(
+                state,
+                route,
+                parts,
+                body,
+                decoded,
+                target,
+                reservation,
+                log,
+            )
+            .await;
+        }
+        (Route::ChatCompletions | Route::Messages, Some(target), Some(Dialect::Responses)) => {
+            let client = if route == Route::Messages {
+                Dialect::Anthropic
+            } else {
+                Dialect::Chat
+            };
+            return translated::forward(
+                state,
+                client,
+                &parts.headers,
+                plain,
+                target,
+                reservation,
+                log,
+            )
+            .await;
+        }
+        (Route::Responses | Route::ChatCompletions, Some(target), Some(Dialect::Anthropic)) => {
+            let client = if route == Route::Responses {
+                Dialect::Responses
+            } else {
+                Dialect::Chat
+            };
+            return super::hub::forward_over_wire(
+                state,
+                client,
+                Dialect::Anthropic,
+                &parts.headers,
+                plain,
+                target,
+                reservation,
+                log,
+            )
+            .await;
+        }
+        (Route::ResponsesCompact, Some(target), _) if !state.upstream.compacts(target) => {
+            return unsupported_on_provider(dialect, "/v1/responses/compact");
+        }
+        (Route::Responses | Route::ResponsesCompact, Some(_), Some(Dialect::Responses)) => {}
+        // No provider speaks the Chat wire yet; the rest cannot happen (routes above).
+        _ => {
+            return unsupported_on_provider(dialect, log.route);
+        }
     }
-    let facts = request_facts(route, &parts.headers, plain, &state.models);
+    let target = target.unwrap_or(crate::pool::Target::Implicit);
+    let prepared = match prepare_responses(state, route, dialect, parts.headers, body, decoded) {
+        Ok(prepared) => prepared,
+        Err(refused) => return *refused,
+    };
+    let model = prepared.model;
+    let outbound = Outbound {
+        target,
+        endpoint: prepared.endpoint,
+        headers: &prepared.headers,
+        body: prepared.body,
+        decoded: prepared.decoded,
+        streaming: prepared.streaming,
+        session: prepared.session,
+        abort: state.abort.clone(),
+    };
+    let result = state.upstream.forward(outbound).await;
+    drop(reservation);
+    match result {
+        Err(give_up) => {
+            log.attempts = give_up.attempts;
+            give_up_response(dialect, &give_up)
+        }
+        Ok(reply) if reply.aggregate => {
+            // A stream-only upstream served a client that wants one JSON answer.
+            let ctx = crate::translate::responses::context(model);
+            translated::respond(reply, &ctx, false, log, &state.budget).await
+        }
+        Ok(reply) => relayed(reply, log),
+    }
+}
+
+/// A `/v1/responses` or `/v1/responses/compact` request ready for the retry engine, whatever
+/// carries it upstream: what [`prepare_responses`] makes of the client's request.
+struct Prepared {
+    endpoint: &'static str,
+    headers: http::HeaderMap,
+    /// The body to send (the client's bytes unless a rewrite applied).
+    body: Bytes,
+    /// The decoded body when `body` is still the client's compressed one.
+    decoded: Option<Bytes>,
+    streaming: bool,
+    /// The conversation, hashed, for account affinity.
+    session: Option<u64>,
+    /// The model after a rewrite (empty when the body went as it came).
+    model: String,
+}
+
+/// Reads what the proxy needs from a Responses request and applies the model table's
+/// rewrite (suffix, alias, overrides), independent of the connection it came on and of the
+/// transport it leaves on. `Err`: the client's answer (400 in `dialect`).
+fn prepare_responses(
+    state: &State,
+    route: Route,
+    dialect: Dialect,
+    headers: http::HeaderMap,
+    body: Bytes,
+    decoded: Option<Vec<u8>>,
+) -> Result<Prepared, Box<Response<ProxyBody>>> {
+    let plain = decoded.as_deref().unwrap_or(&body);
+    let facts = request_facts(route, &headers, plain, &state.models);
     let Some(RequestFacts {
         streaming,
         session,
         model_rewrite,
     }) = facts
     else {
-        return error_response(
+        return Err(Box::new(error_response(
             dialect,
             StatusCode::BAD_REQUEST,
             "invalid_json",
             "The request body is not a valid JSON object.",
-        );
+        )));
     };
     let mut decoded = decoded.map(Bytes::from);
     let mut body = body;
-    let mut headers = parts.headers;
+    let mut headers = headers;
     let mut model = String::new();
     if model_rewrite {
         // A model suffix, alias or override: the body is rewritten (and goes out plain).
@@ -576,21 +715,21 @@ async fn forward(
             match serde_json::from_slice(decoded.as_deref().unwrap_or(&body)) {
                 Ok(value) => value,
                 Err(_) => {
-                    return error_response(
+                    return Err(Box::new(error_response(
                         dialect,
                         StatusCode::BAD_REQUEST,
                         "invalid_json",
                         "The request body is not a valid JSON object.",
-                    )
+                    )))
                 }
             };
         if let Err(e) = state.models.rewrite_responses(&mut value) {
-            return error_response(
+            return Err(Box::new(error_response(
                 dialect,
                 StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
                 e.code,
                 &e.message,
-            );
+            )));
         }
         model = value
             .get("model")
@@ -602,25 +741,26 @@ async fn forward(
         headers.remove(header::CONTENT_ENCODING);
     }
     let Some(endpoint) = route.upstream_endpoint() else {
-        return error_response(
+        return Err(Box::new(error_response(
             dialect,
             StatusCode::NOT_FOUND,
             "not_found",
             "Unknown route.",
-        );
+        )));
     };
-    let parts_headers = headers;
-    let outbound = Outbound {
+    Ok(Prepared {
         endpoint,
-        headers: &parts_headers,
+        headers,
         body,
         decoded,
         streaming,
         session: session.map(|s| state.session_hasher.hash_one(s)),
-        abort: state.abort.clone(),
-    };
-    let result = state.upstream.forward(outbound).await;
-    drop(reservation);
+        model,
+    })
+}
+
+/// The client's answer for an upstream reply relayed as it is (passthrough).
+pub(super) fn relayed(reply: crate::upstream::Reply, log: &mut RequestLog) -> Response<ProxyBody> {
     // The usual counts without an allocation (`HeaderValue::from(u32)` allocates).
     let attempts_header = |attempts: u32| match attempts {
         1 => HeaderValue::from_static("1"),
@@ -628,35 +768,57 @@ async fn forward(
         3 => HeaderValue::from_static("3"),
         n => HeaderValue::from(n),
     };
-    match result {
-        Err(give_up) => {
-            log.attempts = give_up.attempts;
-            give_up_response(dialect, &give_up)
+    log.attempts = reply.attempts;
+    log.account = Some(reply.account);
+    log.provider = Some(reply.provider);
+    log.upstream_status = Some(reply.status.as_u16());
+    log.stats = Some(Arc::clone(&reply.stats));
+    let body = match reply.body {
+        ReplyBody::Full(bytes) => ProxyBody::full(bytes),
+        ReplyBody::Relay(relay) => ProxyBody::relay(relay),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = reply.status;
+    *response.headers_mut() = reply.headers;
+    response
+        .headers_mut()
+        .insert("x-codex-proxy-attempts", attempts_header(reply.attempts));
+    response
+}
+
+/// The `model` of a request body, if it has a string one.
+fn body_model(json: &[u8]) -> Option<String> {
+    serde_json::from_slice::<ModelField>(json)
+        .ok()?
+        .model
+        .map(|m| m.0.into_owned())
+}
+
+/// 400 `model_not_found`: no provider serves the model (upstream untouched).
+fn model_not_found(dialect: Dialect, model: Option<&str>) -> Response<ProxyBody> {
+    let message = match model {
+        // Bounded, and only printable ASCII: a model name the client sent is shown back to it.
+        Some(m) if m.len() <= 128 && m.bytes().all(|b| b.is_ascii_graphic()) => {
+            format!("No provider of this proxy serves the model `{m}`.")
         }
-        Ok(reply) if reply.aggregate => {
-            // A stream-only upstream served a client that wants one JSON answer.
-            let ctx = crate::translate::responses::context(model);
-            translated::respond(reply, &ctx, false, log, &state.budget).await
-        }
-        Ok(reply) => {
-            log.attempts = reply.attempts;
-            log.account = Some(reply.account);
-            log.kind = Some(reply.kind);
-            log.upstream_status = Some(reply.status.as_u16());
-            log.stats = Some(Arc::clone(&reply.stats));
-            let body = match reply.body {
-                ReplyBody::Full(bytes) => ProxyBody::full(bytes),
-                ReplyBody::Relay(relay) => ProxyBody::relay(relay),
-            };
-            let mut response = Response::new(body);
-            *response.status_mut() = reply.status;
-            *response.headers_mut() = reply.headers;
-            response
-                .headers_mut()
-                .insert("x-codex-proxy-attempts", attempts_header(reply.attempts));
-            response
-        }
-    }
+        _ => "No provider of this proxy serves the requested model.".to_string(),
+    };
+    error_response(
+        dialect,
+        StatusCode::BAD_REQUEST,
+        "model_not_found",
+        &message,
+    )
+}
+
+/// 400 `unsupported_on_provider`: the model's provider does not serve this route.
+pub(super) fn unsupported_on_provider(dialect: Dialect, what: &str) -> Response<ProxyBody> {
+    error_response(
+        dialect,
+        StatusCode::BAD_REQUEST,
+        "unsupported_on_provider",
+        &format!("The provider of this model does not serve {what}."),
+    )
 }
 
 #[cfg(test)]

@@ -5,10 +5,12 @@
 //! connection to finish its in-flight request and close, waits up to the drain timeout, then
 //! ends whatever is still open with an error its client can see, and returns.
 
+pub mod anthropic;
 pub mod body;
 pub mod encoding;
 pub mod errors;
 pub mod handler;
+pub mod hub;
 pub mod info;
 pub mod limits;
 pub mod peer;

@@ -252,7 +252,7 @@ pub fn parse(bytes: &[u8]) -> Result<Snapshot, String> {
     for record in &snapshot.usage {
         if super::usage::provider_label(&record.provider).is_none() {
             return Err(format!(
-                "{STATE_FILE} counts usage for provider {:?}, which this proxy does not know",
+                "{STATE_FILE} counts usage for provider {:?}, which is not a provider name",
                 super::usage::model_label(Some(&record.provider))
             ));
         }

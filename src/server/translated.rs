@@ -145,6 +145,7 @@ pub async fn forward(
     dialect: Dialect,
     headers: &HeaderMap,
     body: &[u8],
+    target: crate::pool::Target,
     reservation: Reservation,
     log: &mut RequestLog,
 ) -> Response<ProxyBody> {
@@ -192,6 +193,7 @@ pub async fn forward(
         .or_else(|| super::handler::header_session(&headers))
         .map(|s| state.session_hasher.hash_one(s));
     let outbound = Outbound {
+        target,
         endpoint: "/responses",
         headers: &headers,
         body: upstream_body,
@@ -230,7 +232,7 @@ pub async fn respond(
 ) -> Response<ProxyBody> {
     log.attempts = reply.attempts;
     log.account = Some(reply.account);
-    log.kind = Some(reply.kind);
+    log.provider = Some(reply.provider);
     log.upstream_status = Some(reply.status.as_u16());
     log.stats = Some(Arc::clone(&reply.stats));
     let attempts = HeaderValue::from(reply.attempts);

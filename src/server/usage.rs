@@ -6,7 +6,7 @@
 //! mutex'd map; the metrics are `prometheus-client` families (atomics behind a read lock).
 //!
 //! Label values are bounded and never hold a secret, an email or an account id: `user` is the
-//! local user's name (or uid), `account` is the account's index, `provider` the account kind,
+//! local user's name (or uid), `account` is the account's index, `provider` its provider's name,
 //! `route` the log's route name, and `model` the model the upstream reported, kept only when
 //! it is short plain text ([`model_label`]) and only for the first [`MAX_MODEL_LABELS`]
 //! distinct models; the rest count under `other` (`docs/usage.md`).
@@ -24,7 +24,6 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use super::peer::Caller;
-use crate::pool::AccountKind;
 use crate::translate::usage::Reported;
 
 /// Distinct model labels kept; later ones count as `other`.
@@ -32,21 +31,13 @@ pub const MAX_MODEL_LABELS: usize = 64;
 /// Longest model name kept as a label.
 pub const MAX_MODEL_LABEL_BYTES: usize = 64;
 
-/// The provider label of an account kind.
-pub fn provider(kind: AccountKind) -> &'static str {
-    match kind {
-        AccountKind::ApiKey => "openai",
-        AccountKind::Chatgpt => "chatgpt",
-    }
-}
-
-/// The `&'static` provider label named `label`, if it is one (a label read back from the
-/// `--state-dir` file).
+/// The `&'static` provider label named `label` (a label read back from the `--state-dir`
+/// file): any plain provider name (the config file's rule), so usage counted for a provider
+/// since removed from the config stays on the books. Each distinct name is made `'static`
+/// once, through the same interner the configured providers use.
 pub fn provider_label(label: &str) -> Option<&'static str> {
-    [AccountKind::ApiKey, AccountKind::Chatgpt]
-        .into_iter()
-        .map(provider)
-        .find(|p| *p == label)
+    (label == "none" || crate::config::file::plain_name(label))
+        .then(|| crate::upstream::provider::intern_name(label))
 }
 
 /// The model as a label: itself when it is at most [`MAX_MODEL_LABEL_BYTES`] of
@@ -201,8 +192,8 @@ pub struct Finished<'a> {
     pub route: &'static str,
     pub status: u16,
     pub caller: Option<&'a Caller>,
-    /// The account that answered, with its kind (`None`: no account did).
-    pub account: Option<(AccountKind, usize)>,
+    /// The account that answered, with its provider's name (`None`: no account did).
+    pub account: Option<(&'static str, usize)>,
     pub usage: Option<&'a Reported>,
     pub duration: Duration,
     pub first_byte: Option<Duration>,
@@ -319,7 +310,7 @@ impl Accounting {
 
     /// Counts one finished request (and the tokens it reported).
     pub fn finished(&self, done: &Finished<'_>) {
-        let provider_label = done.account.map_or("none", |(kind, _)| provider(kind));
+        let provider_label = done.account.map_or("none", |(provider, _)| provider);
         let uid = done.caller.map(|c| c.uid);
         let mut guard = self.ledger();
         let ledger = &mut *guard;
@@ -367,11 +358,11 @@ impl Accounting {
             }
         }
         let model_label = &ledger.models[usize::from(model)];
-        let key = (uid, provider(kind), model, account);
+        let key = (uid, kind, model, account);
         let row = match ledger.rows.entry(key) {
             std::collections::btree_map::Entry::Occupied(row) => row.into_mut(),
             std::collections::btree_map::Entry::Vacant(slot) => {
-                slot.insert(self.new_row(provider(kind), model_label, user_label(done.caller)))
+                slot.insert(self.new_row(kind, model_label, user_label(done.caller)))
             }
         };
         row.totals.requests = row.totals.requests.saturating_add(1);
@@ -395,10 +386,10 @@ impl Accounting {
     }
 
     /// Counts one upstream attempt on account `index` and how it ended.
-    pub fn attempt(&self, kind: AccountKind, index: usize, outcome: &'static str) {
+    pub fn attempt(&self, provider: &'static str, index: usize, outcome: &'static str) {
         self.attempts
             .get_or_create(&AttemptLabels {
-                provider: provider(kind),
+                provider,
                 account: index,
                 outcome,
             })
@@ -431,8 +422,8 @@ impl Accounting {
     }
 
     /// Adds `records` (read back from `--state-dir`) to the ledger and the token counters, as
-    /// if their requests had been counted in this run. A record whose provider this build does
-    /// not know is skipped (the state file's reader refuses those already).
+    /// if their requests had been counted in this run. A record whose provider label is not a
+    /// provider name is skipped (the state file's reader refuses those already).
     pub fn restore(&self, records: &[super::state_dir::UsageRecord]) {
         let mut guard = self.ledger();
         let ledger = &mut *guard;
@@ -523,7 +514,7 @@ impl Accounting {
         for account in accounts {
             self.accounts
                 .get_or_create(&AccountLabels {
-                    provider: provider(account.kind),
+                    provider: account.provider,
                     state: account.state,
                 })
                 .inc();
@@ -539,8 +530,8 @@ impl Accounting {
 }
 
 impl crate::upstream::forward::AttemptObserver for Accounting {
-    fn attempt(&self, kind: AccountKind, index: usize, outcome: &'static str) {
-        Accounting::attempt(self, kind, index, outcome);
+    fn attempt(&self, provider: &'static str, index: usize, outcome: &'static str) {
+        Accounting::attempt(self, provider, index, outcome);
     }
 }
 
@@ -596,7 +587,7 @@ mod tests {
 
     fn finished<'a>(
         caller: Option<&'a Caller>,
-        account: Option<(AccountKind, usize)>,
+        account: Option<(&'static str, usize)>,
         usage: Option<&'a Reported>,
     ) -> Finished<'a> {
         Finished {
@@ -631,11 +622,7 @@ mod tests {
                 model: Some(format!("m{i}")),
                 ..Default::default()
             };
-            accounting.finished(&finished(
-                Some(&alice),
-                Some((AccountKind::ApiKey, 0)),
-                Some(&usage),
-            ));
+            accounting.finished(&finished(Some(&alice), Some(("openai", 0)), Some(&usage)));
         }
         let text = accounting.exposition(&[], 0);
         assert!(text.contains("model=\"other\""));
@@ -656,19 +643,11 @@ mod tests {
             reasoning: 3,
             model: Some("gpt-5".into()),
         };
-        accounting.finished(&finished(
-            Some(&alice),
-            Some((AccountKind::ApiKey, 0)),
-            Some(&usage),
-        ));
-        accounting.finished(&finished(
-            Some(&alice),
-            Some((AccountKind::Chatgpt, 1)),
-            Some(&usage),
-        ));
+        accounting.finished(&finished(Some(&alice), Some(("openai", 0)), Some(&usage)));
+        accounting.finished(&finished(Some(&alice), Some(("chatgpt", 1)), Some(&usage)));
         // A request no account answered is not a row; one without a report counts zero tokens.
         accounting.finished(&finished(Some(&bob), None, None));
-        accounting.finished(&finished(Some(&bob), Some((AccountKind::ApiKey, 0)), None));
+        accounting.finished(&finished(Some(&bob), Some(("openai", 0)), None));
 
         let own = accounting.usage_document(Some(&alice), false);
         assert_eq!(own.users.len(), 1);

@@ -374,6 +374,21 @@ impl ModelTable {
         self.known.iter().any(|k| k.name == name)
     }
 
+    /// True when `name` is a model of the known table (not a suffix variant or an alias).
+    pub fn is_known_model(&self, name: &str) -> bool {
+        self.is_known(name)
+    }
+
+    /// The model an alias names, if `requested` is an alias.
+    pub fn alias_of(&self, requested: &str) -> Option<&str> {
+        self.aliases.get(requested).map(String::as_str)
+    }
+
+    /// Every alias, in name order.
+    pub fn aliases(&self) -> impl Iterator<Item = &str> {
+        self.aliases.keys().map(String::as_str)
+    }
+
     fn known(&self, name: &str) -> Option<&Known> {
         self.known.iter().find(|k| k.name == name)
     }
@@ -477,8 +492,15 @@ impl ModelTable {
     /// Every model id a client may send: each known model, its accepted suffix variants
     /// (each also with `-fast`), and the aliases. `anthropic` selects Anthropic's list shape.
     pub fn list(&self, anthropic: bool) -> Value {
+        self.list_for(anthropic, true, &[])
+    }
+
+    /// Like [`ModelTable::list`], for the providers at hand: the known models and their
+    /// variants only when `known` (a provider serves them), then the `exact` model names
+    /// other providers serve (duplicates left out), then the aliases.
+    pub fn list_for(&self, anthropic: bool, known: bool, exact: &[&str]) -> Value {
         let mut ids: Vec<String> = Vec::new();
-        for known in &self.known {
+        for known in self.known.iter().filter(|_| known) {
             let mut variants = vec![known.name.clone()];
             for effort in &known.efforts {
                 variants.push(format!("{}-{effort}", known.name));
@@ -492,6 +514,11 @@ impl ModelTable {
                 let fast = format!("{v}-fast");
                 ids.push(v);
                 ids.push(fast);
+            }
+        }
+        for name in exact {
+            if !ids.iter().any(|id| id == name) {
+                ids.push((*name).to_owned());
             }
         }
         ids.extend(self.aliases.keys().cloned());

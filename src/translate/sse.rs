@@ -1,4 +1,5 @@
-//! Incremental server-sent-events scanning for the Responses API.
+//! Incremental server-sent-events scanning for the provider wires: the Responses API and
+//! Anthropic Messages (`docs/anthropic-wire.md`).
 //!
 //! [`SseScanner`] is fed upstream bytes exactly as they arrive, split anywhere (inside a UTF-8
 //! character, inside `\r\n`, inside a `data:` line), and reports the class of every complete
@@ -34,6 +35,27 @@ pub enum EventClass {
 }
 
 impl EventClass {
+    /// Classifies an event type of `wire`'s stream.
+    pub fn of_wire(wire: super::Dialect, event_type: &str) -> EventClass {
+        match wire {
+            super::Dialect::Responses => Self::of_type(event_type),
+            super::Dialect::Anthropic => Self::of_anthropic(event_type),
+            // Chat chunks have no event types; only `[DONE]` (handled by the scanner) ends.
+            super::Dialect::Chat => EventClass::Content,
+        }
+    }
+
+    /// Classifies an Anthropic Messages event type: `message_start` and `ping` are bootstrap,
+    /// `message_stop` and `error` terminal, the rest (content blocks, `message_delta`)
+    /// content.
+    pub fn of_anthropic(event_type: &str) -> EventClass {
+        match event_type {
+            "message_start" | "ping" => EventClass::Bootstrap,
+            "message_stop" | "error" => EventClass::Terminal,
+            _ => EventClass::Content,
+        }
+    }
+
     /// Classifies a Responses event type.
     pub fn of_type(event_type: &str) -> EventClass {
         match event_type {
@@ -50,6 +72,10 @@ impl EventClass {
 /// Incremental SSE event scanner; see the module docs.
 #[derive(Default)]
 pub struct SseScanner {
+    /// The wire the stream speaks.
+    wire: WireKind,
+    /// Anthropic: what `message_start` reported, until `message_delta` completes it.
+    partial_usage: Option<super::usage::Reported>,
     /// The lines of the stream (the first [`MAX_LINE_BYTES`] bytes of each).
     lines: LineSplitter<MAX_LINE_BYTES>,
     /// Fields of the event being read.
@@ -67,10 +93,54 @@ struct TypeOnly<'a> {
     kind: Option<std::borrow::Cow<'a, str>>,
 }
 
+/// The wires a scanner knows (a `Dialect` with a default, for `#[derive(Default)]`).
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum WireKind {
+    #[default]
+    Responses,
+    Anthropic,
+    Chat,
+}
+
+impl WireKind {
+    fn dialect(self) -> super::Dialect {
+        match self {
+            WireKind::Responses => super::Dialect::Responses,
+            WireKind::Anthropic => super::Dialect::Anthropic,
+            WireKind::Chat => super::Dialect::Chat,
+        }
+    }
+
+    fn carries_usage(self, event_type: &str) -> bool {
+        match self {
+            WireKind::Responses => super::usage::carries_usage(event_type),
+            WireKind::Anthropic => super::usage::anthropic_carries_usage(event_type),
+            WireKind::Chat => false,
+        }
+    }
+}
+
 impl SseScanner {
-    /// A scanner at the start of a stream.
+    /// A scanner at the start of a Responses stream.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A scanner at the start of a stream of `wire`.
+    pub fn for_wire(wire: super::Dialect) -> Self {
+        SseScanner {
+            wire: match wire {
+                super::Dialect::Responses => WireKind::Responses,
+                super::Dialect::Anthropic => WireKind::Anthropic,
+                super::Dialect::Chat => WireKind::Chat,
+            },
+            ..Self::default()
+        }
+    }
+
+    /// The wire this scanner reads.
+    pub fn wire(&self) -> super::Dialect {
+        self.wire.dialect()
     }
 
     /// Feeds the next bytes; calls `on_event` once for every event completed by them.
@@ -122,10 +192,11 @@ impl SseScanner {
                 self.has_fields = true;
                 // The data is kept to find the event's type when it has no `event:` line, and
                 // for the usage of a terminal event; the data of other events is not kept.
+                let wire = self.wire;
                 let wanted = self
                     .event_name
                     .as_deref()
-                    .is_none_or(super::usage::carries_usage);
+                    .is_none_or(|name| wire.carries_usage(name));
                 if wanted && !self.data_overflow {
                     if cut || self.data.len() + value.len() + 1 > MAX_TYPE_SCAN_BYTES {
                         self.data_overflow = true;
@@ -148,23 +219,31 @@ impl SseScanner {
             return None;
         }
         let mut usage_event = false;
+        let wire = self.wire;
         let class = match self.event_name.take() {
             Some(name) => {
-                usage_event = super::usage::carries_usage(&name);
-                EventClass::of_type(&name)
+                usage_event = wire.carries_usage(&name);
+                EventClass::of_wire(wire.dialect(), &name)
             }
             None if self.data_overflow => EventClass::Content,
             None if self.data == b"[DONE]" => EventClass::Terminal,
             None => match serde_json::from_slice::<TypeOnly>(&self.data) {
                 Ok(TypeOnly { kind: Some(kind) }) => {
-                    usage_event = super::usage::carries_usage(&kind);
-                    EventClass::of_type(&kind)
+                    usage_event = wire.carries_usage(&kind);
+                    EventClass::of_wire(wire.dialect(), &kind)
                 }
                 _ => EventClass::Content,
             },
         };
         if usage_event && !self.data_overflow {
-            if let Some(usage) = super::usage::from_event(&self.data) {
+            let usage = match wire {
+                WireKind::Responses => super::usage::from_event(&self.data),
+                WireKind::Anthropic => {
+                    super::usage::anthropic_event(&self.data, &mut self.partial_usage)
+                }
+                WireKind::Chat => None,
+            };
+            if let Some(usage) = usage {
                 self.usage = Some(usage);
             }
         }
@@ -332,5 +411,40 @@ data: \"usage\":{\"input_tokens\":5,\"output_tokens\":2}}}\n\n";
         let mut out = Vec::new();
         scanner.feed(b"data: hello\n\n", |c| out.push(c));
         assert_eq!(out, vec![EventClass::Content]);
+    }
+
+    /// An Anthropic stream with usage in `message_start` and `message_delta`.
+    const ANTHROPIC: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-x\",\"usage\":{\"input_tokens\":12,\"cache_read_input_tokens\":3,\"cache_creation_input_tokens\":2,\"output_tokens\":1}}}\r\n\r\n\
+event: ping\ndata: {\"type\":\"ping\"}\n\n\
+event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"h\u{e9}\u{1F600}\"}}\r\r\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":7}}\n\n\
+event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+
+    #[test]
+    fn anthropic_events_are_classed_and_their_usage_read_at_every_split() {
+        let bytes = ANTHROPIC.as_bytes();
+        let expected = vec![
+            EventClass::Bootstrap,
+            EventClass::Bootstrap,
+            EventClass::Content,
+            EventClass::Content,
+            EventClass::Content,
+            EventClass::Terminal,
+        ];
+        for split in 0..=bytes.len() {
+            let mut scanner = SseScanner::for_wire(crate::translate::Dialect::Anthropic);
+            let mut classes = Vec::new();
+            scanner.feed(&bytes[..split], |c| classes.push(c));
+            scanner.feed(&bytes[split..], |c| classes.push(c));
+            assert_eq!(classes, expected, "split at {split}");
+            let usage = scanner.take_usage().expect("usage");
+            assert_eq!(
+                (usage.input, usage.cached, usage.output),
+                (17, 3, 7),
+                "split at {split}"
+            );
+            assert_eq!(usage.model.as_deref(), Some("claude-x"));
+        }
     }
 }

@@ -38,6 +38,12 @@ struct WireUsage {
     input_tokens: Option<u64>,
     #[serde(default)]
     output_tokens: Option<u64>,
+    /// Anthropic counts cache reads and cache writes apart from `input_tokens`
+    /// (`docs/anthropic-wire.md`, "Usage"); the Responses wire never sends these.
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
     #[serde(default)]
     input_tokens_details: Option<Details>,
     #[serde(default)]
@@ -64,12 +70,20 @@ impl WireUsage {
         if self.input_tokens.is_none() && self.output_tokens.is_none() {
             return None;
         }
+        let cache_read = self.cache_read_input_tokens.unwrap_or(0);
+        let cache_write = self.cache_creation_input_tokens.unwrap_or(0);
         Some(Reported {
-            input: self.input_tokens.unwrap_or(0),
+            // OpenAI's meaning: input includes the cached tokens.
+            input: self
+                .input_tokens
+                .unwrap_or(0)
+                .saturating_add(cache_read)
+                .saturating_add(cache_write),
             cached: self
                 .input_tokens_details
                 .and_then(|d| d.cached_tokens)
-                .unwrap_or(0),
+                .unwrap_or(0)
+                .saturating_add(cache_read),
             output: self.output_tokens.unwrap_or(0),
             reasoning: self
                 .output_tokens_details
@@ -86,6 +100,63 @@ pub fn carries_usage(event_type: &str) -> bool {
         event_type,
         "response.completed" | "response.incomplete" | "response.failed"
     )
+}
+
+/// True for the Anthropic events that carry usage: `message_start` (input, cache, model) and
+/// `message_delta` (the final output count).
+pub fn anthropic_carries_usage(event_type: &str) -> bool {
+    matches!(event_type, "message_start" | "message_delta")
+}
+
+#[derive(Deserialize)]
+struct AnthropicMessage<'a> {
+    #[serde(default)]
+    usage: Option<WireUsage>,
+    #[serde(default, borrow)]
+    model: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    message: Option<AnthropicMessage<'a>>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+/// Folds an Anthropic streaming event into `partial` (what `message_start` said so far);
+/// returns the whole report once `message_delta` gives the final output count.
+pub fn anthropic_event(data: &[u8], partial: &mut Option<Reported>) -> Option<Reported> {
+    let event: AnthropicEvent = serde_json::from_slice(data).ok()?;
+    match event.kind.as_ref() {
+        "message_start" => {
+            let message = event.message?;
+            let model = message.model.map(|m| m.into_owned());
+            *partial = message.usage?.reported(model);
+            None
+        }
+        "message_delta" => {
+            let delta = event.usage?;
+            let mut report = partial.clone().unwrap_or_default();
+            if let Some(output) = delta.output_tokens {
+                report.output = output;
+            }
+            // A delta that restates input counts (newer API versions do) wins.
+            if delta.input_tokens.is_some()
+                || delta.cache_read_input_tokens.is_some()
+                || delta.cache_creation_input_tokens.is_some()
+            {
+                if let Some(input) = delta.reported(None) {
+                    report.input = input.input;
+                    report.cached = input.cached;
+                }
+            }
+            Some(report)
+        }
+        _ => None,
+    }
 }
 
 /// The usage in a terminal event's data (`{"type":..,"response":{"usage":..,"model":..}}`).

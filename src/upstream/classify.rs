@@ -444,4 +444,42 @@ mod tests {
             json!({"type":"response.failed","response":{"error":{"code":"something_new"}}});
         assert_eq!(classify_in_band(&unknown, NOW), Verdict::ServerError);
     }
+
+    /// Anthropic's error bodies and in-band `error` event (`docs/anthropic-wire.md`, "Errors").
+    #[test]
+    fn anthropic_errors_classify_like_their_statuses_and_overload_is_the_servers() {
+        let body = |kind: &str| json!({"type":"error","error":{"type":kind,"message":"m"}});
+        let limited = classify(
+            StatusCode::TOO_MANY_REQUESTS,
+            &headers(&[("retry-after", "30")]),
+            body("rate_limit_error").to_string().as_bytes(),
+            NOW,
+        );
+        assert_eq!(
+            limited,
+            Verdict::RateLimited {
+                retry_after: Some(Duration::from_secs(30))
+            }
+        );
+        assert_eq!(verdict(529, body("overloaded_error")), Verdict::ServerError);
+        assert_eq!(verdict(500, body("api_error")), Verdict::ServerError);
+        assert_eq!(
+            verdict(400, body("invalid_request_error")),
+            Verdict::RequestError
+        );
+        assert_eq!(verdict(404, body("not_found_error")), Verdict::RequestError);
+        assert_eq!(
+            verdict(413, body("request_too_large")),
+            Verdict::RequestError
+        );
+        assert_eq!(
+            verdict(401, body("authentication_error")),
+            Verdict::Unauthorized
+        );
+        assert_eq!(verdict(403, body("permission_error")), Verdict::Forbidden);
+        assert_eq!(
+            classify_in_band(&body("overloaded_error"), NOW),
+            Verdict::ServerError
+        );
+    }
 }

@@ -44,15 +44,16 @@ use super::classify::{classify, classify_in_band, unix_now};
 use super::client::{is_connect_timeout, HttpClient};
 use super::headers::{request_headers_for_upstream, response_headers_for_client};
 use super::profile;
+use super::provider::{ProviderConfig, ProviderKind, DEFAULT_ANTHROPIC_VERSION};
 use super::redact::{redact, EchoFilter, EchoMatcher, SecretBytes};
 use super::refresh::Refresher;
 use super::relay::{
     poison, BudgetShare, ByteBudget, RelayBody, RelayFailure, RelayParts, RelayStats, SseWatch,
 };
 use super::retry::{decide, jitter, pool_wait, Decision, RetryBudget};
-use crate::config::{Timeouts, UpstreamBase};
+use crate::config::Timeouts;
 use crate::pool::state::Verdict;
-use crate::pool::{quota, Account, AccountKind, Pick, Pool};
+use crate::pool::{Account, Pick, Pool, Target};
 use crate::translate::sse::last_event_data;
 use hyper_util::client::legacy::connect::{capture_connection, CaptureConnection};
 
@@ -69,10 +70,9 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// Everything the forwarder needs, shared by all requests.
 pub struct Upstream {
     pub client: HttpClient,
-    /// The API base, for API-key accounts.
-    pub base: UpstreamBase,
-    /// The Codex backend, for ChatGPT accounts.
-    pub chatgpt: UpstreamBase,
+    /// The providers in routing order; an account's `provider` indexes this list (and the
+    /// pool's slots, built from it).
+    pub providers: Vec<ProviderConfig>,
     pub refresher: Arc<Refresher>,
     pub pool: Arc<Pool>,
     pub openai_organization: Option<HeaderValue>,
@@ -90,9 +90,10 @@ pub struct Upstream {
     pub attempts: Option<Arc<dyn AttemptObserver>>,
 }
 
-/// Hears of every upstream attempt: the account's kind and index, and how it ended.
+/// Hears of every upstream attempt: the account's provider (its name) and index, and how it
+/// ended.
 pub trait AttemptObserver: Send + Sync {
-    fn attempt(&self, kind: AccountKind, index: usize, outcome: &'static str);
+    fn attempt(&self, provider: &'static str, index: usize, outcome: &'static str);
 }
 
 /// A stable name for how an attempt ended.
@@ -149,6 +150,8 @@ impl EchoCache {
 
 /// A request ready to go upstream: headers already checked by the front end, body buffered.
 pub struct Outbound<'a> {
+    /// The providers the request may use (its route, by model).
+    pub target: Target,
     pub endpoint: &'static str,
     pub headers: &'a HeaderMap,
     /// The body as received (possibly compressed).
@@ -171,8 +174,8 @@ pub struct Reply {
     pub attempts: u32,
     /// The account that served it.
     pub account: usize,
-    /// The kind of that account (the provider, in metrics and usage).
-    pub kind: AccountKind,
+    /// The name of that account's provider (logs, metrics and usage).
+    pub provider: &'static str,
     pub stats: Arc<RelayStats>,
     /// The upstream streamed a request its client asked to get as one JSON document (the
     /// Codex backend only streams): the events are to be aggregated.
@@ -316,6 +319,75 @@ struct Bodies {
 }
 
 impl Upstream {
+    /// The wire a request for `target` is sent in (the implicit providers speak Responses).
+    pub fn wire_of(&self, target: Target) -> crate::translate::Dialect {
+        match target {
+            Target::Provider(i) => self
+                .providers
+                .get(i)
+                .map_or(crate::translate::Dialect::Responses, |p| p.kind.wire()),
+            Target::Implicit => crate::translate::Dialect::Responses,
+        }
+    }
+
+    /// True when a request's model picks its provider (a config file defined providers);
+    /// otherwise every request goes to the implicit providers.
+    pub fn routes_by_model(&self) -> bool {
+        !self.providers.iter().all(|p| p.implicit)
+    }
+
+    /// What `/v1/models` lists: whether the known model table is served (by an implicit
+    /// provider), and every configured provider's exact model names (globs left out).
+    pub fn listed_models(&self) -> (bool, Vec<&str>) {
+        let all_implicit = self.providers.iter().all(|p| p.implicit);
+        let known = all_implicit
+            || self
+                .providers
+                .iter()
+                .enumerate()
+                .any(|(i, p)| p.implicit && self.pool.has_accounts(i));
+        let exact = self
+            .providers
+            .iter()
+            .filter(|p| !p.implicit)
+            .flat_map(|p| p.models.iter())
+            .map(|g| g.as_str())
+            .filter(|g| !g.contains(['*', '?', '[']))
+            .collect();
+        (known, exact)
+    }
+
+    /// The kind of `target`'s provider (`None`: the implicit providers together).
+    pub fn kind_for(&self, target: Target) -> Option<ProviderKind> {
+        match target {
+            Target::Provider(i) => self.providers.get(i).map(|p| p.kind),
+            Target::Implicit => None,
+        }
+    }
+
+    /// True when `target` serves `/v1/responses/compact`.
+    pub fn compacts(&self, target: Target) -> bool {
+        match target {
+            Target::Provider(i) => self.providers.get(i).is_some_and(|p| p.kind.compacts()),
+            Target::Implicit => true,
+        }
+    }
+
+    /// The kind of `account`'s provider.
+    pub fn kind_of(&self, account: &Account) -> ProviderKind {
+        self.providers
+            .get(account.provider)
+            .map_or(ProviderKind::Openai, |p| p.kind)
+    }
+
+    /// The name of `account`'s provider.
+    pub fn provider_name(&self, account: &Account) -> &'static str {
+        self.pool
+            .providers()
+            .get(account.provider)
+            .map_or("unknown", |p| p.name)
+    }
+
     /// The request for one attempt on `account`, and whether the upstream will stream a
     /// request its client wanted as JSON.
     fn build_request(
@@ -324,17 +396,31 @@ impl Upstream {
         account: &Account,
         bodies: &mut Bodies,
     ) -> Option<(Request<Full<Bytes>>, bool)> {
+        let provider = self.providers.get(account.provider)?;
         let mut headers = request_headers_for_upstream(out.headers);
+        for (name, value) in &provider.headers {
+            headers.insert(name.clone(), value.clone());
+        }
         // A placeholder that the connection layer swaps for the key (see `inject`).
-        headers.insert(
-            header::AUTHORIZATION,
-            account.token().authorization.clone()?,
-        );
+        let token = account.token();
+        headers.insert(token.form.header(), token.placeholder.clone()?);
         headers.insert(
             header::ACCEPT_ENCODING,
             HeaderValue::from_static("identity"),
         );
-        let chatgpt = account.kind == AccountKind::Chatgpt;
+        let chatgpt = match provider.kind {
+            ProviderKind::Chatgpt => true,
+            ProviderKind::Openai => false,
+            ProviderKind::Anthropic => {
+                if !headers.contains_key("anthropic-version") {
+                    headers.insert(
+                        "anthropic-version",
+                        HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION),
+                    );
+                }
+                false
+            }
+        };
         let mut body = out.body.clone();
         let mut rewritten = false;
         let mut aggregate = false;
@@ -373,7 +459,7 @@ impl Upstream {
                     HeaderValue::from_static("text/event-stream"),
                 );
             }
-        } else {
+        } else if provider.kind == ProviderKind::Openai {
             if let Some(org) = &self.openai_organization {
                 headers.insert("openai-organization", org.clone());
             }
@@ -385,7 +471,7 @@ impl Upstream {
             // A rewritten body goes upstream uncompressed.
             headers.remove(header::CONTENT_ENCODING);
         }
-        let base = if chatgpt { &self.chatgpt } else { &self.base };
+        let base = &provider.base;
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = base.uri(out.endpoint);
@@ -417,7 +503,10 @@ impl Upstream {
                 .filter(|a| self.pool.may_retry_on(*a, Instant::now()));
             let account = match retry_on {
                 Some(account) => account,
-                None => match self.pool.pick(out.session, &skip, Instant::now()) {
+                None => match self
+                    .pool
+                    .pick_for(out.target, out.session, &skip, Instant::now())
+                {
                     Pick::Account(account) => account,
                     Pick::AllCooling { wait } => {
                         let now = Instant::now();
@@ -445,7 +534,8 @@ impl Upstream {
             let Some(chosen) = self.pool.account(account) else {
                 return Err(none_usable(attempts));
             };
-            if chosen.kind == AccountKind::Chatgpt {
+            let kind = self.kind_of(&chosen);
+            if kind.refreshes() {
                 let seen = chosen.token().generation;
                 if self
                     .refresher
@@ -466,7 +556,7 @@ impl Upstream {
             attempts += 1;
             let observe = |outcome: &'static str| {
                 if let Some(observer) = &self.attempts {
-                    observer.attempt(chosen.kind, account, outcome);
+                    observer.attempt(self.provider_name(&chosen), account, outcome);
                 }
             };
             let (verdict, answer) = match self.attempt(request, deadline, &out.abort).await {
@@ -494,7 +584,7 @@ impl Upstream {
             match verdict {
                 // A ChatGPT token the upstream no longer takes: refresh once, retry on the
                 // same account (a second 401 disables it).
-                Verdict::Unauthorized if chosen.kind == AccountKind::Chatgpt => {
+                Verdict::Unauthorized if kind.refreshes() => {
                     if !refreshed.contains(&account) {
                         refreshed.push(account);
                         if self
@@ -544,7 +634,8 @@ impl Upstream {
             let mut tried = skip.clone();
             tried.push(account);
             let other = matches!(
-                self.pool.pick(out.session, &tried, Instant::now()),
+                self.pool
+                    .pick_for(out.target, out.session, &tried, Instant::now()),
                 Pick::Account(_)
             );
             let decision = decide(verdict, attempts, self.max_attempts, other, jitter());
@@ -634,6 +725,8 @@ impl Upstream {
         aggregate: bool,
     ) -> Answered {
         let account = chosen.index;
+        let kind = self.kind_of(chosen);
+        let provider = self.provider_name(chosen);
         let (parts, mut body) = response.into_parts();
         let mut headers = response_headers_for_client(&parts.headers);
         let echo = self.echo.get(&self.pool);
@@ -642,14 +735,14 @@ impl Upstream {
         }
         let stats = Arc::new(RelayStats::default());
         let status = parts.status;
-        let remaining = quota::remaining(&parts.headers);
+        let remaining = kind.remaining_quota(&parts.headers);
         let reply = |headers: HeaderMap, body: ReplyBody, stats: Arc<RelayStats>| Reply {
             status,
             headers,
             body,
             attempts,
             account,
-            kind: chosen.kind,
+            provider,
             stats,
             aggregate,
         };
@@ -666,19 +759,19 @@ impl Upstream {
                         HeaderValue::from_static("application/json"),
                     );
                     headers.insert("x-should-retry", HeaderValue::from_static("false"));
-                    let body = serde_json::json!({"error": {
-                        "message": "The upstream's error body is larger than the proxy reads (4 MiB).",
-                        "type": "server_error",
-                        "param": null,
-                        "code": "upstream_error_too_large",
-                    }});
+                    let body = crate::translate::error_body(
+                        kind.wire(),
+                        502,
+                        "upstream_error_too_large",
+                        "The upstream's error body is larger than the proxy reads (4 MiB).",
+                    );
                     let reply = Reply {
                         status: StatusCode::BAD_GATEWAY,
                         headers,
-                        body: ReplyBody::Full(Bytes::from(body.to_string())),
+                        body: ReplyBody::Full(Bytes::from(body)),
                         attempts,
                         account,
-                        kind: chosen.kind,
+                        provider,
                         stats,
                         aggregate: false,
                     };
@@ -699,8 +792,7 @@ impl Upstream {
             };
             let verdict = classify(status, &parts.headers, &bytes, unix_now());
             // A ChatGPT 401 is judged after the refresh it triggers (see `forward`).
-            let judged_later =
-                verdict == Verdict::Unauthorized && chosen.kind == AccountKind::Chatgpt;
+            let judged_later = verdict == Verdict::Unauthorized && kind.refreshes();
             if !judged_later {
                 self.pool.record(
                     account,
@@ -753,7 +845,7 @@ impl Upstream {
         let mut verdict = Verdict::Served;
         if is_event_stream {
             headers.remove(header::CONTENT_LENGTH);
-            relay.sse = Some(SseWatch::new());
+            relay.sse = Some(SseWatch::for_wire(kind.wire()));
             let hold_until = Instant::now() + self.timeouts.header;
             if let Err(over) = self.hold(&mut relay, hold_until).await {
                 // The upstream said too much before its first content: not an answer.
@@ -766,7 +858,7 @@ impl Upstream {
                     Instant::now(),
                 );
                 let body = Bytes::from(crate::translate::error_body(
-                    crate::translate::Dialect::Responses,
+                    kind.wire(),
                     over.status().as_u16(),
                     over.code(),
                     over.message(),
@@ -781,7 +873,7 @@ impl Upstream {
                 reply.aggregate = false;
                 return Answered::Final(reply);
             }
-            verdict = pre_commit_verdict(&relay);
+            verdict = pre_commit_verdict(&relay, kind);
         } else {
             // A plain body goes out with its head: wait for its first bytes (nobody can use a
             // JSON head without its body), so both leave in one write.
@@ -957,7 +1049,7 @@ impl Overflow {
 
 /// What a held event stream says before commit: an in-band failure as its first real event,
 /// or an end (or cut) before any content, is retryable; anything else is served.
-fn pre_commit_verdict(relay: &RelayParts) -> Verdict {
+fn pre_commit_verdict(relay: &RelayParts, kind: ProviderKind) -> Verdict {
     let Some(watch) = relay.sse.as_ref() else {
         return Verdict::Served;
     };
@@ -968,14 +1060,13 @@ fn pre_commit_verdict(relay: &RelayParts) -> Verdict {
         let held: Vec<u8> = relay.held.iter().flat_map(|b| b.iter().copied()).collect();
         let event: Option<serde_json::Value> =
             last_event_data(&held).and_then(|d| serde_json::from_slice(&d).ok());
-        let kind = event
+        let failed = event
             .as_ref()
             .and_then(|e| e.get("type"))
-            .and_then(|t| t.as_str());
-        return match (kind, event.as_ref()) {
-            (Some("response.failed") | Some("error"), Some(event)) => {
-                classify_in_band(event, unix_now())
-            }
+            .and_then(|t| t.as_str())
+            .is_some_and(|t| kind.is_failure_event(t));
+        return match (failed, event.as_ref()) {
+            (true, Some(event)) => classify_in_band(event, unix_now()),
             // A completed or incomplete response with no output is still an answer.
             _ => Verdict::Served,
         };

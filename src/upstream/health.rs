@@ -165,28 +165,37 @@ impl Upstream {
         }
     }
 
-    /// The upstreams the accounts use, for the start-up line: each base URL with its number of
-    /// accounts (and the token endpoint for ChatGPT accounts).
+    /// The upstreams the accounts use, for the start-up line: each provider's base URL with
+    /// its number of accounts (and the token endpoint for ChatGPT accounts); a provider of a
+    /// config file is named.
     pub fn in_use(&self, token_url: &str) -> String {
         let accounts = self.pool.accounts();
-        let count = |kind| accounts.iter().filter(|a| a.kind == kind).count();
-        let (keys, chatgpt) = (count(AccountKind::ApiKey), count(AccountKind::Chatgpt));
         let plural =
             |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         let mut parts = Vec::new();
-        if keys > 0 {
-            parts.push(format!(
-                "{} ({})",
-                self.base.display(),
-                plural(keys, "API key", "API keys")
-            ));
-        }
-        if chatgpt > 0 {
-            parts.push(format!(
-                "{} ({}; token refresh at {token_url})",
-                self.chatgpt.display(),
-                plural(chatgpt, "ChatGPT account", "ChatGPT accounts")
-            ));
+        for (index, provider) in self.providers.iter().enumerate() {
+            let n = accounts
+                .iter()
+                .filter(|a| a.provider == index && !a.is_removed())
+                .count();
+            if n == 0 {
+                continue;
+            }
+            let name = if provider.implicit {
+                String::new()
+            } else {
+                format!("{}: ", provider.name)
+            };
+            let base = provider.base.display();
+            parts.push(match provider.kind.credential() {
+                AccountKind::ApiKey => {
+                    format!("{name}{base} ({})", plural(n, "API key", "API keys"))
+                }
+                AccountKind::Chatgpt => format!(
+                    "{name}{base} ({}; token refresh at {token_url})",
+                    plural(n, "ChatGPT account", "ChatGPT accounts")
+                ),
+            });
         }
         if parts.is_empty() {
             "none yet (no accounts)".to_string()

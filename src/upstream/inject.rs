@@ -8,15 +8,20 @@
 //! the key as the bytes go out. The key is copied from locked memory into one small buffer
 //! per connection that is zeroed as soon as it has been written.
 //!
+//! A credential goes in one of two headers, by its provider's kind ([`AuthForm`]):
+//! `authorization: Bearer <key>` (OpenAI, ChatGPT) or `x-api-key: <key>` (Anthropic, see
+//! `docs/anthropic-wire.md`). Both are swapped the same way.
+//!
 //! The swap happens only where our own header lives, so a client can never get the key
 //! injected into anything it controls:
 //! - HTTP/1.1: only inside request heads (bodies are skipped by their `content-length`), and
-//!   only the whole line `authorization: Bearer <placeholder>\r\n` (a client cannot send an
-//!   `authorization` line: the front end drops it, and header values cannot contain CRLF).
+//!   only the whole line `authorization: Bearer <placeholder>\r\n` or
+//!   `x-api-key: <placeholder>\r\n` starting a line (a client cannot send either header: the
+//!   front end drops both, and header values cannot contain CRLF).
 //! - HTTP/2: only inside HEADERS and CONTINUATION frames, and only the exact HPACK field h2
-//!   emits for a sensitive `authorization` value (never-indexed literal, static name index
-//!   23, Huffman-coded). The placeholder is chosen so its Huffman form has the same length as
-//!   the key's, so frames keep their length.
+//!   emits for the sensitive value (a never-indexed literal, Huffman-coded; `authorization`
+//!   by its static name index 23, `x-api-key` by its literal name). The placeholder is chosen
+//!   so its Huffman form has the same length as the key's, so frames keep their length.
 
 use std::io;
 use std::pin::Pin;
@@ -28,17 +33,52 @@ use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use zeroize::{Zeroize, Zeroizing};
 
+pub use crate::pool::AuthForm;
 use crate::secret::{ArenaError, SecretArena, SecretRange};
 
 const BEARER: &[u8] = b"Bearer ";
 const H1_LINE_START: &[u8] = b"authorization: Bearer ";
+const H1_XAPIKEY_START: &[u8] = b"x-api-key: ";
 /// HPACK "literal never indexed, indexed name" for static entry 23 (`authorization`).
 const H2_FIELD_START: [u8; 2] = [0x1f, 0x08];
+/// HPACK "literal never indexed, new name" (`0x10`), then the name `x-api-key` as the
+/// Huffman-coded string literal h2 writes (h2 Huffman-codes every string).
+const H2_XAPIKEY_START: [u8; 9] = [0x10, 0x87, 0xf2, 0xb0, 0xeb, 0x32, 0xdd, 0x4b, 0xeb];
+
+impl AuthForm {
+    /// What precedes the secret in the header value.
+    fn value_prefix(self) -> &'static [u8] {
+        match self {
+            AuthForm::Bearer => BEARER,
+            AuthForm::XApiKey => b"",
+        }
+    }
+
+    /// The HTTP/1.1 header line up to the value's secret part, as hyper writes it.
+    fn h1_line_start(self) -> &'static [u8] {
+        match self {
+            AuthForm::Bearer => H1_LINE_START,
+            AuthForm::XApiKey => H1_XAPIKEY_START,
+        }
+    }
+
+    /// The HPACK bytes h2 writes before the value's string literal.
+    fn h2_field_start(self) -> &'static [u8] {
+        match self {
+            AuthForm::Bearer => &H2_FIELD_START,
+            AuthForm::XApiKey => &H2_XAPIKEY_START,
+        }
+    }
+
+    const ALL: [AuthForm; 2] = [AuthForm::Bearer, AuthForm::XApiKey];
+}
 const H2_PREFACE_LEN: usize = 24;
 const KEY_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 /// One credential's placeholder forms and where their real counterparts live.
 struct Entry {
+    /// Which header the credential goes in.
+    form: AuthForm,
     /// The placeholder forms: the HTTP/1.1 header line and the HPACK field.
     h1_needle: Vec<u8>,
     h2_needle: Vec<u8>,
@@ -71,8 +111,9 @@ pub struct KeyInjector {
 
 /// What to write in place of a placeholder.
 enum Swap<'a> {
-    /// `authorization: Bearer <key>\r\n`, the key borrowed from the credential arena.
-    H1Line(&'a [u8]),
+    /// `authorization: Bearer <key>\r\n` or `x-api-key: <key>\r\n`, the key borrowed from
+    /// the credential arena.
+    H1Line(AuthForm, &'a [u8]),
     /// The HPACK field, borrowed from the locked Huffman arena.
     H2Field(&'a [u8]),
 }
@@ -81,7 +122,7 @@ impl<'a> Swap<'a> {
     /// The replacement as consecutive pieces (only the key piece is secret).
     fn parts(&self) -> [&'a [u8]; 3] {
         match self {
-            Swap::H1Line(key) => [H1_LINE_START, key, b"\r\n"],
+            Swap::H1Line(form, key) => [form.h1_line_start(), key, b"\r\n"],
             Swap::H2Field(field) => [field, &[], &[]],
         }
     }
@@ -149,9 +190,10 @@ fn random_bytes(n: usize) -> Vec<u8> {
 /// A random placeholder of the key's length whose HPACK Huffman form has the same byte
 /// length as the key's: random characters, then random single-character changes toward the
 /// target length until the padded lengths agree.
-fn placeholder_for(key: &[u8]) -> Vec<u8> {
+fn placeholder_for(key: &[u8], form: AuthForm) -> Vec<u8> {
     let bits = |c: u8| usize::from(httlib_huffman::encoder::table::ENCODE_TABLE[usize::from(c)].0);
-    let byte_len = |p: &[u8]| (huffman_bits(BEARER) + huffman_bits(p)).div_ceil(8);
+    let prefix = huffman_bits(form.value_prefix());
+    let byte_len = |p: &[u8]| (prefix + huffman_bits(p)).div_ceil(8);
     let target = byte_len(key);
     let random = random_bytes(key.len() * 3 + 64);
     let mut next = random.iter().cycle().copied();
@@ -194,29 +236,43 @@ impl KeyInjector {
         Arc::clone(&self.table.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Registers a placeholder for each key at `ranges` of `keys`; returns (id, the sensitive
-    /// `Authorization` value requests carry) per key.
+    /// Registers a Bearer placeholder for each key at `ranges` of `keys`; returns (id, the
+    /// sensitive `Authorization` value requests carry) per key.
     pub fn register(
         &self,
         keys: &Arc<SecretArena>,
         ranges: &[SecretRange],
     ) -> Result<Vec<(u64, HeaderValue)>, ArenaError> {
-        // The HPACK field of `Bearer <secret>` as h2 emits it for a sensitive authorization.
-        let field = |secret: &[u8]| -> Result<Zeroizing<Vec<u8>>, ArenaError> {
-            let mut value = Zeroizing::new(Vec::with_capacity(BEARER.len() + secret.len()));
-            value.extend_from_slice(BEARER);
+        let secrets: Vec<_> = ranges.iter().map(|r| (*r, AuthForm::Bearer)).collect();
+        self.register_forms(keys, &secrets)
+    }
+
+    /// Registers a placeholder for each key at `secrets` of `keys`, in the header its form
+    /// names; returns (id, the sensitive header value requests carry) per key.
+    pub fn register_forms(
+        &self,
+        keys: &Arc<SecretArena>,
+        secrets: &[(SecretRange, AuthForm)],
+    ) -> Result<Vec<(u64, HeaderValue)>, ArenaError> {
+        // The HPACK field of the header value as h2 emits it for a sensitive value.
+        let field = |secret: &[u8], form: AuthForm| -> Result<Zeroizing<Vec<u8>>, ArenaError> {
+            let prefix = form.value_prefix();
+            let mut value = Zeroizing::new(Vec::with_capacity(prefix.len() + secret.len()));
+            value.extend_from_slice(prefix);
             value.extend_from_slice(secret);
-            let mut f = Zeroizing::new(Vec::with_capacity(value.len() + 8));
-            f.extend_from_slice(&H2_FIELD_START);
+            let start = form.h2_field_start();
+            let mut f = Zeroizing::new(Vec::with_capacity(start.len() + value.len() + 8));
+            f.extend_from_slice(start);
             hpack_huffman_literal(&value, &mut f)?;
             Ok(f)
         };
+        let ranges: Vec<SecretRange> = secrets.iter().map(|(r, _)| *r).collect();
         let mut huffman_fields = Vec::with_capacity(ranges.len());
         let mut placeholders = Vec::with_capacity(ranges.len());
-        for range in ranges {
+        for (range, form) in secrets {
             let key = keys.get(*range);
-            huffman_fields.push(field(key)?);
-            placeholders.push(placeholder_for(key));
+            huffman_fields.push(field(key, *form)?);
+            placeholders.push(placeholder_for(key, *form));
         }
         let size: usize = huffman_fields.iter().map(|f| f.len()).sum();
         let mut huffman = SecretArena::with_capacity(size.max(1))?;
@@ -231,13 +287,16 @@ impl KeyInjector {
         let huffman = Arc::new(huffman);
         let mut added = Vec::with_capacity(ranges.len());
         let mut new_entries = Vec::with_capacity(ranges.len());
-        for ((range, placeholder), h2_value) in ranges.iter().zip(&placeholders).zip(h2_values) {
-            let mut h1_needle = Vec::with_capacity(H1_LINE_START.len() + placeholder.len() + 2);
-            h1_needle.extend_from_slice(H1_LINE_START);
+        for (((range, form), placeholder), h2_value) in
+            secrets.iter().zip(&placeholders).zip(h2_values)
+        {
+            let start = form.h1_line_start();
+            let mut h1_needle = Vec::with_capacity(start.len() + placeholder.len() + 2);
+            h1_needle.extend_from_slice(start);
             h1_needle.extend_from_slice(placeholder);
             h1_needle.extend_from_slice(b"\r\n");
-            let h2_needle = field(placeholder)?.to_vec();
-            let mut header = BEARER.to_vec();
+            let h2_needle = field(placeholder, *form)?.to_vec();
+            let mut header = form.value_prefix().to_vec();
             header.extend_from_slice(placeholder);
             let mut value = HeaderValue::from_bytes(&header)
                 .map_err(|_| ArenaError::Map(io::Error::other("invalid placeholder")))?;
@@ -249,6 +308,7 @@ impl KeyInjector {
             new_entries.push((
                 id,
                 Entry {
+                    form: *form,
                     h1_needle,
                     h2_needle,
                     keys: Arc::clone(keys),
@@ -285,9 +345,9 @@ impl crate::pool::Swaps for KeyInjector {
     fn add(
         &self,
         arena: &Arc<SecretArena>,
-        ranges: &[SecretRange],
+        secrets: &[(SecretRange, AuthForm)],
     ) -> Result<Vec<(u64, HeaderValue)>, ArenaError> {
-        self.register(arena, ranges)
+        self.register_forms(arena, secrets)
     }
 
     fn remove(&self, id: u64) {
@@ -298,14 +358,27 @@ impl crate::pool::Swaps for KeyInjector {
 impl Table {
     /// The earliest needle in `haystack` for this protocol: (offset, needle length, swap).
     fn find(&self, haystack: &[u8], h2: bool) -> Option<(usize, usize, Swap<'_>)> {
+        AuthForm::ALL
+            .into_iter()
+            .filter_map(|form| self.find_form(haystack, h2, form))
+            .min_by_key(|(at, ..)| *at)
+    }
+
+    /// The earliest needle of one credential form in `haystack`.
+    fn find_form(
+        &self,
+        haystack: &[u8],
+        h2: bool,
+        form: AuthForm,
+    ) -> Option<(usize, usize, Swap<'_>)> {
         if h2 {
-            // `0x1f 0x08` starts a never-indexed `authorization` field; the string literal that
-            // follows says its own length.
-            for at in memchr::memmem::find_iter(haystack, &H2_FIELD_START) {
-                let Some(len) = hpack_string_len(&haystack[at + 2..]) else {
+            // The field's fixed start; the string literal that follows says its own length.
+            let start = form.h2_field_start();
+            for at in memchr::memmem::find_iter(haystack, start) {
+                let Some(len) = hpack_string_len(&haystack[at + start.len()..]) else {
                     continue;
                 };
-                let Some(field) = haystack.get(at..at + 2 + len) else {
+                let Some(field) = haystack.get(at..at + start.len() + len) else {
                     continue;
                 };
                 if let Some(entry) = self
@@ -315,13 +388,17 @@ impl Table {
                 {
                     return Some((
                         at,
-                        len + 2,
+                        field.len(),
                         Swap::H2Field(entry.huffman.get(entry.h2_value)),
                     ));
                 }
             }
         } else {
-            for at in memchr::memmem::find_iter(haystack, H1_LINE_START) {
+            for at in memchr::memmem::find_iter(haystack, form.h1_line_start()) {
+                // A whole header line only: `x-api-key: ` also ends longer header names.
+                if at > 0 && haystack[at - 1] != b'\n' {
+                    continue;
+                }
                 let Some(end) = memchr::memmem::find(&haystack[at..], b"\r\n") else {
                     continue;
                 };
@@ -330,8 +407,13 @@ impl Table {
                     .by_h1_needle
                     .get(line)
                     .and_then(|id| self.entries.get(id))
+                    .filter(|e| e.form == form)
                 {
-                    return Some((at, line.len(), Swap::H1Line(entry.keys.get(entry.key))));
+                    return Some((
+                        at,
+                        line.len(),
+                        Swap::H1Line(entry.form, entry.keys.get(entry.key)),
+                    ));
                 }
             }
         }
@@ -736,11 +818,15 @@ mod tests {
     }
 
     fn injector() -> (Arc<KeyInjector>, http::HeaderValue) {
+        injector_for(AuthForm::Bearer)
+    }
+
+    fn injector_for(form: AuthForm) -> (Arc<KeyInjector>, http::HeaderValue) {
         let mut arena = SecretArena::with_capacity(KEY.len()).unwrap();
         let range = arena.push_concat(&[KEY]).unwrap();
         let injector = KeyInjector::new();
         let (_, value) = injector
-            .register(&Arc::new(arena), &[range])
+            .register_forms(&Arc::new(arena), &[(range, form)])
             .unwrap()
             .remove(0);
         (Arc::new(injector), value)
@@ -758,6 +844,17 @@ mod tests {
         bodies: &[Bytes],
         pipe_bytes: usize,
     ) -> Vec<(String, Bytes)> {
+        exchange_form(h2, bodies, pipe_bytes, AuthForm::Bearer).await
+    }
+
+    /// Like `exchange_through`, with the credential in `form`'s header; the server reports
+    /// that header's values.
+    async fn exchange_form(
+        h2: bool,
+        bodies: &[Bytes],
+        pipe_bytes: usize,
+        form: AuthForm,
+    ) -> Vec<(String, Bytes)> {
         let (client_io, server_io) = tokio::io::duplex(pipe_bytes);
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let record = Arc::clone(&seen);
@@ -767,7 +864,7 @@ mod tests {
                 async move {
                     let auth = req
                         .headers()
-                        .get_all("authorization")
+                        .get_all(form.header())
                         .iter()
                         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
                         .collect::<Vec<_>>()
@@ -791,7 +888,7 @@ mod tests {
                     .await;
             }
         });
-        let (injector, value) = injector();
+        let (injector, value) = injector_for(form);
         let io = Injecting::new(
             Pipe {
                 io: TokioIo::new(client_io),
@@ -801,7 +898,7 @@ mod tests {
         );
         let request = |body: &Bytes| {
             http::Request::post("http://upstream.test/v1/responses")
-                .header("authorization", value.clone())
+                .header(form.header(), value.clone())
                 .body(Full::new(body.clone()))
                 .unwrap()
         };
@@ -899,7 +996,7 @@ mod tests {
             head.extend_from_slice(&e.h1_needle);
             head.extend_from_slice(b"content-length: 0\r\n\r\n");
             match table.find(&head, false) {
-                Some((found, len, Swap::H1Line(key))) => {
+                Some((found, len, Swap::H1Line(_, key))) => {
                     assert_eq!((found, len), (at, e.h1_needle.len()));
                     assert_eq!(key, &keys[i][..]);
                 }
@@ -976,15 +1073,63 @@ mod tests {
             &[b'_'; 90],
             b"ZZZZZZZZZZZZZZZZZZZZ9999999",
         ] {
-            let p = placeholder_for(key);
-            assert_eq!(p.len(), key.len());
-            assert_eq!(
-                (huffman_bits(BEARER) + huffman_bits(&p)).div_ceil(8),
-                (huffman_bits(BEARER) + huffman_bits(key)).div_ceil(8),
-                "{}",
-                String::from_utf8_lossy(key)
-            );
+            for form in AuthForm::ALL {
+                let p = placeholder_for(key, form);
+                let prefix = huffman_bits(form.value_prefix());
+                assert_eq!(p.len(), key.len());
+                assert_eq!(
+                    (prefix + huffman_bits(&p)).div_ceil(8),
+                    (prefix + huffman_bits(key)).div_ceil(8),
+                    "{}",
+                    String::from_utf8_lossy(key)
+                );
+            }
         }
+    }
+
+    #[test]
+    fn the_x_api_key_field_start_is_what_h2_writes_for_the_name() {
+        let mut expected = vec![0x10];
+        hpack_huffman_literal(b"x-api-key", &mut expected).unwrap();
+        assert_eq!(&H2_XAPIKEY_START[..], &expected[..]);
+    }
+
+    #[tokio::test]
+    async fn x_api_key_upstreams_receive_the_real_key_over_http1_and_h2_at_every_write_size() {
+        let bodies = ["{\"a\":1}", "", "{\"b\":2}"].map(|b| Bytes::from_static(b.as_bytes()));
+        let expected = String::from_utf8_lossy(KEY).into_owned();
+        for h2 in [false, true] {
+            // (h2 deadlocks on pipes under about a frame header, with or without the injector.)
+            let pipes: &[usize] = if h2 {
+                &[31, 48, 1 << 16]
+            } else {
+                &[1, 7, 13, 1 << 16]
+            };
+            for &pipe in pipes {
+                let seen = tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    exchange_form(h2, &bodies, pipe, AuthForm::XApiKey),
+                )
+                .await
+                .unwrap_or_else(|_| panic!("h2={h2} pipe={pipe}: stalled"));
+                assert_eq!(seen.len(), 3, "h2={h2} pipe={pipe}");
+                for (key, _) in &seen {
+                    assert_eq!(key, &expected, "h2={h2} pipe={pipe}");
+                }
+                assert_eq!(seen[0].1, Bytes::from_static(b"{\"a\":1}"));
+            }
+        }
+    }
+
+    #[test]
+    fn an_x_api_key_needle_inside_a_longer_header_name_is_left_alone() {
+        let (injector, value) = injector_for(AuthForm::XApiKey);
+        let table = injector.current();
+        let own = format!("x-api-key: {}\r\n", value.to_str().unwrap());
+        let head = format!("POST / HTTP/1.1\r\nfoo-{own}\r\n");
+        assert!(table.find(head.as_bytes(), false).is_none());
+        let head = format!("POST / HTTP/1.1\r\n{own}\r\n");
+        assert!(table.find(head.as_bytes(), false).is_some());
     }
 
     #[tokio::test]

@@ -42,15 +42,27 @@ use crate::translate::{write_error_event, Dialect};
 pub use crate::translate::error::Interruption as RelayFailure;
 
 impl RelayFailure {
-    /// The SSE `error` event for this failure (Responses API shape).
-    pub fn sse_event(self, mid_event: bool) -> Bytes {
+    /// The SSE `error` event for this failure in `wire`'s shape (a relay without a stage
+    /// passes its provider's wire through to a client of the same dialect).
+    pub fn sse_event(self, mid_event: bool, wire: Dialect) -> Bytes {
         // A blank line first ends any partial event the upstream left behind, so the error
         // event itself parses on its own.
         let mut out = Vec::with_capacity(256);
         if mid_event {
             out.extend_from_slice(b"\n\n");
         }
-        write_error_event(&mut out, Dialect::Responses, self.code(), self.message());
+        match wire {
+            // Anthropic's error has no `code`: the proxy's goes in front of the message.
+            Dialect::Anthropic => write_error_event(
+                &mut out,
+                wire,
+                self.code(),
+                &format!("{}: {}", self.code(), self.message()),
+            ),
+            Dialect::Responses | Dialect::Chat => {
+                write_error_event(&mut out, wire, self.code(), self.message())
+            }
+        }
         Bytes::from(out)
     }
 }
@@ -129,9 +141,15 @@ pub struct SseWatch {
 }
 
 impl SseWatch {
+    /// A watch over a Responses stream.
     pub fn new() -> Self {
+        Self::for_wire(Dialect::Responses)
+    }
+
+    /// A watch over a stream of `wire` (its commit point and terminal events).
+    pub fn for_wire(wire: Dialect) -> Self {
         SseWatch {
-            scanner: SseScanner::new(),
+            scanner: SseScanner::for_wire(wire),
             terminal_seen: false,
             content_seen: false,
             events: 0,
@@ -402,7 +420,9 @@ impl RelayBody {
         if let Some(stage) = &mut self.stage {
             stage.end(Some(failure), &mut out);
         } else if let Some(watch) = &self.sse {
-            out.extend_from_slice(&failure.sse_event(watch.scanner.mid_event()));
+            out.extend_from_slice(
+                &failure.sse_event(watch.scanner.mid_event(), watch.scanner.wire()),
+            );
         }
         if out.is_empty() {
             self.poll_failing(cx)

@@ -206,12 +206,61 @@ pub fn responses_json(text: &str) -> String {
     serde_json::json!({"id":"resp_mock_1","object":"response","status":"completed","model":"mock-model","output":[{"id":"msg_1","type":"message","role":"assistant","status":"completed","content":[{"type":"output_text","text":text,"annotations":[]}]}],"usage":{"input_tokens":10,"output_tokens":5,"total_tokens":15}}).to_string()
 }
 
+/// A complete Anthropic Messages stream saying `text` in `deltas` pieces, with usage
+/// (`input_tokens` 12, cache reads 3, cache writes 2, `output_tokens` 7).
+pub fn anthropic_stream(text: &str, deltas: usize) -> Vec<String> {
+    let mut events = vec![
+        sse_event(
+            "message_start",
+            serde_json::json!({"message":{"id":"msg_mock_1","type":"message","role":"assistant","model":"claude-mock","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":12,"cache_read_input_tokens":3,"cache_creation_input_tokens":2,"output_tokens":1}}}),
+        ),
+        sse_event("ping", serde_json::json!({})),
+        sse_event(
+            "content_block_start",
+            serde_json::json!({"index":0,"content_block":{"type":"text","text":""}}),
+        ),
+    ];
+    let chars: Vec<char> = text.chars().collect();
+    let per = chars.len().div_ceil(deltas.max(1)).max(1);
+    for piece in chars.chunks(per) {
+        let delta: String = piece.iter().collect();
+        events.push(sse_event(
+            "content_block_delta",
+            serde_json::json!({"index":0,"delta":{"type":"text_delta","text":delta}}),
+        ));
+    }
+    events.push(sse_event(
+        "content_block_stop",
+        serde_json::json!({"index":0}),
+    ));
+    events.push(sse_event(
+        "message_delta",
+        serde_json::json!({"delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":7}}),
+    ));
+    events.push(sse_event("message_stop", serde_json::json!({})));
+    events
+}
+
+/// A non-streaming Anthropic Messages answer saying `text`.
+pub fn anthropic_json(text: &str) -> String {
+    serde_json::json!({"id":"msg_mock_1","type":"message","role":"assistant","model":"claude-mock","content":[{"type":"text","text":text}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":12,"cache_read_input_tokens":3,"cache_creation_input_tokens":2,"output_tokens":7}}).to_string()
+}
+
+/// An Anthropic error body.
+pub fn anthropic_error(kind: &str, message: &str) -> String {
+    serde_json::json!({"type":"error","error":{"type":kind,"message":message}}).to_string()
+}
+
 /// What the mock answers when its queue is empty.
 #[derive(Clone)]
 pub enum Fallback {
     /// Stream or JSON (by the request's `stream` field) saying this text, in this many
     /// deltas, this far apart.
     Echo(String, usize, Duration),
+    /// An Anthropic Messages API: every request must carry `x-api-key` equal to one of `keys`
+    /// (else 401 `authentication_error`) and an `anthropic-version` (else 400); then scripts,
+    /// else a Messages stream or JSON saying `text` (`count_tokens`: `{"input_tokens":42}`).
+    Anthropic { keys: Vec<String>, text: String },
 }
 
 struct Shared {
@@ -289,6 +338,24 @@ impl MockUpstream {
     /// A mock on TLS when `tls` is given.
     pub async fn start_with(text: &str, tls: Option<Arc<rustls::ServerConfig>>) -> MockUpstream {
         Self::start_full(0, Fallback::Echo(text.to_string(), 4, Duration::ZERO), tls).await
+    }
+
+    /// A plain-HTTP Anthropic Messages mock that takes `key` (see [`Fallback::Anthropic`]).
+    pub async fn start_anthropic(key: &str, text: &str) -> MockUpstream {
+        Self::start_anthropic_with(&[key], text, None).await
+    }
+
+    /// An Anthropic Messages mock taking any of `keys`, on TLS when `tls` is given.
+    pub async fn start_anthropic_with(
+        keys: &[&str],
+        text: &str,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> MockUpstream {
+        let fallback = Fallback::Anthropic {
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            text: text.to_string(),
+        };
+        Self::start_full(0, fallback, tls).await
     }
 
     /// A plain mock on `port` (0: ephemeral) whose default stream has `deltas` deltas `gap` apart.
@@ -486,12 +553,37 @@ async fn answer(
         .map(|c| c.to_bytes())
         .unwrap_or_default();
     // Like a real upstream, read a zstd body decoded.
+    // Scripts are keyed by the credential: `authorization`, else `x-api-key`.
     let auth = parts
         .headers
         .get("authorization")
+        .or_else(|| parts.headers.get("x-api-key"))
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    let anthropic_refusal = match &shared.default {
+        Fallback::Anthropic { keys, .. } => {
+            let given = parts.headers.get("x-api-key").and_then(|v| v.to_str().ok());
+            if !given.is_some_and(|g| keys.iter().any(|k| k == g)) {
+                Some(Script::json(
+                    401,
+                    &anthropic_error("authentication_error", "invalid x-api-key"),
+                ))
+            } else if !parts.headers.contains_key("anthropic-version") {
+                Some(Script::json(
+                    400,
+                    &anthropic_error(
+                        "invalid_request_error",
+                        "anthropic-version: header is required",
+                    ),
+                ))
+            } else {
+                None
+            }
+        }
+        Fallback::Echo(..) => None,
+    };
+    let count_tokens = parts.uri.path().ends_with("/messages/count_tokens");
     let decoded = match parts.headers.get("content-encoding").map(|v| v.as_bytes()) {
         Some(b"zstd") => zstd::decode_all(&body[..]).unwrap_or_default(),
         _ => body.to_vec(),
@@ -514,18 +606,25 @@ async fn answer(
         recorded.len() - 1
     };
     shared.changed.notify_waiters();
-    let script = shared
-        .scripts_by_auth
-        .lock()
-        .unwrap()
-        .get_mut(&auth)
-        .and_then(|q| q.pop_front())
-        .or_else(|| shared.scripts.lock().unwrap().pop_front());
+    let script = anthropic_refusal.or_else(|| {
+        shared
+            .scripts_by_auth
+            .lock()
+            .unwrap()
+            .get_mut(&auth)
+            .and_then(|q| q.pop_front())
+            .or_else(|| shared.scripts.lock().unwrap().pop_front())
+    });
     let script = script.unwrap_or_else(|| match &shared.default {
         Fallback::Echo(text, deltas, gap) if streaming => {
             Script::sse(&responses_stream(text, *deltas), *gap)
         }
         Fallback::Echo(text, _, _) => Script::json(200, &responses_json(text)),
+        Fallback::Anthropic { .. } if count_tokens => Script::json(200, r#"{"input_tokens":42}"#),
+        Fallback::Anthropic { text, .. } if streaming => {
+            Script::sse(&anthropic_stream(text, 3), Duration::ZERO)
+        }
+        Fallback::Anthropic { text, .. } => Script::json(200, &anthropic_json(text)),
     });
     shared.recorded.lock().unwrap()[slot].label = script.label();
     run_script(script, conn).await

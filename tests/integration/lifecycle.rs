@@ -24,7 +24,7 @@ static UPSTREAM_OK: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock
 );
 
 fn health_with(last_status: serde_json::Value) -> serde_json::Value {
-    serde_json::json!({"status":"ok","accounts":[{"index":0,"kind":"api_key","state":"active","cooldown_remaining_s":null,"last_status":last_status,"reason":null}],"upstream":UPSTREAM_OK.clone()})
+    serde_json::json!({"status":"ok","accounts":[{"index":0,"kind":"api_key","provider":"openai","state":"active","cooldown_remaining_s":null,"last_status":last_status,"reason":null}],"upstream":UPSTREAM_OK.clone()})
 }
 
 async fn health(proxy: &TestProxy, extra: &[(&str, &str)]) -> RawResponse {
@@ -81,7 +81,7 @@ async fn health_reports_the_account_state_and_last_upstream_status_never_the_key
     let response = health(&proxy, &[]).await;
     assert_eq!(
         response.json(),
-        serde_json::json!({"status":"unavailable","accounts":[{"index":0,"kind":"api_key","state":"cooling_down","cooldown_remaining_s":1,"last_status":429,"reason":"rate_limited"}],"upstream":UPSTREAM_OK.clone()})
+        serde_json::json!({"status":"unavailable","accounts":[{"index":0,"kind":"api_key","provider":"openai","state":"cooling_down","cooldown_remaining_s":1,"last_status":429,"reason":"rate_limited"}],"upstream":UPSTREAM_OK.clone()})
     );
     assert_no_secret(&response);
     assert_eq!(

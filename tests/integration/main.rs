@@ -17,6 +17,7 @@
 //! - `upstream_caps`: caps on what an upstream answer makes the proxy buffer.
 //! - `users`: `--allow-user`: who is served, in which dialect others are refused, with the token.
 //! - `policy`: `--config` `[users]`: models allowlist and concurrency limit, another user unaffected.
+//! - `providers`: several providers routed by model; Anthropic passthrough with x-api-key.
 //! - `usage`: tokens counted from what the upstream reported; `GET /usage`, `GET /metrics`.
 //! - `chaos`: 300 concurrent streams over 3 accounts with random upstream faults.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -39,6 +40,7 @@ mod limits;
 mod passthrough;
 mod policy;
 mod pool;
+mod providers;
 mod proxying;
 mod resilience;
 mod streaming;

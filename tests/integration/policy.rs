@@ -147,7 +147,7 @@ async fn a_model_outside_the_users_globs_is_refused_in_its_dialect_and_another_u
     assert_eq!(
         response.json(),
         json!({"type": "error", "error": {"type": "permission_error",
-            "message": "This local user may not use this model (see the proxy's --config)."}})
+            "message": "model_not_allowed: This local user may not use this model (see the proxy's --config)."}})
     );
     assert_eq!(mock.count(), 0, "no refused request may reach the upstream");
 

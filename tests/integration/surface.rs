@@ -153,7 +153,7 @@ async fn a_doubled_v1_is_a_403_that_says_to_drop_v1_from_the_base_url() {
     let query_marker = format!("/v1/v1/messages?beta=true&{MARKER}=1");
     let anthropic = |served: &str| {
         json!({"type": "error", "error": {"type": "permission_error", "message": format!(
-            "Wrong base URL: the path has /v1 twice (this proxy serves {served}). \
+            "wrong_base_url: Wrong base URL: the path has /v1 twice (this proxy serves {served}). \
              Did you mean base URL http://127.0.0.1:{port} without /v1?"
         )}})
     };
@@ -214,7 +214,7 @@ async fn a_missing_v1_is_a_403_that_says_to_add_v1_to_the_base_url() {
     assert_eq!(
         response.json()["error"]["message"],
         format!(
-            "Wrong base URL: the path lacks /v1 (this proxy serves /v1/messages). \
+            "wrong_base_url: Wrong base URL: the path lacks /v1 (this proxy serves /v1/messages). \
              Did you mean base URL http://127.0.0.1:{port}/v1 with /v1?"
         )
     );

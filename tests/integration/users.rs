@@ -78,7 +78,7 @@ async fn a_user_not_on_the_list_is_refused_on_every_route_in_its_dialect_and_ups
     assert_eq!(
         response.json(),
         json!({"type": "error", "error": {"type": "permission_error",
-            "message": "This local user may not use this proxy (--allow-user)."}})
+            "message": "user_not_allowed: This local user may not use this proxy (--allow-user)."}})
     );
 
     // The bare probe is not exempt: a user who may not use the port learns nothing from it.

@@ -233,3 +233,83 @@ async fn one_locked_copy_of_the_key_after_a_hundred_upstream_echoes_are_masked()
     assert!(after[0].1.contains("lo"), "{after:?}");
     drop(proxy);
 }
+
+/// An Anthropic key (`x-api-key`) over h2 and over HTTP/1.1: the upstream gets the real key
+/// in every request and one locked copy remains after 200 requests (streamed and not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anthropic_key_over_h2_and_http1_keeps_one_locked_copy_after_two_hundred_requests() {
+    if !is_root() {
+        eprintln!("skipped: needs root to read another process's memory");
+        return;
+    }
+    let key = canary().replace("sk-test-", "sk-ant-test-");
+    let ca = crate::mock::TestCa::new();
+    let dir = temp_dir("copies-anthropic");
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, &ca.ca_pem).unwrap();
+    for (alpn, version) in [
+        (&[&b"h2"[..], b"http/1.1"][..], http::Version::HTTP_2),
+        (&[&b"http/1.1"[..]][..], http::Version::HTTP_11),
+    ] {
+        let mock = MockUpstream::start_anthropic_with(
+            &[key.as_str()],
+            "anthropic copies",
+            Some(ca.with_alpn(alpn)),
+        )
+        .await;
+        let config = dir.join("providers.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[providers.claude]\nkind = \"anthropic\"\nbase_url = \"{}\"\nmodels = [\"claude-*\"]\n",
+                mock.base_url
+            ),
+        )
+        .unwrap();
+        let stdin = format!("{{\"provider\":\"claude\",\"api_key\":\"{key}\"}}\n");
+        let proxy = start(
+            Launch {
+                args: vec![
+                    "--config".into(),
+                    config.display().to_string(),
+                    "--upstream-ca".into(),
+                    ca_path.display().to_string(),
+                ],
+                stdin: stdin.as_bytes(),
+                as_uid: None,
+                env: vec![],
+            },
+            &temp_dir("copies-anthropic-info"),
+        );
+        for i in 0..200 {
+            let body = if i % 2 == 0 {
+                r#"{"model":"claude-sonnet-4-5","max_tokens":8,"stream":true,"messages":[{"role":"user","content":"x"}]}"#
+            } else {
+                r#"{"model":"claude-sonnet-4-5","max_tokens":8,"messages":[{"role":"user","content":"x"}]}"#
+            };
+            let r = exchange(
+                proxy.addr,
+                &post(proxy.addr, "/v1/messages", body, &[]),
+                Duration::from_secs(10),
+            )
+            .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+        let recorded = mock.requests();
+        assert_eq!(recorded.len(), 200);
+        for r in &recorded {
+            assert_eq!(r.version, version);
+            let keys: Vec<_> = r.headers.get_all("x-api-key").iter().collect();
+            assert_eq!(keys.len(), 1);
+            assert_eq!(keys[0].to_str().unwrap(), key, "the real key");
+            assert!(r.headers.get("authorization").is_none());
+        }
+        let after = find_copies(proxy.pid, key.as_bytes());
+        eprintln!(
+            "{version:?}: copies of the Anthropic key after 200 requests: {} {after:?}",
+            after.len()
+        );
+        assert_eq!(after.len(), 1, "{version:?}: {after:?}");
+        assert!(after[0].1.contains("lo"), "{after:?}");
+    }
+}

@@ -133,6 +133,19 @@ async fn bytes_out_counts_what_the_client_received() {
             response.text()
         );
     }
+    // Each line names the provider of the account that answered (none for /health).
+    let providers: Vec<&serde_json::Value> = lines.iter().map(|l| &l["provider"]).collect();
+    assert_eq!(
+        providers,
+        [
+            &serde_json::json!("openai"),
+            &serde_json::json!("openai"),
+            &serde_json::json!("openai"),
+            &serde_json::Value::Null
+        ],
+        "{}",
+        proxy.stderr()
+    );
     let _ = proxy.terminate();
 }
 

@@ -149,7 +149,19 @@ fn config_file_problems_exit_2_naming_the_file_the_line_and_the_key() {
 
 #[test]
 fn bad_stdin_exits_3_and_never_echoes_the_bytes() {
-    let cases: [(&[u8], &str); 7] = [
+    let cases: [(&[u8], &str); 10] = [
+        (
+            b"{\"provider\":\"nowhere\",\"api_key\":\"sk-SHOULDNOTECHO\"}",
+            "unknown provider `nowhere`",
+        ),
+        (
+            b"{\"provider\":\"chatgpt\",\"api_key\":\"sk-SHOULDNOTECHO\"}",
+            "provider `chatgpt` does not take this kind of credential",
+        ),
+        (
+            b"{\"provider\":\"bad name SHOULDNOTECHO\",\"api_key\":\"k\"}",
+            "field `provider` is not valid",
+        ),
         (b"", "no credentials"),
         (b"\n\n", "no credentials"),
         (b"sk-secret value-SHOULDNOTECHO\n", "invalid character"),
