@@ -193,6 +193,11 @@ fn upstream_code(code: &str) -> Option<&'static UpstreamCode> {
     UPSTREAM_CODES.iter().find(|row| row.code == code)
 }
 
+/// True when `code` is in the table of upstream error codes (its status and class are known).
+pub fn is_known_upstream_code(code: &str) -> bool {
+    upstream_code(code).is_some()
+}
+
 /// The HTTP status for an upstream in-band error code (`response.failed`'s `error.code`, an
 /// `error` event's `code`), from [`UPSTREAM_CODES`]; the proxy's own [`Interruption`] codes
 /// keep their statuses, and anything unknown is 502 (the upstream failed, not the client).

@@ -6,6 +6,8 @@
 //! put the decoder in front of the client dialect's translator, so every client works over
 //! every wire without a translator per pair.
 
+pub mod chat;
+
 /// Where a decoder sends each Responses event it produces: its `type` and its JSON.
 pub type Emit<'a> = dyn FnMut(&str, &[u8]) + 'a;
 
