@@ -13,5 +13,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod chat_stream;
+mod chat_wire;
 mod goldens;
 mod props;
