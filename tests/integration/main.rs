@@ -18,11 +18,14 @@
 //! - `users`: `--allow-user`: who is served, in which dialect others are refused, with the token.
 //! - `policy`: `--config` `[users]`: models allowlist and concurrency limit, another user unaffected.
 //! - `usage`: tokens counted from what the upstream reported; `GET /usage`, `GET /metrics`.
+//! - `chat_wire`: the Chat Completions mock over a socket, read by the chat wire's pieces.
 //! - `chaos`: 300 concurrent streams over 3 accounts with random upstream faults.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../common/as_user.rs"]
 mod as_user;
+#[path = "../common/chat_mock.rs"]
+mod chat_mock;
 #[path = "../common/mock.rs"]
 mod mock;
 #[path = "../common/proxy.rs"]
@@ -31,6 +34,7 @@ mod proxy;
 mod raw;
 
 mod chaos;
+mod chat_wire;
 mod chatgpt;
 mod diagnostics;
 mod echoes;

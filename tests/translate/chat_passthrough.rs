@@ -77,7 +77,6 @@ fn reference(mode: ThinkMode, text: &str) -> (String, String) {
             &rest[..open]
         };
         content.push_str(before);
-        trim = trim && before.is_empty();
         let inner = &rest[open + 7..];
         match inner.find("</think>") {
             Some(close) => {

@@ -822,8 +822,9 @@ fn custom_input(arguments: &str) -> String {
 }
 
 /// A code the error table knows, and a message, for an in-band chat error (`docs/chat-wire.md`,
-/// "Errors"): the error's `code` or `type` when the table knows it, else one derived from its
-/// numeric status, else `server_error` (the server failed mid-answer).
+/// "Errors"): the error's string `code` when the table knows it; else one derived from its
+/// numeric status (`code`, `status`, `status_code`); else its `type` when the table knows it;
+/// else `server_error` (the server failed mid-answer).
 fn error_code(error: &Value) -> (String, String) {
     let message = match error {
         Value::String(s) => s.clone(),
@@ -837,26 +838,24 @@ fn error_code(error: &Value) -> (String, String) {
     let Value::Object(o) = error else {
         return ("server_error".to_owned(), message);
     };
-    for key in ["code", "type"] {
-        if let Some(code) = o.get(key).and_then(Value::as_str) {
-            if is_known_upstream_code(code) {
-                return (code.to_owned(), message);
-            }
-            if code == "exceed_context_size_error" {
-                return ("context_length_exceeded".to_owned(), message);
-            }
-        }
+    let text = |key: &str| o.get(key).and_then(Value::as_str);
+    if let Some(code) = text("code").filter(|c| is_known_upstream_code(c)) {
+        return (code.to_owned(), message);
+    }
+    if [text("code"), text("type")].contains(&Some("exceed_context_size_error")) {
+        return ("context_length_exceeded".to_owned(), message);
     }
     let status = ["code", "status", "status_code"]
         .iter()
         .find_map(|k| o.get(*k).and_then(Value::as_u64));
-    let code = match status {
-        Some(400 | 422) => "invalid_request_error",
-        Some(401) => "invalid_api_key",
-        Some(403) => "permission_error",
-        Some(404) => "model_not_found",
-        Some(429) => "rate_limit_exceeded",
-        Some(503 | 529) => "server_is_overloaded",
+    let code = match (status, text("type")) {
+        (Some(400 | 422), _) => "invalid_request_error",
+        (Some(401), _) => "invalid_api_key",
+        (Some(403), _) => "permission_error",
+        (Some(404), _) => "model_not_found",
+        (Some(429), _) => "rate_limit_exceeded",
+        (Some(503 | 529), _) => "server_is_overloaded",
+        (_, Some(kind)) if is_known_upstream_code(kind) => kind,
         _ => "server_error",
     };
     (code.to_owned(), message)
