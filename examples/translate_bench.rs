@@ -11,6 +11,7 @@
 //!   text, a tool call) read by the chat wire's hub decoder (think tags as reasoning) into the
 //!   Anthropic `StreamPipeline`: the chat → Responses → Messages path,
 //! * `chatwire_passthrough`: the same chunks through the chat passthrough stage (`strip`),
+//!   and `chatwire_passthrough_off` without a think rule (the usage chunk dropped),
 //!
 //! and reports events/s and CPU µs per event (user + system time of the process, from
 //! `getrusage(RUSAGE_SELF)`), plus the cost added over `scan`. Prints one JSON object last.
@@ -388,6 +389,16 @@ fn main() -> std::process::ExitCode {
             }
             p.finish(None, &mut out);
             assert!(out.ends_with(b"data: {\"type\":\"message_stop\"}\n\n"));
+            out.len()
+        }),
+        measure("chatwire_passthrough_off", iterations, || {
+            let mut stage = ChatPassthrough::new(ThinkMode::Off, false);
+            let mut out = Vec::with_capacity(chat_upstream.len());
+            for chunk in chat_upstream.chunks(CHUNK) {
+                stage.push(chunk, &mut out).unwrap();
+            }
+            stage.finish(&mut out).unwrap();
+            assert!(out.ends_with(b"data: [DONE]\n\n"));
             out.len()
         }),
         measure("chatwire_passthrough", iterations, || {

@@ -65,6 +65,12 @@ impl ThinkFilter {
         self.mode
     }
 
+    /// True when text without a `<` would pass through unchanged: outside a section, nothing
+    /// held back, no whitespace to drop.
+    pub fn is_idle(&self) -> bool {
+        self.mode == ThinkMode::Off || (!self.inside && self.held.is_empty() && !self.after_close)
+    }
+
     /// Filters the next piece of text; calls `on` for every non-empty piece ready to go out.
     pub fn push(&mut self, text: &str, mut on: impl FnMut(ThinkPiece<'_>)) {
         if self.mode == ThinkMode::Off {

@@ -165,6 +165,17 @@ fn strip_and_reasoning_rewrite_only_the_chunks_that_hold_tags_split_anywhere() {
 }
 
 #[test]
+fn tags_escaped_as_go_writes_them_are_found_too() {
+    // Go's JSON encoder (Ollama) writes `<` and `>` as `\u003c` and `\u003e`.
+    let escaped = |s: &str| s.replace('<', "\\u003c").replace('>', "\\u003e");
+    let wire = escaped(&stream_of(&["<think>hid", "den</think>\n", "Shown"]));
+    assert!(wire.contains("\\u003cthink\\u003e") && !wire.contains('<'));
+    let (out, end, _) = run(ThinkMode::Strip, true, &[wire.as_bytes()]);
+    assert_eq!(end, Ok(()));
+    assert_eq!(said(&out), ("Shown".to_owned(), String::new()));
+}
+
+#[test]
 fn at_most_a_partial_tag_is_held_back_and_the_finish_chunk_releases_it() {
     let wire = stream_of(&["hello <thi"]);
     let (out, _, _) = run(ThinkMode::Strip, true, &[wire.as_bytes()]);

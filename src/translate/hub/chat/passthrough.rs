@@ -22,7 +22,11 @@
 //! [`DEFAULT_MAX_EVENT_BYTES`](crate::translate::codec::DEFAULT_MAX_EVENT_BYTES).
 
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
+use memchr::memmem::Finder;
+
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -130,6 +134,22 @@ struct PeekChoice<'a> {
 struct PeekDelta<'a> {
     #[serde(borrow)]
     content: Option<Cow<'a, str>>,
+    /// Fields that make a chunk worth sending even with its content gone.
+    role: Option<IgnoredAny>,
+    tool_calls: Option<IgnoredAny>,
+    reasoning_content: Option<IgnoredAny>,
+    reasoning: Option<IgnoredAny>,
+    refusal: Option<IgnoredAny>,
+}
+
+impl PeekDelta<'_> {
+    fn says_more_than_content(&self) -> bool {
+        self.role.is_some()
+            || self.tool_calls.is_some()
+            || self.reasoning_content.is_some()
+            || self.reasoning.is_some()
+            || self.refusal.is_some()
+    }
 }
 
 /// The streaming stage of chat passthrough; see the module docs.
@@ -207,7 +227,15 @@ impl ChatPassthrough {
                 chunk = &chunk[1..];
             }
         }
-        while let Some(pos) = memchr::memchr2(b'\n', b'\r', chunk) {
+        // Events that lie whole inside `chunk` are dispatched from it without a copy; only an
+        // event that spans reads is gathered in `self.event`.
+        let mut event_start = 0;
+        // Where the current line starts: in `chunk` (`line_in_chunk`) or in `self.event`.
+        let mut line_in_chunk = self.event.len() == self.line_start;
+        let mut line_start = 0;
+        let mut at = 0;
+        while let Some(found) = memchr::memchr2(b'\n', b'\r', &chunk[at..]) {
+            let pos = at + found;
             let end = match (chunk[pos], chunk.get(pos + 1)) {
                 (b'\r', Some(b'\n')) => pos + 2,
                 (b'\r', None) => {
@@ -216,24 +244,35 @@ impl ChatPassthrough {
                 }
                 _ => pos + 1,
             };
-            let blank = self.event.len() == self.line_start && pos == 0;
-            self.event.extend_from_slice(&chunk[..end]);
-            chunk = &chunk[end..];
-            self.line_start = self.event.len();
-            if blank {
+            let blank = line_in_chunk && pos == line_start;
+            line_in_chunk = true;
+            line_start = end;
+            at = end;
+            if !blank {
+                continue;
+            }
+            if self.event.is_empty() {
+                self.dispatch(&chunk[event_start..end], out);
+            } else {
+                self.event.extend_from_slice(&chunk[event_start..end]);
                 let event = std::mem::take(&mut self.event);
                 self.dispatch(&event, out);
                 self.event = event;
                 self.event.clear();
-                self.line_start = 0;
             }
+            event_start = end;
+            self.line_start = 0;
         }
-        if self.event.len() + chunk.len() > self.max_event_bytes {
+        let rest = &chunk[event_start..];
+        if self.event.len() + rest.len() > self.max_event_bytes {
             self.failed = Some(DecodeError::TooLarge);
             self.event = Vec::new();
             return Err(DecodeError::TooLarge);
         }
-        self.event.extend_from_slice(chunk);
+        if line_in_chunk {
+            self.line_start = self.event.len() + (line_start - event_start);
+        }
+        self.event.extend_from_slice(rest);
         Ok(())
     }
 
@@ -270,6 +309,20 @@ impl ChatPassthrough {
             self.saw_done = true;
             out.extend_from_slice(raw);
             return;
+        }
+        // Most chunks need only two facts, found without parsing: whether a choice finishes,
+        // and whether the think rule could change anything. A usage chunk (one per stream)
+        // is parsed whole.
+        let usage = has_value_for(&data, &USAGE_KEY);
+        if !usage {
+            if has_value_for(&data, &FINISH_KEY) {
+                self.saw_finish = true;
+            }
+            let idle = self.filters.iter().all(|(_, f)| f.is_idle());
+            if self.mode == ThinkMode::Off || (idle && !may_hold_tag(&data)) {
+                out.extend_from_slice(raw);
+                return;
+            }
         }
         let Ok(peek) = serde_json::from_slice::<Peek>(&data) else {
             out.extend_from_slice(raw);
@@ -320,6 +373,19 @@ impl ChatPassthrough {
             out.extend_from_slice(raw);
             return;
         }
+        // The common rewrite in `strip` mode: a chunk that carried only think text.
+        let emptied = changes.len() == choices.len()
+            && changes.iter().all(|(_, t, r)| t.is_empty() && r.is_empty())
+            && choices.iter().all(|c| {
+                c.finish_reason.is_none()
+                    && !c
+                        .delta
+                        .as_ref()
+                        .is_some_and(PeekDelta::says_more_than_content)
+            });
+        if emptied && !usage {
+            return;
+        }
         match rewrite_chunk(&data, &changes) {
             Some(Some(json)) => {
                 out.extend_from_slice(b"data: ");
@@ -342,6 +408,26 @@ impl ChatPassthrough {
         };
         &mut self.filters[pos].1
     }
+}
+
+static USAGE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\":"));
+static FINISH_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"finish_reason\":"));
+static ESCAPED_LT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\\u003"));
+
+/// True when `key` (a quoted JSON key and its colon) occurs with a value other than `null`.
+/// A key inside a JSON string cannot match: its quotes would be escaped.
+fn has_value_for(data: &[u8], key: &Finder<'_>) -> bool {
+    key.find_iter(data).any(|at| {
+        let rest = &data[at + key.needle().len()..];
+        let value = rest.iter().position(|b| !b.is_ascii_whitespace());
+        value.is_some_and(|v| !rest[v..].starts_with(b"null"))
+    })
+}
+
+/// True when the chunk's text may hold a `<`: raw, or escaped as `\u003c` (Go's encoder
+/// writes it so; any `\u003…` escape counts, which is rare enough).
+fn may_hold_tag(data: &[u8]) -> bool {
+    memchr::memchr(b'<', data).is_some() || ESCAPED_LT.find(data).is_some()
 }
 
 /// The `data:` of a raw event (lines joined with `\n`), or `None` when it has none.
