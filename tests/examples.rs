@@ -2,7 +2,9 @@
 //!
 //! - every example answers `--help` with its usage on stdout and exit 0 (no panic);
 //! - `gen_assets DIR` writes a man page that names every flag of `codex-proxy` and bash, zsh
-//!   and fish completions that know them.
+//!   and fish completions that know them;
+//! - `mock_upstream --wire chat` answers a Chat Completions stream, and refuses an
+//!   `Authorization` header as a keyless server.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
@@ -108,4 +110,67 @@ fn gen_assets_writes_a_man_page_naming_every_flag_and_completions() {
         String::from_utf8_lossy(&bash.stderr)
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// === mock_upstream --wire chat ===
+
+/// `mock_upstream --wire chat` serves a keyless Chat Completions server in the asked style
+/// (the demo and the end-to-end scripts point a `chat` provider at it).
+#[test]
+fn mock_upstream_serves_the_chat_wire() {
+    use std::io::{BufRead, Read, Write};
+    let mut child = Command::new(env!("CARGO"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "run",
+            "--quiet",
+            "--locked",
+            "--example",
+            "mock_upstream",
+            "--",
+        ])
+        .args([
+            "--wire",
+            "chat",
+            "--style",
+            "think",
+            "--text",
+            "Hi from chat",
+        ])
+        .args(["--deltas", "1"])
+        .arg("--exit-on-stdin-eof")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line.trim().parse().unwrap();
+    let ask = |auth: &str| {
+        let body = r#"{"model":"qwen3","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            stream,
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+             {auth}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let answer = ask("");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("<think>") && answer.contains("data: [DONE]"),
+        "{answer}"
+    );
+    assert!(answer.contains("\"content\":\"Hi from chat\""), "{answer}");
+    let refused = ask("authorization: Bearer x\r\n");
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
 }
