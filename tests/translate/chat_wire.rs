@@ -617,3 +617,34 @@ fn a_one_json_body_answer_reads_as_the_same_events() {
         .collect();
     assert_eq!(streamed, kinds);
 }
+
+#[test]
+fn a_call_named_in_a_later_fragment_and_without_an_id_is_still_one_call() {
+    let wire = finished(
+        vec![
+            chunk(
+                json!({"tool_calls":[{"index":0,"function":{"arguments":"{\"a\""}}]}),
+                None,
+            ),
+            chunk(
+                json!({"tool_calls":[{"index":0,"function":{"name":"late","arguments":":1}"}}]}),
+                None,
+            ),
+            chunk(json!({"content":"after"}), None),
+        ],
+        "tool_calls",
+    );
+    let [r, c, a] = answers(ThinkMode::Off, &wire);
+    let out = r.1["output"].as_array().unwrap();
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(
+        (&out[0]["name"], &out[0]["arguments"], &out[0]["call_id"]),
+        (&json!("late"), &json!("{\"a\":1}"), &json!("call_abc_0"))
+    );
+    assert_eq!(out[1]["content"][0]["text"], "after");
+    assert_eq!(
+        c.1["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+        "late"
+    );
+    assert_eq!(a.1["content"][0]["input"], json!({"a":1}));
+}
