@@ -3,7 +3,7 @@
 //! byte boundary, plus a property test over random tag placement and random splits.
 
 use codex_proxy::translate::codec::DecodeError;
-use codex_proxy::translate::hub::chat::{rewrite_request, ChatPassthrough};
+use codex_proxy::translate::hub::chat::{completion_as_stream, rewrite_request, ChatPassthrough};
 use codex_proxy::translate::think::ThinkMode;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
@@ -225,6 +225,47 @@ fn an_event_over_the_size_limit_is_an_error() {
     assert_eq!(result, Err(DecodeError::TooLarge));
     assert!(out.is_empty());
     assert!(stage.buffered() <= 16 << 20);
+}
+
+#[test]
+fn a_one_body_answer_becomes_the_stream_a_streaming_server_sends() {
+    let body = json!({"id":"chatcmpl-9","object":"chat.completion","created":5,"model":"m",
+        "choices":[{"index":0,"finish_reason":"tool_calls","message":{"role":"assistant",
+            "content":"<think>hidden</think>\n\nVisible","tool_calls":[{"id":"c1","type":"function",
+            "function":{"name":"f","arguments":"{}"}}]}}],
+        "usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}})
+    .to_string();
+    let (out, usage) = completion_as_stream(body.as_bytes(), ThinkMode::Strip, false).unwrap();
+    assert_eq!(usage.unwrap().total_tokens, Some(5));
+    assert_eq!(said(&out), ("Visible".to_owned(), String::new()));
+    let text = String::from_utf8(out).unwrap();
+    let events: Vec<Value> = text
+        .split_terminator("\n\n")
+        .map(|e| e.strip_prefix("data: ").unwrap())
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2, "{text}");
+    assert_eq!(events[0]["object"], "chat.completion.chunk");
+    assert_eq!(events[0]["id"], "chatcmpl-9");
+    assert_eq!(
+        events[0]["choices"][0]["delta"]["tool_calls"][0],
+        json!({"index":0,"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}})
+    );
+    assert_eq!(events[1]["choices"][0]["finish_reason"], "tool_calls");
+    assert!(text.ends_with(DONE));
+
+    let (out, _) = completion_as_stream(body.as_bytes(), ThinkMode::Off, true).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("\"choices\":[]") && text.contains("\"usage\""),
+        "{text}"
+    );
+    assert!(text.contains("<think>hidden</think>"), "{text}");
+
+    let error = br#"{"error":{"message":"no","type":"server_error"}}"#;
+    assert!(completion_as_stream(error, ThinkMode::Off, true).is_none());
+    assert!(completion_as_stream(b"not json", ThinkMode::Off, true).is_none());
 }
 
 #[test]

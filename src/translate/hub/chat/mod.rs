@@ -9,12 +9,13 @@
 //!   [`AggregatePipeline::over_wire`](crate::translate::AggregatePipeline::over_wire); and
 //!   [`decode_body`] for a server that answers a stream request with one JSON body.
 //! * [`passthrough`]: Chat clients → a chat provider: [`rewrite_request`] and the streaming
-//!   [`ChatPassthrough`] stage (think tags, the extra usage chunk).
+//!   [`ChatPassthrough`] stage (think tags, the extra usage chunk), and
+//!   [`completion_as_stream`] for a server that answers a stream request with one body.
 
 pub mod decode;
 pub mod passthrough;
 pub mod request;
 
 pub use decode::{decode_body, ChatUsage, ChatWireDecoder};
-pub use passthrough::{rewrite_request, ChatPassthrough, PassthroughRequest};
+pub use passthrough::{completion_as_stream, rewrite_request, ChatPassthrough, PassthroughRequest};
 pub use request::{map_request, ChatRequest, ChatWireOptions, MaxTokensField};

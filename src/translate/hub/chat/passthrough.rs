@@ -16,6 +16,9 @@
 //! * the client did not ask for usage: the usage chunk (`choices: []`) the proxy asked for is
 //!   dropped (its usage is still read, for accounting).
 //!
+//! A server that answers a streaming request with one `chat.completion` body is turned into the
+//! chunk stream a streaming server would have sent ([`completion_as_stream`]).
+//!
 //! The bytes are split into events here, not decoded and re-encoded, so an unchanged event is
 //! the upstream's bytes, line endings and all; a UTF-8 character or a line ending split across
 //! reads is joined before anything looks at it. One event holds at most
@@ -107,6 +110,90 @@ pub fn rewrite_request(
         stream,
         client_usage,
     })
+}
+
+// === One body for a stream ===
+
+/// The chunk stream for a whole `chat.completion` body (a server that does not stream): one
+/// chunk per choice with its whole message (`role`, `content`, reasoning, `tool_calls` with
+/// their `index`), one with its `finish_reason`, the usage chunk when the client asked for
+/// usage, and `[DONE]`; the think rule applied as on a stream. Also returns the body's usage.
+/// `None` when the body is not a completion (an error body, or not JSON).
+pub fn completion_as_stream(
+    body: &[u8],
+    mode: ThinkMode,
+    client_usage: bool,
+) -> Option<(Vec<u8>, Option<ChatUsage>)> {
+    let completion: Value = serde_json::from_slice(body).ok()?;
+    let obj = completion.as_object()?;
+    let choices = obj.get("choices")?.as_array()?;
+    let mut head = Map::new();
+    for key in ["id", "created", "model", "system_fingerprint"] {
+        if let Some(v) = obj.get(key) {
+            head.insert(key.into(), v.clone());
+        }
+    }
+    head.insert(
+        "object".into(),
+        Value::String("chat.completion.chunk".into()),
+    );
+    let chunk = |choices: Vec<Value>, usage: Option<&Value>| {
+        let mut c = head.clone();
+        c.insert("choices".into(), Value::Array(choices));
+        if let Some(u) = usage {
+            c.insert("usage".into(), u.clone());
+        }
+        let mut event = b"data: ".to_vec();
+        event.extend_from_slice(Value::Object(c).to_string().as_bytes());
+        event.extend_from_slice(b"\n\n");
+        event
+    };
+    let mut wire = Vec::with_capacity(body.len() + 512);
+    let mut finishes = Vec::with_capacity(choices.len());
+    for (n, choice) in choices.iter().enumerate() {
+        let index = choice.get("index").cloned().unwrap_or_else(|| n.into());
+        let mut delta = choice
+            .get("message")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        if let Some(Value::Array(calls)) = delta.get_mut("tool_calls") {
+            for (i, call) in calls.iter_mut().enumerate() {
+                if let Some(call) = call.as_object_mut() {
+                    call.entry("index").or_insert_with(|| i.into());
+                }
+            }
+        }
+        let mut first = Map::new();
+        first.insert("index".into(), index.clone());
+        first.insert("delta".into(), Value::Object(delta));
+        first.insert("finish_reason".into(), Value::Null);
+        wire.extend(chunk(vec![Value::Object(first)], None));
+        let mut last = Map::new();
+        last.insert("index".into(), index);
+        last.insert("delta".into(), Value::Object(Map::new()));
+        last.insert(
+            "finish_reason".into(),
+            // A whole body is a whole answer, whatever its `finish_reason` says.
+            choice
+                .get("finish_reason")
+                .filter(|f| f.is_string())
+                .cloned()
+                .unwrap_or_else(|| "stop".into()),
+        );
+        finishes.push(Value::Object(last));
+    }
+    wire.extend(chunk(finishes, None));
+    let usage = obj.get("usage").filter(|u| u.is_object());
+    if let Some(u) = usage {
+        wire.extend(chunk(Vec::new(), Some(u)));
+    }
+    wire.extend_from_slice(b"data: [DONE]\n\n");
+    let mut stage = ChatPassthrough::new(mode, client_usage);
+    let mut out = Vec::with_capacity(wire.len());
+    stage.push(&wire, &mut out).ok()?;
+    stage.finish(&mut out).ok()?;
+    Some((out, stage.usage.take()))
 }
 
 // === Stream ===
