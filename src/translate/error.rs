@@ -219,6 +219,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn known_codes_are_the_tables_rows() {
+        assert!(is_known_upstream_code("server_is_overloaded"));
+        assert!(is_known_upstream_code("context_length_exceeded"));
+        assert!(!is_known_upstream_code("exceed_context_size_error"));
+        assert!(!is_known_upstream_code(""));
+    }
+
+    #[test]
     fn upstream_codes_map_to_the_documented_statuses() {
         assert_eq!(status_for_upstream_code("context_length_exceeded"), 400);
         assert_eq!(status_for_upstream_code("cyber_policy"), 400);
