@@ -22,7 +22,7 @@
 //! The bytes are split into events here, not decoded and re-encoded, so an unchanged event is
 //! the upstream's bytes, line endings and all; a UTF-8 character or a line ending split across
 //! reads is joined before anything looks at it. One event holds at most
-//! [`DEFAULT_MAX_EVENT_BYTES`](crate::translate::codec::DEFAULT_MAX_EVENT_BYTES).
+//! [`DEFAULT_MAX_EVENT_BYTES`].
 
 use std::borrow::Cow;
 use std::sync::LazyLock;
