@@ -648,3 +648,34 @@ fn a_call_named_in_a_later_fragment_and_without_an_id_is_still_one_call() {
     );
     assert_eq!(a.1["content"][0]["input"], json!({"a":1}));
 }
+
+#[test]
+fn whole_calls_that_all_say_index_0_stay_separate_calls() {
+    let call = |id: &str, name: &str, args: &str| {
+        chunk(
+            json!({"tool_calls":[{"index":0,"id":id,"type":"function",
+            "function":{"name":name,"arguments":args}}]}),
+            None,
+        )
+    };
+    let wire = finished(
+        vec![call("a", "one", "{\"x\":1}"), call("b", "two", "{\"y\":2}")],
+        "tool_calls",
+    );
+    let [r, ..] = answers(ThinkMode::Off, &wire);
+    let out = r.1["output"].as_array().unwrap();
+    let calls: Vec<(&str, &str, &str)> = out
+        .iter()
+        .map(|c| {
+            (
+                c["call_id"].as_str().unwrap(),
+                c["name"].as_str().unwrap(),
+                c["arguments"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        [("a", "one", "{\"x\":1}"), ("b", "two", "{\"y\":2}")]
+    );
+}

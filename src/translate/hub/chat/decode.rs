@@ -195,6 +195,8 @@ struct Item {
     /// whether `output_item.added` went out.
     index: u64,
     call_id: String,
+    /// `call_id` is the server's (not one the decoder made up).
+    wire_id: bool,
     name: Option<String>,
     custom: bool,
     added: bool,
@@ -380,6 +382,7 @@ impl ChatWireDecoder {
             text: String::new(),
             index: 0,
             call_id: String::new(),
+            wire_id: false,
             name: None,
             custom: false,
             added: false,
@@ -435,11 +438,15 @@ impl ChatWireDecoder {
     fn call_delta(&mut self, position: u64, call: CallDelta<'_>, emit: &mut Emit<'_>) {
         self.close_open(emit);
         let index = call.index.unwrap_or(position);
-        let pos = match self
-            .items
-            .iter()
-            .position(|it| it.kind == Kind::Call && it.index == index && it.done.is_none())
-        {
+        let id = call.id.as_deref().filter(|id| !id.is_empty());
+        // The open call with this index, unless the fragment names another call: some servers
+        // send every call whole, all with index 0.
+        let pos = match self.items.iter().rposition(|it| {
+            it.kind == Kind::Call
+                && it.index == index
+                && it.done.is_none()
+                && id.is_none_or(|id| !it.wire_id || it.call_id == id)
+        }) {
             Some(pos) => pos,
             None => {
                 let pos = self.new_item(Kind::Call);
@@ -453,9 +460,11 @@ impl ChatWireDecoder {
             Some(f) => (f.name, f.arguments),
             None => (None, None),
         };
-        if let Some(id) = call.id.filter(|id| !id.is_empty()) {
-            if !self.items[pos].added {
-                self.items[pos].call_id = id.into_owned();
+        if let Some(id) = id {
+            let item = &mut self.items[pos];
+            if !item.added && !item.wire_id {
+                item.call_id = id.to_owned();
+                item.wire_id = true;
             }
         }
         if let Some(name) = name.filter(|n| !n.is_empty()) {
