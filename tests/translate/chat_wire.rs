@@ -679,3 +679,24 @@ fn whole_calls_that_all_say_index_0_stay_separate_calls() {
         [("a", "one", "{\"x\":1}"), ("b", "two", "{\"y\":2}")]
     );
 }
+
+#[test]
+fn decoded_events_are_numbered_in_order_as_a_responses_upstream_numbers_them() {
+    let (out, _) = stream(
+        &responses::context(MODEL),
+        ThinkMode::Reasoning,
+        &[think_stream().as_bytes()],
+    );
+    let text = String::from_utf8(out).unwrap();
+    let numbers: Vec<u64> = text
+        .split_terminator("\n\n")
+        .map(|e| {
+            let data = e.split("data: ").nth(1).unwrap();
+            serde_json::from_str::<Value>(data).unwrap()["sequence_number"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert!(numbers.len() > 5);
+    assert_eq!(numbers, (0..numbers.len() as u64).collect::<Vec<_>>());
+}

@@ -15,6 +15,8 @@
 //! | `{"error": …}` | `response.failed` with a code the error table knows |
 //! | a stream that ends before any `finish_reason` | nothing: the pipeline reports it truncated |
 //!
+//! Every event carries its `sequence_number` (0, 1, …), as a Responses upstream's do.
+//!
 //! A kind of output ends the other open one (reasoning ends when text starts, and so on), so
 //! items come out one after another as a Responses stream has them; tool calls stay open until
 //! the finish, so a server that interleaves the arguments of several calls is read correctly.
@@ -231,6 +233,10 @@ pub struct ChatWireDecoder {
     /// A terminal went out, or the wire said `[DONE]`: later events are ignored.
     ended: bool,
     scratch: Vec<u8>,
+    /// The next event's `sequence_number`.
+    sequence: u64,
+    /// Where a numbered event is written.
+    numbered_buf: Vec<u8>,
 }
 
 impl ChatWireDecoder {
@@ -257,6 +263,8 @@ impl ChatWireDecoder {
             usage: None,
             ended: false,
             scratch: Vec::with_capacity(256),
+            sequence: 0,
+            numbered_buf: Vec::with_capacity(256),
         }
     }
 
@@ -778,8 +786,9 @@ impl ChatWireDecoder {
     }
 }
 
-impl WireDecoder for ChatWireDecoder {
-    fn event(&mut self, _name: Option<&str>, data: &[u8], emit: &mut Emit<'_>) {
+impl ChatWireDecoder {
+    /// One wire event, its Responses events sent through `emit` unnumbered.
+    fn wire_event(&mut self, data: &[u8], emit: &mut Emit<'_>) {
         if self.ended {
             return;
         }
@@ -804,10 +813,37 @@ impl WireDecoder for ChatWireDecoder {
         }
     }
 
+    /// Runs `step` with an `emit` that ends every event with its `sequence_number` (0, 1, …,
+    /// as a Responses upstream numbers its events). Every event is built ending in `}`.
+    fn numbered(&mut self, emit: &mut Emit<'_>, step: impl FnOnce(&mut Self, &mut Emit<'_>)) {
+        let mut sequence = self.sequence;
+        let mut buf = std::mem::take(&mut self.numbered_buf);
+        let mut numbered = |kind: &str, json: &[u8]| {
+            buf.clear();
+            buf.extend_from_slice(json.strip_suffix(b"}").unwrap_or(json));
+            buf.extend_from_slice(b",\"sequence_number\":");
+            buf.extend_from_slice(sequence.to_string().as_bytes());
+            buf.push(b'}');
+            emit(kind, &buf);
+            sequence += 1;
+        };
+        step(self, &mut numbered);
+        self.sequence = sequence;
+        self.numbered_buf = buf;
+    }
+}
+
+impl WireDecoder for ChatWireDecoder {
+    fn event(&mut self, _name: Option<&str>, data: &[u8], emit: &mut Emit<'_>) {
+        self.numbered(emit, |this, emit| this.wire_event(data, emit));
+    }
+
     fn finish(&mut self, emit: &mut Emit<'_>) {
-        if !self.ended {
-            self.terminal(emit);
-        }
+        self.numbered(emit, |this, emit| {
+            if !this.ended {
+                this.terminal(emit);
+            }
+        });
     }
 }
 
