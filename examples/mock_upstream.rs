@@ -14,8 +14,15 @@
 //! POST /v1/messages (streamed or not, a `tool_use` when the request's tools are asked for)
 //! and /v1/messages/count_tokens; 401 `authentication_error` unless `x-api-key` is the
 //! `--api-key` given (required with this wire), 400 unless `anthropic-version` is sent.
+//!
+//! `--wire chat [--style llama.cpp|vllm|ollama|think] [--key-file FILE]`: a Chat Completions
+//! server (`tests/common/chat_mock.rs`): POST /v1/chat/completions, reasoning in the style's
+//! place, then TEXT; keyless (any `Authorization` is refused) unless `--key-file` names a file
+//! whose first line is the Bearer key to require.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "../tests/common/chat_mock.rs"]
+mod chat_mock;
 #[path = "../tests/common/mock.rs"]
 mod mock;
 #[path = "../tests/common/mock_messages.rs"]
@@ -29,7 +36,9 @@ use mock_messages::{MessagesConfig, MessagesMock};
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> std::process::ExitCode {
     const USAGE: &str = "usage: mock_upstream [--port N] [--text TEXT] [--deltas N] [--gap-ms N] \
-                         [--wire responses|anthropic] [--api-key KEY] [--exit-on-stdin-eof]";
+                         [--wire responses|anthropic|chat] [--api-key KEY] \
+                         [--style llama.cpp|vllm|ollama|think] [--key-file FILE] \
+                         [--exit-on-stdin-eof]";
     let usage_error = |problem: &str| {
         eprintln!("mock_upstream: {problem}\n{USAGE}");
         std::process::ExitCode::from(2)
@@ -42,6 +51,7 @@ async fn main() -> std::process::ExitCode {
     let mut exit_on_eof = false;
     let mut anthropic = false;
     let mut api_key: Option<String> = None;
+    let mut chat = ChatOptions::default();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let number = |value: Option<String>| value.and_then(|v| v.parse::<u64>().ok());
@@ -68,19 +78,29 @@ async fn main() -> std::process::ExitCode {
             },
             "--exit-on-stdin-eof" => exit_on_eof = true,
             "--wire" => match args.next().as_deref() {
-                Some("responses") => anthropic = false,
-                Some("anthropic") => anthropic = true,
-                _ => return usage_error("--wire needs `responses` or `anthropic`"),
+                Some("responses") => (anthropic, chat.wire_chat) = (false, false),
+                Some("anthropic") => (anthropic, chat.wire_chat) = (true, false),
+                Some("chat") => (anthropic, chat.wire_chat) = (false, true),
+                _ => return usage_error("--wire needs `responses`, `anthropic` or `chat`"),
             },
             "--api-key" => match args.next() {
                 Some(k) if !k.is_empty() => api_key = Some(k),
                 _ => return usage_error("--api-key needs a value"),
             },
+            "--style" | "--key-file" => {
+                if let Err(problem) = chat.arg(&arg, args.next()) {
+                    return usage_error(&problem);
+                }
+            }
             other => return usage_error(&format!("unknown argument {other}")),
         }
     }
     let gap = Duration::from_millis(gap_ms);
-    let addr = if anthropic {
+    if api_key.is_some() && !anthropic {
+        return usage_error("--api-key is for --wire anthropic");
+    }
+    // Whichever mock runs stays alive until the end of `main`.
+    let (_responses, _anthropic, _chat, bound) = if anthropic {
         let Some(api_key) = api_key else {
             return usage_error("--wire anthropic needs --api-key (the x-api-key it accepts)");
         };
@@ -90,14 +110,19 @@ async fn main() -> std::process::ExitCode {
             deltas,
             gap,
         };
-        MessagesMock::start(port, config).await.addr
+        let mock = MessagesMock::start(port, config).await;
+        let bound = mock.addr.port();
+        (None, Some(mock), None, bound)
+    } else if chat.wire_chat {
+        let mock = chat.start(port, &text, deltas, gap).await;
+        let bound = mock.addr.port();
+        (None, None, Some(mock), bound)
     } else {
-        if api_key.is_some() {
-            return usage_error("--api-key is for --wire anthropic");
-        }
-        MockUpstream::start_on(port, &text, deltas, gap).await.addr
+        let mock = MockUpstream::start_on(port, &text, deltas, gap).await;
+        let bound = mock.addr.port();
+        (Some(mock), None, None, bound)
     };
-    println!("{}", addr.port());
+    println!("{bound}");
     let _ = std::io::Write::flush(&mut std::io::stdout());
     if exit_on_eof {
         tokio::task::spawn_blocking(|| {
@@ -110,4 +135,55 @@ async fn main() -> std::process::ExitCode {
         std::future::pending::<()>().await;
     }
     std::process::ExitCode::SUCCESS
+}
+
+// === The Chat Completions wire (`--wire chat`) ===
+
+/// The `--wire`, `--style` and `--key-file` flags.
+#[derive(Default)]
+struct ChatOptions {
+    wire_chat: bool,
+    style: Option<chat_mock::ChatStyle>,
+    key: Option<String>,
+}
+
+impl ChatOptions {
+    fn arg(&mut self, flag: &str, value: Option<String>) -> Result<(), String> {
+        let value = value.ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag {
+            "--style" => {
+                self.style = Some(
+                    chat_mock::ChatStyle::parse(&value)
+                        .ok_or("--style is llama.cpp, vllm, ollama or think")?,
+                )
+            }
+            _ => {
+                let key = std::fs::read_to_string(&value)
+                    .map_err(|_| "--key-file cannot be read".to_owned())?;
+                let key = key.lines().next().unwrap_or("").trim().to_owned();
+                if key.is_empty() {
+                    return Err("--key-file holds no key".into());
+                }
+                self.key = Some(key);
+            }
+        }
+        Ok(())
+    }
+
+    async fn start(
+        &self,
+        port: u16,
+        text: &str,
+        deltas: usize,
+        gap: Duration,
+    ) -> chat_mock::ChatMock {
+        let auth = match &self.key {
+            Some(key) => chat_mock::ChatAuth::Bearer(key.clone()),
+            None => chat_mock::ChatAuth::Keyless,
+        };
+        let mut answer = chat_mock::ChatAnswer::text(text);
+        answer.deltas = deltas;
+        let style = self.style.unwrap_or(chat_mock::ChatStyle::LlamaCpp);
+        chat_mock::ChatMock::start_on(port, auth, style, answer, gap).await
+    }
 }

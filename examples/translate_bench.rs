@@ -11,6 +11,11 @@
 //!   through the hub's `MessagesDecoder` and the Chat pipeline, against
 //!   `hub_direct_chat_stream`: the Responses events that stream decodes to, fed to the Chat
 //!   pipeline directly; the difference per wire event is the cost of the hub step,
+//! * `chatwire_messages`: a 10,000-chunk Chat Completions stream (inline `<think>` reasoning,
+//!   text, a tool call) read by the chat wire's hub decoder (think tags as reasoning) into the
+//!   Anthropic `StreamPipeline`: the chat → Responses → Messages path,
+//! * `chatwire_passthrough`: the same chunks through the chat passthrough stage (`strip`),
+//!   and `chatwire_passthrough_off` without a think rule (the usage chunk dropped),
 //!
 //! and reports events/s and CPU µs per event (user + system time of the process, from
 //! `getrusage(RUSAGE_SELF)`), plus the cost added over `scan`. Prints one JSON object last.
@@ -26,9 +31,11 @@ use std::time::{Duration, Instant};
 
 use codex_proxy::translate::codec::{write_event, Decoder};
 use codex_proxy::translate::hub::anthropic::MessagesDecoder;
+use codex_proxy::translate::hub::chat::{ChatPassthrough, ChatWireDecoder};
 use codex_proxy::translate::hub::WireDecoder;
 use codex_proxy::translate::models::ModelTable;
 use codex_proxy::translate::sse::SseScanner;
+use codex_proxy::translate::think::ThinkMode;
 use codex_proxy::translate::{
     map_request, AggregatePipeline, Dialect, ResponseContext, StreamPipeline,
 };
@@ -287,6 +294,42 @@ fn keys(n: usize) -> Arc<EchoMatcher> {
     Arc::new(EchoMatcher::new(sources))
 }
 
+/// A Chat Completions chunk stream of exactly [`EVENTS`] events: inline think tags, text
+/// deltas, one tool call with argument deltas, the finish, the usage chunk, `[DONE]`.
+fn chat_transcript() -> Vec<u8> {
+    let mut s = String::new();
+    let mut push = |delta: serde_json::Value, finish: Option<&str>| {
+        let chunk = json!({"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1760000000,
+            "model":"qwen3-coder","choices":[{"index":0,"delta":delta,"finish_reason":finish}]});
+        s.push_str(&format!("data: {chunk}\n\n"));
+    };
+    let (reasoning, content) = (2000, 6000);
+    let arguments = EVENTS - 7 - reasoning - content;
+    push(json!({"role":"assistant","content":""}), None);
+    push(json!({"content":"<think>"}), None);
+    for i in 0..reasoning {
+        push(json!({ "content": format!("step {i} of the plan ") }), None);
+    }
+    push(json!({"content":"</think>\n\n"}), None);
+    for i in 0..content {
+        push(json!({ "content": format!("word{i} ") }), None);
+    }
+    push(
+        json!({"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"write_file","arguments":""}}]}),
+        None,
+    );
+    for i in 0..arguments {
+        push(
+            json!({"tool_calls":[{"index":0,"function":{"arguments": format!("x{i}")}}]}),
+            None,
+        );
+    }
+    push(json!({}), Some("tool_calls"));
+    s.push_str("data: {\"id\":\"chatcmpl-bench\",\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":9000,\"total_tokens\":9010}}\n\n");
+    s.push_str("data: [DONE]\n\n");
+    s.into_bytes()
+}
+
 fn cpu() -> Duration {
     let u = getrusage(UsageWho::RUSAGE_SELF).unwrap();
     let tv = |t: nix::sys::time::TimeVal| {
@@ -356,6 +399,7 @@ fn main() -> std::process::ExitCode {
     .unwrap()
     .context;
 
+    let chat_upstream = chat_transcript();
     let chunks: Vec<bytes::Bytes> = upstream
         .chunks(CHUNK)
         .map(bytes::Bytes::copy_from_slice)
@@ -436,6 +480,42 @@ fn main() -> std::process::ExitCode {
             let r = p.finish(None);
             assert_eq!(r.status, 200);
             r.body.len()
+        }),
+        measure("chatwire_messages", iterations, || {
+            let decoder = ChatWireDecoder::new(
+                "qwen3-coder",
+                ThinkMode::Reasoning,
+                Default::default(),
+                Default::default(),
+            );
+            let mut p = StreamPipeline::new(&anthropic).over_wire(Box::new(decoder));
+            let mut out = Vec::with_capacity(1 << 20);
+            for chunk in chat_upstream.chunks(CHUNK) {
+                p.push(chunk, &mut out);
+            }
+            p.finish(None, &mut out);
+            assert!(out.ends_with(b"data: {\"type\":\"message_stop\"}\n\n"));
+            out.len()
+        }),
+        measure("chatwire_passthrough_off", iterations, || {
+            let mut stage = ChatPassthrough::new(ThinkMode::Off, false);
+            let mut out = Vec::with_capacity(chat_upstream.len());
+            for chunk in chat_upstream.chunks(CHUNK) {
+                stage.push(chunk, &mut out).unwrap();
+            }
+            stage.finish(&mut out).unwrap();
+            assert!(out.ends_with(b"data: [DONE]\n\n"));
+            out.len()
+        }),
+        measure("chatwire_passthrough", iterations, || {
+            let mut stage = ChatPassthrough::new(ThinkMode::Strip, false);
+            let mut out = Vec::with_capacity(chat_upstream.len());
+            for chunk in chat_upstream.chunks(CHUNK) {
+                stage.push(chunk, &mut out).unwrap();
+            }
+            stage.finish(&mut out).unwrap();
+            assert!(out.ends_with(b"data: [DONE]\n\n"));
+            out.len()
         }),
     ];
 

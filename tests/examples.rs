@@ -5,6 +5,8 @@
 //!   and fish completions that know them.
 //! - `mock_upstream --wire anthropic` speaks the Messages API (key and version checks, streamed
 //!   and whole answers, a tool call, token counts); the default wire is still Responses.
+//! - `mock_upstream --wire chat` answers a Chat Completions stream, and refuses an
+//!   `Authorization` header as a keyless server.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
@@ -352,4 +354,48 @@ fn the_mock_upstream_speaks_the_anthropic_messages_wire() {
     assert_eq!(body["output"][0]["content"][0]["text"], "plain");
     drop(mock.stdin.take());
     assert!(mock.wait().unwrap().success());
+}
+
+// === mock_upstream --wire chat ===
+
+/// `mock_upstream --wire chat` serves a keyless Chat Completions server in the asked style
+/// (the demo and the end-to-end scripts point a `chat` provider at it).
+#[test]
+fn mock_upstream_serves_the_chat_wire() {
+    use std::io::{Read, Write};
+    let (mut child, port) = start_mock(&[
+        "--wire",
+        "chat",
+        "--style",
+        "think",
+        "--text",
+        "Hi from chat",
+        "--deltas",
+        "1",
+    ]);
+    let ask = |auth: &str| {
+        let body = r#"{"model":"qwen3","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            stream,
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+             {auth}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let answer = ask("");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("<think>") && answer.contains("data: [DONE]"),
+        "{answer}"
+    );
+    assert!(answer.contains("\"content\":\"Hi from chat\""), "{answer}");
+    let refused = ask("authorization: Bearer x\r\n");
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
 }

@@ -193,6 +193,11 @@ fn upstream_code(code: &str) -> Option<&'static UpstreamCode> {
     UPSTREAM_CODES.iter().find(|row| row.code == code)
 }
 
+/// True when `code` is in the table of upstream error codes (its status and class are known).
+pub fn is_known_upstream_code(code: &str) -> bool {
+    upstream_code(code).is_some()
+}
+
 /// The HTTP status for an upstream in-band error code (`response.failed`'s `error.code`, an
 /// `error` event's `code`), from [`UPSTREAM_CODES`]; the proxy's own [`Interruption`] codes
 /// keep their statuses, and anything unknown is 502 (the upstream failed, not the client).
@@ -212,6 +217,14 @@ pub fn upstream_code_class(code: &str) -> Option<CodeClass> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn known_codes_are_the_tables_rows() {
+        assert!(is_known_upstream_code("server_is_overloaded"));
+        assert!(is_known_upstream_code("context_length_exceeded"));
+        assert!(!is_known_upstream_code("exceed_context_size_error"));
+        assert!(!is_known_upstream_code(""));
+    }
 
     #[test]
     fn upstream_codes_map_to_the_documented_statuses() {

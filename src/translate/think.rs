@@ -7,7 +7,9 @@
 //! blocks); with [`ThinkMode::Off`] text passes through untouched. Tags may be split across
 //! pushes anywhere: the filter holds back only a trailing piece that could still become a tag
 //! (at most `</think>`'s length minus one bytes), and since tags are ASCII the pieces it emits
-//! always end on character boundaries.
+//! always end on character boundaries. In [`ThinkMode::Strip`] the whitespace right after a
+//! closing tag goes too (models put a blank line between their reasoning and the answer), even
+//! when it arrives in later pushes.
 
 use serde::Deserialize;
 
@@ -41,6 +43,8 @@ const CLOSE: &str = "</think>";
 pub struct ThinkFilter {
     mode: ThinkMode,
     inside: bool,
+    /// Strip mode just closed a tag: leading whitespace of the text that follows is dropped.
+    after_close: bool,
     /// A held-back tail that may be the start of a tag (always shorter than `</think>`).
     held: String,
     /// Scratch space for joining `held` with the next push, kept to avoid reallocating.
@@ -59,6 +63,12 @@ impl ThinkFilter {
     /// The mode this filter was built with.
     pub fn mode(&self) -> ThinkMode {
         self.mode
+    }
+
+    /// True when text without a `<` would pass through unchanged: outside a section, nothing
+    /// held back, no whitespace to drop.
+    pub fn is_idle(&self) -> bool {
+        self.mode == ThinkMode::Off || (!self.inside && self.held.is_empty() && !self.after_close)
     }
 
     /// Filters the next piece of text; calls `on` for every non-empty piece ready to go out.
@@ -93,6 +103,7 @@ impl ThinkFilter {
             let tag = if self.inside { CLOSE } else { OPEN };
             if let Some(at) = text.find(tag) {
                 self.emit(&text[..at], on);
+                self.after_close = self.inside && self.mode == ThinkMode::Strip;
                 self.inside = !self.inside;
                 text = &text[at + tag.len()..];
                 continue;
@@ -104,7 +115,11 @@ impl ThinkFilter {
         }
     }
 
-    fn emit(&self, text: &str, on: &mut impl FnMut(ThinkPiece<'_>)) {
+    fn emit(&mut self, mut text: &str, on: &mut impl FnMut(ThinkPiece<'_>)) {
+        if self.after_close && !self.inside {
+            text = text.trim_start();
+            self.after_close = text.is_empty();
+        }
         if text.is_empty() {
             return;
         }
@@ -193,6 +208,28 @@ mod tests {
         assert!(f.held.is_empty());
         assert_eq!(partial_tag_suffix("abc</think", CLOSE), 7);
         assert_eq!(partial_tag_suffix("abc", CLOSE), 0);
+    }
+
+    #[test]
+    fn strip_drops_the_whitespace_right_after_the_closing_tag_in_every_split() {
+        let s = "<think>plan</think>\n \n\tAnswer  </think> x";
+        for pieces in splits(s) {
+            assert_eq!(
+                run(ThinkMode::Strip, &pieces),
+                ("Answer  </think> x".to_owned(), String::new()),
+                "{pieces:?}"
+            );
+            // Reasoning mode keeps what follows the tag as it is.
+            assert_eq!(
+                run(ThinkMode::Reasoning, &pieces),
+                ("\n \n\tAnswer  </think> x".to_owned(), "plan".to_owned()),
+                "{pieces:?}"
+            );
+        }
+        assert_eq!(
+            run(ThinkMode::Strip, &["a <think>b</think>", "  ", "", "\n"]),
+            ("a ".to_owned(), String::new())
+        );
     }
 
     #[test]

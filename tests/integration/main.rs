@@ -19,11 +19,14 @@
 //! - `policy`: `--config` `[users]`: models allowlist and concurrency limit, another user unaffected.
 //! - `providers`: several providers routed by model; Anthropic passthrough with x-api-key.
 //! - `usage`: tokens counted from what the upstream reported; `GET /usage`, `GET /metrics`.
+//! - `chat_wire`: the Chat Completions mock over a socket, read by the chat wire's pieces.
 //! - `chaos`: 300 concurrent streams over 3 accounts with random upstream faults.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../common/as_user.rs"]
 mod as_user;
+#[path = "../common/chat_mock.rs"]
+mod chat_mock;
 #[path = "../common/mock.rs"]
 mod mock;
 #[path = "../common/proxy.rs"]
@@ -32,6 +35,7 @@ mod proxy;
 mod raw;
 
 mod chaos;
+mod chat_wire;
 mod chatgpt;
 mod diagnostics;
 mod echoes;

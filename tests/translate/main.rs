@@ -14,7 +14,9 @@
 //!   `PROPTEST_CASES` sets the case count (`scripts/proptest` runs many).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod chat_passthrough;
 mod chat_stream;
+mod chat_wire;
 mod goldens;
 mod hub;
 mod props;

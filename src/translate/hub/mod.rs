@@ -5,6 +5,11 @@
 //! [`WireDecoder`] (the wire's events → Responses events). The pipelines in the parent module
 //! put the decoder in front of the client dialect's translator, so every client works over
 //! every wire without a translator per pair.
+//!
+//! * [`chat`]: the Chat Completions wire (`chat` providers), and its passthrough pieces for
+//!   Chat clients.
+
+pub mod chat;
 
 pub mod anthropic;
 
