@@ -18,6 +18,7 @@
 //! - `users`: `--allow-user`: who is served, in which dialect others are refused, with the token.
 //! - `policy`: `--config` `[users]`: models allowlist and concurrency limit, another user unaffected.
 //! - `providers`: several providers routed by model; Anthropic passthrough with x-api-key.
+//! - `hub`: Responses and Chat clients over an Anthropic provider, through the Responses hub.
 //! - `usage`: tokens counted from what the upstream reported; `GET /usage`, `GET /metrics`.
 //! - `chaos`: 300 concurrent streams over 3 accounts with random upstream faults.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -35,6 +36,7 @@ mod chaos;
 mod chatgpt;
 mod diagnostics;
 mod echoes;
+mod hub;
 mod lifecycle;
 mod limits;
 mod passthrough;
