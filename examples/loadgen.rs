@@ -256,8 +256,11 @@ async fn blast(
                 if !more {
                     break;
                 }
-                match tokio::time::timeout(timeout, one(&client, &url, &body, stream, per_request, needles))
-                    .await
+                match tokio::time::timeout(
+                    timeout,
+                    one(&client, &url, &body, stream, per_request, needles),
+                )
+                .await
                 {
                     Ok(Some(sample)) => samples.push(sample),
                     Ok(None) | Err(_) => errors += 1,
@@ -318,8 +321,7 @@ async fn one(
         }
     }
     let total = start.elapsed();
-    let complete =
-        !stream || (first_delta.is_some() && memmem::find(&seen, completed).is_some());
+    let complete = !stream || (first_delta.is_some() && memmem::find(&seen, completed).is_some());
     (ok && complete).then_some(Sample { total, first_delta })
 }
 
