@@ -1,10 +1,15 @@
-//! A small closed-loop load generator for `scripts/bench`: POSTs a Responses request to one URL
-//! from N concurrent keep-alive connections and prints one JSON object of results on stdout.
+//! A small closed-loop load generator for `scripts/bench`: POSTs a Responses (or Chat
+//! Completions) request to one URL from N concurrent keep-alive connections and prints one JSON
+//! object of results on stdout.
 //!
 //! Usage: loadgen --url URL [--mode json|stream] [--concurrency N]
 //!                [--requests N | --duration SECS] [--warmup N] [--threads N] [--timeout SECS]
-//!                [--connections keep-alive|per-request]
+//!                [--connections keep-alive|per-request] [--dialect responses|chat]
+//!                [--model NAME]
 //!
+//! * `--dialect chat`: a Chat Completions body (`messages`) instead of a Responses one (`input`);
+//!   a stream's first delta is its first `chat.completion.chunk`, and a stream without
+//!   `data: [DONE]` is an error. `--model` names the model (default `gpt-5`).
 //! * `json`: `"stream": false`; latency is request start to the last body byte.
 //! * `--connections per-request`: every request on a new connection (`Connection: close`), to
 //!   measure what the proxy spends per accepted connection; default `keep-alive`.
@@ -35,6 +40,8 @@ use tokio::time::Instant;
 
 const DELTA_EVENT: &[u8] = b"response.output_text.delta";
 const COMPLETED_EVENT: &[u8] = b"response.completed";
+const CHAT_CHUNK: &[u8] = b"chat.completion.chunk";
+const CHAT_DONE: &[u8] = b"data: [DONE]";
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -61,6 +68,9 @@ struct Options {
     timeout: Duration,
     /// Every request on a new connection.
     per_request: bool,
+    /// Chat Completions instead of Responses.
+    chat: bool,
+    model: String,
 }
 
 /// One finished request.
@@ -71,7 +81,8 @@ struct Sample {
 
 const USAGE: &str = "usage: loadgen --url URL [--mode json|stream] [--concurrency N] \
                      [--requests N | --duration SECS] [--warmup N] [--threads N] [--timeout SECS] \
-                     [--connections keep-alive|per-request]";
+                     [--connections keep-alive|per-request] [--dialect responses|chat] \
+                     [--model NAME]";
 
 fn parse_args() -> Result<Options, String> {
     let mut url = None;
@@ -82,6 +93,8 @@ fn parse_args() -> Result<Options, String> {
     let mut threads = 1usize;
     let mut timeout = Duration::from_secs(10);
     let mut per_request = false;
+    let mut chat = false;
+    let mut model = String::from("gpt-5");
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
@@ -116,6 +129,14 @@ fn parse_args() -> Result<Options, String> {
                     _ => return Err("--connections is keep-alive or per-request".into()),
                 }
             }
+            "--dialect" => {
+                chat = match value.as_str() {
+                    "responses" => false,
+                    "chat" => true,
+                    _ => return Err("--dialect is responses or chat".into()),
+                }
+            }
+            "--model" => model = value,
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -128,6 +149,8 @@ fn parse_args() -> Result<Options, String> {
         threads,
         timeout,
         per_request,
+        chat,
+        model,
     })
 }
 
@@ -166,9 +189,14 @@ async fn run(options: &Options) -> serde_json::Value {
         .pool_max_idle_per_host(usize::MAX)
         .build(connector);
     let stream = options.mode == Mode::Stream;
-    let body = Bytes::from(format!(
-        r#"{{"model":"gpt-5","stream":{stream},"input":"ping"}}"#
-    ));
+    let model = serde_json::Value::String(options.model.clone());
+    let body = Bytes::from(if options.chat {
+        format!(
+            r#"{{"model":{model},"stream":{stream},"messages":[{{"role":"user","content":"ping"}}]}}"#
+        )
+    } else {
+        format!(r#"{{"model":{model},"stream":{stream},"input":"ping"}}"#)
+    });
 
     let warmup = options.warmup.unwrap_or(20 * options.concurrency);
     let (_, warmup_errors, _) = blast(options, &client, &body, Budget::Requests(warmup)).await;
@@ -212,6 +240,11 @@ async fn blast(
         let stream = options.mode == Mode::Stream;
         let timeout = options.timeout;
         let per_request = options.per_request;
+        let needles = if options.chat {
+            (CHAT_CHUNK, CHAT_DONE)
+        } else {
+            (DELTA_EVENT, COMPLETED_EVENT)
+        };
         loops.spawn(async move {
             let mut samples = Vec::new();
             let mut errors = 0usize;
@@ -223,8 +256,11 @@ async fn blast(
                 if !more {
                     break;
                 }
-                match tokio::time::timeout(timeout, one(&client, &url, &body, stream, per_request))
-                    .await
+                match tokio::time::timeout(
+                    timeout,
+                    one(&client, &url, &body, stream, per_request, needles),
+                )
+                .await
                 {
                     Ok(Some(sample)) => samples.push(sample),
                     Ok(None) | Err(_) => errors += 1,
@@ -250,6 +286,7 @@ async fn one(
     body: &Bytes,
     stream: bool,
     per_request: bool,
+    (delta, completed): (&[u8], &[u8]),
 ) -> Option<Sample> {
     let accept = if stream {
         "text/event-stream"
@@ -277,15 +314,14 @@ async fn one(
             continue;
         };
         // Search only the new bytes plus enough of the old ones to catch a split needle.
-        let from = seen.len().saturating_sub(DELTA_EVENT.len());
+        let from = seen.len().saturating_sub(delta.len());
         seen.extend_from_slice(data);
-        if stream && first_delta.is_none() && memmem::find(&seen[from..], DELTA_EVENT).is_some() {
+        if stream && first_delta.is_none() && memmem::find(&seen[from..], delta).is_some() {
             first_delta = Some(start.elapsed());
         }
     }
     let total = start.elapsed();
-    let complete =
-        !stream || (first_delta.is_some() && memmem::find(&seen, COMPLETED_EVENT).is_some());
+    let complete = !stream || (first_delta.is_some() && memmem::find(&seen, completed).is_some());
     (ok && complete).then_some(Sample { total, first_delta })
 }
 
