@@ -2,7 +2,8 @@
 //! end-to-end tests. Offline.
 //!
 //! Usage: mock_upstream [--port N] [--text TEXT] [--deltas N] [--gap-ms N]
-//!                      [--wire responses|anthropic] [--api-key KEY] [--exit-on-stdin-eof]
+//!                      [--wire responses|anthropic] [--api-key KEY] [--record FILE]
+//!                      [--exit-on-stdin-eof]
 //! Prints `PORT` (one line) on stdout once listening; runs until killed or stdin closes if
 //! `--exit-on-stdin-eof` is given.
 //!
@@ -14,22 +15,25 @@
 //! POST /v1/messages (streamed or not, a `tool_use` when the request's tools are asked for)
 //! and /v1/messages/count_tokens; 401 `authentication_error` unless `x-api-key` is the
 //! `--api-key` given (required with this wire), 400 unless `anthropic-version` is sent.
+//!
+//! `--record FILE` appends one JSON line per request: what arrived (`method`, `path`,
+//! `headers`, `body`) and the exact bytes answered (`status`, `answer`), so an end-to-end test
+//! can compare what its client received with what the mock sent (`MockUpstream::journal_to`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../tests/common/mock.rs"]
 mod mock;
-#[path = "../tests/common/mock_messages.rs"]
-mod mock_messages;
 
 use std::time::Duration;
 
+use mock::messages::{Answers, MessagesConfig};
 use mock::MockUpstream;
-use mock_messages::{MessagesConfig, MessagesMock};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> std::process::ExitCode {
     const USAGE: &str = "usage: mock_upstream [--port N] [--text TEXT] [--deltas N] [--gap-ms N] \
-                         [--wire responses|anthropic] [--api-key KEY] [--exit-on-stdin-eof]";
+                         [--wire responses|anthropic] [--api-key KEY] [--record FILE] \
+                         [--exit-on-stdin-eof]";
     let usage_error = |problem: &str| {
         eprintln!("mock_upstream: {problem}\n{USAGE}");
         std::process::ExitCode::from(2)
@@ -42,6 +46,7 @@ async fn main() -> std::process::ExitCode {
     let mut exit_on_eof = false;
     let mut anthropic = false;
     let mut api_key: Option<String> = None;
+    let mut record: Option<std::path::PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let number = |value: Option<String>| value.and_then(|v| v.parse::<u64>().ok());
@@ -76,28 +81,39 @@ async fn main() -> std::process::ExitCode {
                 Some(k) if !k.is_empty() => api_key = Some(k),
                 _ => return usage_error("--api-key needs a value"),
             },
+            "--record" => match args.next() {
+                Some(path) => record = Some(path.into()),
+                None => return usage_error("--record needs a file"),
+            },
             other => return usage_error(&format!("unknown argument {other}")),
         }
     }
     let gap = Duration::from_millis(gap_ms);
-    let addr = if anthropic {
+    let mock = if anthropic {
         let Some(api_key) = api_key else {
             return usage_error("--wire anthropic needs --api-key (the x-api-key it accepts)");
         };
         let config = MessagesConfig {
-            api_key,
+            keys: vec![api_key],
             text,
             deltas,
             gap,
+            answers: Answers::Decided,
         };
-        MessagesMock::start(port, config).await.addr
+        MockUpstream::start_messages(port, config).await
     } else {
         if api_key.is_some() {
             return usage_error("--api-key is for --wire anthropic");
         }
-        MockUpstream::start_on(port, &text, deltas, gap).await.addr
+        MockUpstream::start_on(port, &text, deltas, gap).await
     };
-    println!("{}", addr.port());
+    if let Some(path) = record {
+        if let Err(e) = mock.journal_to(&path) {
+            eprintln!("mock_upstream: --record {}: {e}", path.display());
+            return std::process::ExitCode::from(2);
+        }
+    }
+    println!("{}", mock.addr.port());
     let _ = std::io::Write::flush(&mut std::io::stdout());
     if exit_on_eof {
         tokio::task::spawn_blocking(|| {
