@@ -33,10 +33,41 @@ use hyper_util::rt::TokioExecutor;
 use memchr::memmem;
 use tokio::time::Instant;
 
-const DELTA_EVENT: &[u8] = b"response.output_text.delta";
-const COMPLETED_EVENT: &[u8] = b"response.completed";
-
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// The API the requests speak.
+#[derive(Clone, Copy, PartialEq)]
+enum Wire {
+    Responses,
+    Anthropic,
+}
+
+impl Wire {
+    /// The bytes that mark a stream's first text delta.
+    fn delta_event(self) -> &'static [u8] {
+        match self {
+            Wire::Responses => b"response.output_text.delta",
+            Wire::Anthropic => b"content_block_delta",
+        }
+    }
+
+    /// The bytes that mark a complete stream.
+    fn completed_event(self) -> &'static [u8] {
+        match self {
+            Wire::Responses => b"response.completed",
+            Wire::Anthropic => b"message_stop",
+        }
+    }
+
+    fn body(self, stream: bool) -> Bytes {
+        Bytes::from(match self {
+            Wire::Responses => format!(r#"{{"model":"gpt-5","stream":{stream},"input":"ping"}}"#),
+            Wire::Anthropic => format!(
+                r#"{{"model":"claude-bench","max_tokens":64,"stream":{stream},"messages":[{{"role":"user","content":"ping"}}]}}"#
+            ),
+        })
+    }
+}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
@@ -61,6 +92,9 @@ struct Options {
     timeout: Duration,
     /// Every request on a new connection.
     per_request: bool,
+    wire: Wire,
+    /// Sent as `x-api-key` (Anthropic wire).
+    api_key: Option<String>,
 }
 
 /// One finished request.
@@ -71,7 +105,8 @@ struct Sample {
 
 const USAGE: &str = "usage: loadgen --url URL [--mode json|stream] [--concurrency N] \
                      [--requests N | --duration SECS] [--warmup N] [--threads N] [--timeout SECS] \
-                     [--connections keep-alive|per-request]";
+                     [--connections keep-alive|per-request] [--wire responses|anthropic] \
+                     [--api-key KEY]";
 
 fn parse_args() -> Result<Options, String> {
     let mut url = None;
@@ -82,6 +117,8 @@ fn parse_args() -> Result<Options, String> {
     let mut threads = 1usize;
     let mut timeout = Duration::from_secs(10);
     let mut per_request = false;
+    let mut wire = Wire::Responses;
+    let mut api_key = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
@@ -116,6 +153,14 @@ fn parse_args() -> Result<Options, String> {
                     _ => return Err("--connections is keep-alive or per-request".into()),
                 }
             }
+            "--wire" => {
+                wire = match value.as_str() {
+                    "responses" => Wire::Responses,
+                    "anthropic" => Wire::Anthropic,
+                    _ => return Err("--wire is responses or anthropic".into()),
+                }
+            }
+            "--api-key" => api_key = Some(value),
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -128,6 +173,8 @@ fn parse_args() -> Result<Options, String> {
         threads,
         timeout,
         per_request,
+        wire,
+        api_key,
     })
 }
 
@@ -166,9 +213,7 @@ async fn run(options: &Options) -> serde_json::Value {
         .pool_max_idle_per_host(usize::MAX)
         .build(connector);
     let stream = options.mode == Mode::Stream;
-    let body = Bytes::from(format!(
-        r#"{{"model":"gpt-5","stream":{stream},"input":"ping"}}"#
-    ));
+    let body = options.wire.body(stream);
 
     let warmup = options.warmup.unwrap_or(20 * options.concurrency);
     let (_, warmup_errors, _) = blast(options, &client, &body, Budget::Requests(warmup)).await;
@@ -180,6 +225,7 @@ async fn run(options: &Options) -> serde_json::Value {
     serde_json::json!({
         "url": options.url.to_string(),
         "mode": if stream { "stream" } else { "json" },
+        "wire": match options.wire { Wire::Responses => "responses", Wire::Anthropic => "anthropic" },
         "concurrency": options.concurrency,
         "connections": if options.per_request { "per-request" } else { "keep-alive" },
         "warmup": warmup,
@@ -212,6 +258,8 @@ async fn blast(
         let stream = options.mode == Mode::Stream;
         let timeout = options.timeout;
         let per_request = options.per_request;
+        let wire = options.wire;
+        let api_key = options.api_key.clone();
         loops.spawn(async move {
             let mut samples = Vec::new();
             let mut errors = 0usize;
@@ -223,9 +271,13 @@ async fn blast(
                 if !more {
                     break;
                 }
-                match tokio::time::timeout(timeout, one(&client, &url, &body, stream, per_request))
-                    .await
-                {
+                let how = How {
+                    stream,
+                    per_request,
+                    wire,
+                    api_key: api_key.as_deref(),
+                };
+                match tokio::time::timeout(timeout, one(&client, &url, &body, &how)).await {
                     Ok(Some(sample)) => samples.push(sample),
                     Ok(None) | Err(_) => errors += 1,
                 }
@@ -243,14 +295,22 @@ async fn blast(
     (samples, errors, started.elapsed())
 }
 
-/// One request, read to the end. `None` on any failure.
-async fn one(
-    client: &HttpClient,
-    url: &Uri,
-    body: &Bytes,
+/// How each request of a loop is sent.
+struct How<'a> {
     stream: bool,
     per_request: bool,
-) -> Option<Sample> {
+    wire: Wire,
+    api_key: Option<&'a str>,
+}
+
+/// One request, read to the end. `None` on any failure.
+async fn one(client: &HttpClient, url: &Uri, body: &Bytes, how: &How<'_>) -> Option<Sample> {
+    let How {
+        stream,
+        per_request,
+        wire,
+        api_key,
+    } = *how;
     let accept = if stream {
         "text/event-stream"
     } else {
@@ -263,6 +323,12 @@ async fn one(
         .header(header::ACCEPT, accept);
     if per_request {
         request = request.header(header::CONNECTION, "close");
+    }
+    if wire == Wire::Anthropic {
+        request = request.header("anthropic-version", "2023-06-01");
+        if let Some(key) = api_key {
+            request = request.header("x-api-key", key);
+        }
     }
     let request = request.body(Full::new(body.clone())).expect("request");
     let start = Instant::now();
@@ -277,15 +343,18 @@ async fn one(
             continue;
         };
         // Search only the new bytes plus enough of the old ones to catch a split needle.
-        let from = seen.len().saturating_sub(DELTA_EVENT.len());
+        let from = seen.len().saturating_sub(wire.delta_event().len());
         seen.extend_from_slice(data);
-        if stream && first_delta.is_none() && memmem::find(&seen[from..], DELTA_EVENT).is_some() {
+        if stream
+            && first_delta.is_none()
+            && memmem::find(&seen[from..], wire.delta_event()).is_some()
+        {
             first_delta = Some(start.elapsed());
         }
     }
     let total = start.elapsed();
     let complete =
-        !stream || (first_delta.is_some() && memmem::find(&seen, COMPLETED_EVENT).is_some());
+        !stream || (first_delta.is_some() && memmem::find(&seen, wire.completed_event()).is_some());
     (ok && complete).then_some(Sample { total, first_delta })
 }
 
