@@ -1,8 +1,9 @@
 //! A scriptable mock upstream: a real hyper server on 127.0.0.1:0 (plain, or TLS with h2 and
 //! HTTP/1.1 by ALPN) that records every request and answers from a queue of scripts.
 //!
-//! Shared by the in-process integration tests, the process-level tests, `scripts/demo` and
-//! `scripts/bench` (through `examples/mock_upstream.rs`).
+//! Shared by the in-process integration tests, the process-level tests, `scripts/demo`,
+//! `scripts/bench` and `scripts/e2e-clients` (through `examples/mock_upstream.rs`). Its
+//! Anthropic Messages answers come from `mock_messages.rs` (the `messages` module).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::VecDeque;
@@ -414,12 +415,11 @@ impl MockUpstream {
         mock
     }
 
-    /// From now on, appends one JSON line per request to `path`: `method`, `path`, `headers`
-    /// (`[name, value]` pairs), `body` (the JSON, else a string), `raw_body` (the bytes as
-    /// received, a string), the answer's `status` and
-    /// `answer`, the exact body bytes it sends (a string; both null for an answer that is not a
-    /// plain status and body, such as a cut or a hang). Written when the request arrives, before
-    /// the answer goes out.
+    /// From now on, appends one JSON line per request to `path`: `method`, `path` (with any
+    /// query), `headers` (`[name, value]` pairs), `body` (the JSON, else a string), `raw_body`
+    /// (the bytes as received, a string), the answer's `status` and `answer`, the exact body
+    /// bytes it sends (a string; both null for an answer that is not a plain status and body,
+    /// such as a cut or a hang). Written when the request arrives, before the answer goes out.
     pub fn journal_to(&self, path: &std::path::Path) -> std::io::Result<()> {
         let file = std::fs::OpenOptions::new()
             .create(true)
