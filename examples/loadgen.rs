@@ -1,15 +1,10 @@
-//! A small closed-loop load generator for `scripts/bench`: POSTs a Responses (or Chat
-//! Completions) request to one URL from N concurrent keep-alive connections and prints one JSON
-//! object of results on stdout.
+//! A small closed-loop load generator for `scripts/bench`: POSTs a Responses request to one URL
+//! from N concurrent keep-alive connections and prints one JSON object of results on stdout.
 //!
 //! Usage: loadgen --url URL [--mode json|stream] [--concurrency N]
 //!                [--requests N | --duration SECS] [--warmup N] [--threads N] [--timeout SECS]
-//!                [--connections keep-alive|per-request] [--dialect responses|chat]
-//!                [--model NAME]
+//!                [--connections keep-alive|per-request]
 //!
-//! * `--dialect chat`: a Chat Completions body (`messages`) instead of a Responses one (`input`);
-//!   a stream's first delta is its first `chat.completion.chunk`, and a stream without
-//!   `data: [DONE]` is an error. `--model` names the model (default `gpt-5`).
 //! * `json`: `"stream": false`; latency is request start to the last body byte.
 //! * `--connections per-request`: every request on a new connection (`Connection: close`), to
 //!   measure what the proxy spends per accepted connection; default `keep-alive`.
@@ -38,12 +33,57 @@ use hyper_util::rt::TokioExecutor;
 use memchr::memmem;
 use tokio::time::Instant;
 
-const DELTA_EVENT: &[u8] = b"response.output_text.delta";
-const COMPLETED_EVENT: &[u8] = b"response.completed";
-const CHAT_CHUNK: &[u8] = b"chat.completion.chunk";
-const CHAT_DONE: &[u8] = b"data: [DONE]";
-
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// The API the requests speak.
+#[derive(Clone, Copy, PartialEq)]
+enum Wire {
+    Responses,
+    /// Chat Completions (the proxy's translation, or a chat server).
+    Chat,
+    Anthropic,
+}
+
+impl Wire {
+    /// The bytes that mark a stream's first text delta.
+    fn delta_event(self) -> &'static [u8] {
+        match self {
+            Wire::Responses => b"response.output_text.delta",
+            Wire::Chat => b"chat.completion.chunk",
+            Wire::Anthropic => b"content_block_delta",
+        }
+    }
+
+    /// The bytes that mark a complete stream.
+    fn completed_event(self) -> &'static [u8] {
+        match self {
+            Wire::Responses => b"response.completed",
+            Wire::Chat => b"data: [DONE]",
+            Wire::Anthropic => b"message_stop",
+        }
+    }
+
+    /// The model a request names when `--model` does not say.
+    fn default_model(self) -> &'static str {
+        match self {
+            Wire::Responses | Wire::Chat => "gpt-5",
+            Wire::Anthropic => "claude-bench",
+        }
+    }
+
+    fn body(self, model: &str, stream: bool) -> Bytes {
+        let model = serde_json::Value::String(model.to_owned());
+        Bytes::from(match self {
+            Wire::Responses => format!(r#"{{"model":{model},"stream":{stream},"input":"ping"}}"#),
+            Wire::Chat => format!(
+                r#"{{"model":{model},"stream":{stream},"messages":[{{"role":"user","content":"ping"}}]}}"#
+            ),
+            Wire::Anthropic => format!(
+                r#"{{"model":{model},"max_tokens":64,"stream":{stream},"messages":[{{"role":"user","content":"ping"}}]}}"#
+            ),
+        })
+    }
+}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
@@ -68,9 +108,11 @@ struct Options {
     timeout: Duration,
     /// Every request on a new connection.
     per_request: bool,
-    /// Chat Completions instead of Responses.
-    chat: bool,
-    model: String,
+    wire: Wire,
+    /// Sent as `x-api-key` (Anthropic wire).
+    api_key: Option<String>,
+    /// The model requests name (else the wire's default).
+    model: Option<String>,
 }
 
 /// One finished request.
@@ -81,8 +123,8 @@ struct Sample {
 
 const USAGE: &str = "usage: loadgen --url URL [--mode json|stream] [--concurrency N] \
                      [--requests N | --duration SECS] [--warmup N] [--threads N] [--timeout SECS] \
-                     [--connections keep-alive|per-request] [--dialect responses|chat] \
-                     [--model NAME]";
+                     [--connections keep-alive|per-request] [--wire responses|chat|anthropic] \
+                     [--api-key KEY] [--model NAME]";
 
 fn parse_args() -> Result<Options, String> {
     let mut url = None;
@@ -93,8 +135,9 @@ fn parse_args() -> Result<Options, String> {
     let mut threads = 1usize;
     let mut timeout = Duration::from_secs(10);
     let mut per_request = false;
-    let mut chat = false;
-    let mut model = String::from("gpt-5");
+    let mut wire = Wire::Responses;
+    let mut api_key = None;
+    let mut model = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
@@ -129,14 +172,16 @@ fn parse_args() -> Result<Options, String> {
                     _ => return Err("--connections is keep-alive or per-request".into()),
                 }
             }
-            "--dialect" => {
-                chat = match value.as_str() {
-                    "responses" => false,
-                    "chat" => true,
-                    _ => return Err("--dialect is responses or chat".into()),
+            "--wire" => {
+                wire = match value.as_str() {
+                    "responses" => Wire::Responses,
+                    "chat" => Wire::Chat,
+                    "anthropic" => Wire::Anthropic,
+                    _ => return Err("--wire is responses, chat or anthropic".into()),
                 }
             }
-            "--model" => model = value,
+            "--api-key" => api_key = Some(value),
+            "--model" => model = Some(value),
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -149,7 +194,8 @@ fn parse_args() -> Result<Options, String> {
         threads,
         timeout,
         per_request,
-        chat,
+        wire,
+        api_key,
         model,
     })
 }
@@ -189,14 +235,11 @@ async fn run(options: &Options) -> serde_json::Value {
         .pool_max_idle_per_host(usize::MAX)
         .build(connector);
     let stream = options.mode == Mode::Stream;
-    let model = serde_json::Value::String(options.model.clone());
-    let body = Bytes::from(if options.chat {
-        format!(
-            r#"{{"model":{model},"stream":{stream},"messages":[{{"role":"user","content":"ping"}}]}}"#
-        )
-    } else {
-        format!(r#"{{"model":{model},"stream":{stream},"input":"ping"}}"#)
-    });
+    let model = options
+        .model
+        .as_deref()
+        .unwrap_or(options.wire.default_model());
+    let body = options.wire.body(model, stream);
 
     let warmup = options.warmup.unwrap_or(20 * options.concurrency);
     let (_, warmup_errors, _) = blast(options, &client, &body, Budget::Requests(warmup)).await;
@@ -208,6 +251,7 @@ async fn run(options: &Options) -> serde_json::Value {
     serde_json::json!({
         "url": options.url.to_string(),
         "mode": if stream { "stream" } else { "json" },
+        "wire": match options.wire { Wire::Responses => "responses", Wire::Chat => "chat", Wire::Anthropic => "anthropic" },
         "concurrency": options.concurrency,
         "connections": if options.per_request { "per-request" } else { "keep-alive" },
         "warmup": warmup,
@@ -240,11 +284,8 @@ async fn blast(
         let stream = options.mode == Mode::Stream;
         let timeout = options.timeout;
         let per_request = options.per_request;
-        let needles = if options.chat {
-            (CHAT_CHUNK, CHAT_DONE)
-        } else {
-            (DELTA_EVENT, COMPLETED_EVENT)
-        };
+        let wire = options.wire;
+        let api_key = options.api_key.clone();
         loops.spawn(async move {
             let mut samples = Vec::new();
             let mut errors = 0usize;
@@ -256,12 +297,13 @@ async fn blast(
                 if !more {
                     break;
                 }
-                match tokio::time::timeout(
-                    timeout,
-                    one(&client, &url, &body, stream, per_request, needles),
-                )
-                .await
-                {
+                let how = How {
+                    stream,
+                    per_request,
+                    wire,
+                    api_key: api_key.as_deref(),
+                };
+                match tokio::time::timeout(timeout, one(&client, &url, &body, &how)).await {
                     Ok(Some(sample)) => samples.push(sample),
                     Ok(None) | Err(_) => errors += 1,
                 }
@@ -279,15 +321,22 @@ async fn blast(
     (samples, errors, started.elapsed())
 }
 
-/// One request, read to the end. `None` on any failure.
-async fn one(
-    client: &HttpClient,
-    url: &Uri,
-    body: &Bytes,
+/// How each request of a loop is sent.
+struct How<'a> {
     stream: bool,
     per_request: bool,
-    (delta, completed): (&[u8], &[u8]),
-) -> Option<Sample> {
+    wire: Wire,
+    api_key: Option<&'a str>,
+}
+
+/// One request, read to the end. `None` on any failure.
+async fn one(client: &HttpClient, url: &Uri, body: &Bytes, how: &How<'_>) -> Option<Sample> {
+    let How {
+        stream,
+        per_request,
+        wire,
+        api_key,
+    } = *how;
     let accept = if stream {
         "text/event-stream"
     } else {
@@ -300,6 +349,12 @@ async fn one(
         .header(header::ACCEPT, accept);
     if per_request {
         request = request.header(header::CONNECTION, "close");
+    }
+    if wire == Wire::Anthropic {
+        request = request.header("anthropic-version", "2023-06-01");
+        if let Some(key) = api_key {
+            request = request.header("x-api-key", key);
+        }
     }
     let request = request.body(Full::new(body.clone())).expect("request");
     let start = Instant::now();
@@ -314,14 +369,18 @@ async fn one(
             continue;
         };
         // Search only the new bytes plus enough of the old ones to catch a split needle.
-        let from = seen.len().saturating_sub(delta.len());
+        let from = seen.len().saturating_sub(wire.delta_event().len());
         seen.extend_from_slice(data);
-        if stream && first_delta.is_none() && memmem::find(&seen[from..], delta).is_some() {
+        if stream
+            && first_delta.is_none()
+            && memmem::find(&seen[from..], wire.delta_event()).is_some()
+        {
             first_delta = Some(start.elapsed());
         }
     }
     let total = start.elapsed();
-    let complete = !stream || (first_delta.is_some() && memmem::find(&seen, completed).is_some());
+    let complete =
+        !stream || (first_delta.is_some() && memmem::find(&seen, wire.completed_event()).is_some());
     (ok && complete).then_some(Sample { total, first_delta })
 }
 

@@ -2,7 +2,8 @@
 //! end-to-end tests. Offline.
 //!
 //! Usage: mock_upstream [--port N] [--text TEXT] [--deltas N] [--gap-ms N]
-//!                      [--wire responses|anthropic] [--api-key KEY] [--exit-on-stdin-eof]
+//!                      [--wire responses|anthropic] [--api-key KEY] [--record FILE]
+//!                      [--exit-on-stdin-eof]
 //! Prints `PORT` (one line) on stdout once listening; runs until killed or stdin closes if
 //! `--exit-on-stdin-eof` is given.
 //!
@@ -19,24 +20,27 @@
 //! server (`tests/common/chat_mock.rs`): POST /v1/chat/completions, reasoning in the style's
 //! place, then TEXT; keyless (any `Authorization` is refused) unless `--key-file` names a file
 //! whose first line is the Bearer key to require.
+//!
+//! `--record FILE` appends one JSON line per request: what arrived (`method`, `path`,
+//! `headers`, `body`) and the exact bytes answered (`status`, `answer`), so an end-to-end test
+//! can compare what its client received with what the mock sent (`MockUpstream::journal_to`;
+//! the Responses and Anthropic wires).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../tests/common/chat_mock.rs"]
 mod chat_mock;
 #[path = "../tests/common/mock.rs"]
 mod mock;
-#[path = "../tests/common/mock_messages.rs"]
-mod mock_messages;
 
 use std::time::Duration;
 
+use mock::messages::{Answers, MessagesConfig};
 use mock::MockUpstream;
-use mock_messages::{MessagesConfig, MessagesMock};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> std::process::ExitCode {
     const USAGE: &str = "usage: mock_upstream [--port N] [--text TEXT] [--deltas N] [--gap-ms N] \
-                         [--wire responses|anthropic|chat] [--api-key KEY] \
+                         [--wire responses|anthropic|chat] [--api-key KEY] [--record FILE] \
                          [--style llama.cpp|vllm|ollama|think] [--key-file FILE] \
                          [--exit-on-stdin-eof]";
     let usage_error = |problem: &str| {
@@ -52,6 +56,7 @@ async fn main() -> std::process::ExitCode {
     let mut anthropic = false;
     let mut api_key: Option<String> = None;
     let mut chat = ChatOptions::default();
+    let mut record: Option<std::path::PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let number = |value: Option<String>| value.and_then(|v| v.parse::<u64>().ok());
@@ -92,6 +97,10 @@ async fn main() -> std::process::ExitCode {
                     return usage_error(&problem);
                 }
             }
+            "--record" => match args.next() {
+                Some(path) => record = Some(path.into()),
+                None => return usage_error("--record needs a file"),
+            },
             other => return usage_error(&format!("unknown argument {other}")),
         }
     }
@@ -99,30 +108,42 @@ async fn main() -> std::process::ExitCode {
     if api_key.is_some() && !anthropic {
         return usage_error("--api-key is for --wire anthropic");
     }
-    // Whichever mock runs stays alive until the end of `main`.
-    let (_responses, _anthropic, _chat, bound) = if anthropic {
+    if chat.wire_chat {
+        if record.is_some() {
+            return usage_error("--record is for the responses and anthropic wires");
+        }
+        // The chat mock stays alive until the end of `main`.
+        let mock = chat.start(port, &text, deltas, gap).await;
+        println!("{}", mock.addr.port());
+        return serve_until_done(exit_on_eof, mock).await;
+    }
+    let mock = if anthropic {
         let Some(api_key) = api_key else {
             return usage_error("--wire anthropic needs --api-key (the x-api-key it accepts)");
         };
         let config = MessagesConfig {
-            api_key,
+            keys: vec![api_key],
             text,
             deltas,
             gap,
+            answers: Answers::Decided,
         };
-        let mock = MessagesMock::start(port, config).await;
-        let bound = mock.addr.port();
-        (None, Some(mock), None, bound)
-    } else if chat.wire_chat {
-        let mock = chat.start(port, &text, deltas, gap).await;
-        let bound = mock.addr.port();
-        (None, None, Some(mock), bound)
+        MockUpstream::start_messages(port, config).await
     } else {
-        let mock = MockUpstream::start_on(port, &text, deltas, gap).await;
-        let bound = mock.addr.port();
-        (Some(mock), None, None, bound)
+        MockUpstream::start_on(port, &text, deltas, gap).await
     };
-    println!("{bound}");
+    if let Some(path) = record {
+        if let Err(e) = mock.journal_to(&path) {
+            eprintln!("mock_upstream: --record {}: {e}", path.display());
+            return std::process::ExitCode::from(2);
+        }
+    }
+    println!("{}", mock.addr.port());
+    serve_until_done(exit_on_eof, mock).await
+}
+
+/// Keeps `mock` serving until stdin closes (`--exit-on-stdin-eof`) or the process is killed.
+async fn serve_until_done<M>(exit_on_eof: bool, mock: M) -> std::process::ExitCode {
     let _ = std::io::Write::flush(&mut std::io::stdout());
     if exit_on_eof {
         tokio::task::spawn_blocking(|| {
@@ -134,6 +155,7 @@ async fn main() -> std::process::ExitCode {
     } else {
         std::future::pending::<()>().await;
     }
+    drop(mock);
     std::process::ExitCode::SUCCESS
 }
 

@@ -17,8 +17,8 @@ use http::{Response, StatusCode};
 use serde::Deserialize;
 
 use super::body::{ProxyBody, RequestLog};
-use super::errors::{error_response, give_up_response};
-use super::handler::{header_session, relayed};
+use super::errors::error_response;
+use super::handler::{header_session, relayed, send};
 use super::limits::Reservation;
 use super::routes::Route;
 use super::State;
@@ -126,13 +126,8 @@ pub async fn passthrough(
         session,
         abort: state.abort.clone(),
     };
-    let result = state.upstream.forward(outbound).await;
-    drop(reservation);
-    match result {
-        Err(give_up) => {
-            log.attempts = give_up.attempts;
-            give_up_response(dialect, &give_up)
-        }
+    match send(state, outbound, reservation, dialect, log).await {
+        Err(refused) => refused,
         Ok(reply) => relayed(reply, log),
     }
 }

@@ -21,7 +21,7 @@ use super::policy::PolicyDenied;
 use super::routes::{log_safe, Refusal, Route};
 use super::{anthropic, translated, State};
 use crate::translate::Dialect;
-use crate::upstream::{Outbound, ReplyBody};
+use crate::upstream::{Outbound, Reply, ReplyBody};
 
 /// Longest pause tolerated between two chunks of a request body (slow senders).
 pub const BODY_CHUNK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -647,13 +647,8 @@ async fn forward(
         session: prepared.session,
         abort: state.abort.clone(),
     };
-    let result = state.upstream.forward(outbound).await;
-    drop(reservation);
-    match result {
-        Err(give_up) => {
-            log.attempts = give_up.attempts;
-            give_up_response(dialect, &give_up)
-        }
+    match send(state, outbound, reservation, dialect, log).await {
+        Err(refused) => refused,
         Ok(reply) if reply.aggregate => {
             // A stream-only upstream served a client that wants one JSON answer.
             let ctx = crate::translate::responses::context(model);
@@ -661,6 +656,24 @@ async fn forward(
         }
         Ok(reply) => relayed(reply, log),
     }
+}
+
+/// Sends `outbound` upstream (the retry engine) and frees the concurrency reservation once it
+/// has an answer; when the engine gives up, the client's error answer in `dialect`, with the
+/// attempts logged. Every route that goes upstream goes through here.
+pub(super) async fn send(
+    state: &State,
+    outbound: Outbound<'_>,
+    reservation: Reservation,
+    dialect: Dialect,
+    log: &mut RequestLog,
+) -> Result<Reply, Response<ProxyBody>> {
+    let result = state.upstream.forward(outbound).await;
+    drop(reservation);
+    result.map_err(|give_up| {
+        log.attempts = give_up.attempts;
+        give_up_response(dialect, &give_up)
+    })
 }
 
 /// A `/v1/responses` or `/v1/responses/compact` request ready for the retry engine, whatever

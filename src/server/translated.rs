@@ -18,7 +18,7 @@ use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 
 use super::body::{ProxyBody, RequestLog};
-use super::errors::{error_response, give_up_response, reshape_wire_error};
+use super::errors::{error_response, reshape_wire_error};
 use super::limits::{BufferBudget, Reservation};
 use super::State;
 use crate::translate::hub::WireDecoder;
@@ -267,13 +267,8 @@ pub(super) async fn send(
         session,
         abort: state.abort.clone(),
     };
-    let result = state.upstream.forward(outbound).await;
-    drop(reservation);
-    match result {
-        Err(give_up) => {
-            log.attempts = give_up.attempts;
-            give_up_response(dialect, &give_up)
-        }
+    match super::handler::send(state, outbound, reservation, dialect, log).await {
+        Err(refused) => refused,
         Ok(reply) => {
             respond(
                 reply,

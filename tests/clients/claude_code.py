@@ -9,8 +9,6 @@ TOKEN_BASE (optional): a proxy started with --client-token, whose token Claude i
 
 import json
 import os
-import subprocess
-import tempfile
 import time
 
 from harness import (
@@ -25,6 +23,7 @@ from harness import (
     items_of,
     one_line,
     run_all,
+    run_claude,
     test,
     user_texts,
 )
@@ -37,42 +36,9 @@ TIMEOUT_S = 120
 MARKER = "tool-ran-42"
 
 
-def run_claude(base, prompt, *args, timeout=TIMEOUT_S):
-    """Runs `claude -p PROMPT --output-format json ARGS…` in a fresh home against `base`; the
-    finished process."""
-    with tempfile.TemporaryDirectory(prefix="claude-e2e.") as home:
-        work = os.path.join(home, "work")
-        os.mkdir(work)
-        keep = ("PATH", "LANG", "LC_ALL", "TERM", "TMPDIR", "USER", "LOGNAME", "SHELL")
-        run_env = {k: v for k, v in os.environ.items() if k in keep}
-        run_env.update(
-            HOME=home,
-            CLAUDE_CONFIG_DIR=os.path.join(home, ".claude"),
-            ANTHROPIC_BASE_URL=base,
-            ANTHROPIC_API_KEY="sk-ant-e2e-dummy",
-            CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
-            DISABLE_AUTOUPDATER="1",
-            DISABLE_TELEMETRY="1",
-            DISABLE_ERROR_REPORTING="1",
-        )
-        try:
-            done = subprocess.run(
-                [CLAUDE, "-p", prompt, "--output-format", "json", *args],
-                cwd=work,
-                env=run_env,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-            )
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"claude -p did not finish in {timeout} s") from None
-    return done
-
-
 def claude(prompt, *args):
     """Runs `claude -p PROMPT --output-format json ARGS…` through the proxy; the parsed result."""
-    done = run_claude(BASE, prompt, *args)
+    done = run_claude(CLAUDE, BASE, prompt, *args, timeout=TIMEOUT_S)
     if done.returncode != 0:
         raise AssertionError(
             f"claude exit status {done.returncode}; stdout: {one_line(done.stdout)}; stderr: {one_line(done.stderr)}"
@@ -125,7 +91,7 @@ def test_claude_code_without_the_client_token_fails_within_5_s():
     check(token_base, "TOKEN_BASE (a proxy started with --client-token) is not set")
     record.mark()
     start = time.monotonic()
-    done = run_claude(token_base, "say hi", timeout=30)
+    done = run_claude(CLAUDE, token_base, "say hi", timeout=30)
     elapsed = time.monotonic() - start
     output = done.stdout + done.stderr
     check(done.returncode != 0, f"claude exited 0 without the token: {one_line(output)}")
@@ -146,7 +112,7 @@ def test_claude_code_with_v1_in_the_base_url_is_told_to_drop_it():
     # ANTHROPIC_BASE_URL=http://127.0.0.1:PORT/v1 makes Claude Code request /v1/v1/messages.
     record.mark()
     start = time.monotonic()
-    done = run_claude(BASE + "/v1", "say hi", timeout=30)
+    done = run_claude(CLAUDE, BASE + "/v1", "say hi", timeout=30)
     elapsed = time.monotonic() - start
     output = done.stdout + done.stderr
     check(done.returncode != 0, f"claude exited 0 with /v1 in its base URL: {one_line(output)}")

@@ -114,6 +114,33 @@ export function headerValues(request, name) {
   return request.headers.filter(([k]) => k.toLowerCase() === name).map(([, v]) => v);
 }
 
+/**
+ * The passthrough check (harness.py's same_exchanges, for Node): every POST /v1/messages… the
+ * client made, as tests/clients/tee.py saw it, pairs in order with a request the Anthropic mock
+ * journaled since the marks, at least `want` of them; the client received exactly the status
+ * and bytes the mock sent; the body arrived byte for byte; the mock got `key` as the only x-api-key,
+ * no Authorization and none of `clientKeys`. The mock's journal entries.
+ */
+export async function sameExchanges(tee, journal, want, key, clientKeys) {
+  const mocked = await journal.sinceMark(want);
+  const seen = (await tee.sinceMark(mocked.length)).filter((e) => e.path.startsWith("/v1/messages"));
+  check(mocked.length >= want, `the mock answered ${mocked.length} requests, expected at least ${want}`);
+  eq(seen.length, mocked.length, "messages exchanges the client made vs requests the mock answered");
+  seen.forEach((client, i) => {
+    const mock = mocked[i];
+    const where = `exchange ${i + 1} (${client.method} ${client.path})`;
+    eq(client.status, mock.status, `${where}: status`);
+    eq(client.response, mock.answer, `${where}: the bytes the client received`);
+    eq(mock.raw_body, client.request, `${where}: the body the mock received (bytes)`);
+    eq(headerValues(mock, "x-api-key"), [key], `${where}: x-api-key the mock received`);
+    eq(headerValues(mock, "authorization"), [], `${where}: authorization the mock received`);
+    for (const clientKey of clientKeys) {
+      check(!JSON.stringify(mock.headers).includes(clientKey), `${where}: the client's credential reached the mock`);
+    }
+  });
+  return mocked;
+}
+
 const tests = [];
 
 export function test(name, fn) {

@@ -13,7 +13,9 @@ Environment (set by scripts/e2e-clients):
 
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 
@@ -37,6 +39,9 @@ TIME_SCHEMA = {
     "properties": {"timezone": {"type": "string"}},
     "required": ["timezone"],
 }
+
+# The credential Claude Code is given (run_claude); it must never reach an upstream.
+CLAUDE_CLIENT_KEY = "sk-ant-e2e-dummy"
 
 _tests = []
 
@@ -107,6 +112,32 @@ class Record:
         return bodies[0]
 
 
+def same_exchanges(tee, journal, want, key, client_keys):
+    """The passthrough check, for the exchanges since each record's mark: every POST
+    /v1/messages… the client made (as `tee`, tests/clients/tee.py, saw it) pairs in order with
+    a request the Anthropic mock journaled (`mock_upstream --record`), at least `want` of them;
+    the client received exactly the status and bytes the mock sent; the request body arrived
+    as the client sent it, byte for byte; the mock got `key` as the only `x-api-key`, no
+    `Authorization`, and none of `client_keys` anywhere in its headers. The mock's entries."""
+    mocked = journal.since_mark(wait_for=want)
+    seen = [e for e in tee.since_mark(wait_for=len(mocked)) if e["path"].startswith("/v1/messages")]
+    check(len(mocked) >= want, f"the mock answered {len(mocked)} requests, expected at least {want}")
+    eq(len(seen), len(mocked), "messages exchanges the client made vs requests the mock answered")
+    for n, (client, mock) in enumerate(zip(seen, mocked), 1):
+        where = f"exchange {n} ({client['method']} {client['path']})"
+        eq(client["status"], mock["status"], f"{where}: status")
+        eq(client["response"], mock["answer"], f"{where}: the bytes the client received")
+        eq(mock["raw_body"], client["request"], f"{where}: the body the mock received (bytes)")
+        headers = {}
+        for name, value in mock["headers"]:
+            headers.setdefault(name.lower(), []).append(value)
+        eq(headers.get("x-api-key"), [key], f"{where}: x-api-key the mock received")
+        eq(headers.get("authorization"), None, f"{where}: authorization the mock received")
+        for client_key in client_keys:
+            check(client_key not in json.dumps(mock["headers"]), f"{where}: the client's credential reached the mock")
+    return mocked
+
+
 def items_of(body, kind):
     """The input items of a Responses request body with this type (messages may lack one)."""
     items = body.get("input")
@@ -133,6 +164,39 @@ def user_texts(body):
 
 def function_tool_names(body):
     return [t.get("name") for t in body.get("tools") or [] if t.get("type") == "function"]
+
+
+def run_claude(claude, base, prompt, *args, timeout=120):
+    """Runs `claude -p PROMPT --output-format json ARGS…` against `base` (no /v1) in a fresh
+    home, hermetic: a temporary HOME and config dir, a fake ANTHROPIC_API_KEY, non-essential
+    traffic (telemetry, error reports, auto-update) off. The finished process."""
+    with tempfile.TemporaryDirectory(prefix="claude-e2e.") as home:
+        work = os.path.join(home, "work")
+        os.mkdir(work)
+        keep = ("PATH", "LANG", "LC_ALL", "TERM", "TMPDIR", "USER", "LOGNAME", "SHELL")
+        run_env = {k: v for k, v in os.environ.items() if k in keep}
+        run_env.update(
+            HOME=home,
+            CLAUDE_CONFIG_DIR=os.path.join(home, ".claude"),
+            ANTHROPIC_BASE_URL=base,
+            ANTHROPIC_API_KEY=CLAUDE_CLIENT_KEY,
+            CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
+            DISABLE_AUTOUPDATER="1",
+            DISABLE_TELEMETRY="1",
+            DISABLE_ERROR_REPORTING="1",
+        )
+        try:
+            return subprocess.run(
+                [claude, "-p", prompt, "--output-format", "json", *args],
+                cwd=work,
+                env=run_env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"claude -p did not finish in {timeout} s") from None
 
 
 def run_all():

@@ -1,8 +1,9 @@
 //! A scriptable mock upstream: a real hyper server on 127.0.0.1:0 (plain, or TLS with h2 and
 //! HTTP/1.1 by ALPN) that records every request and answers from a queue of scripts.
 //!
-//! Shared by the in-process integration tests, the process-level tests, `scripts/demo` and
-//! `scripts/bench` (through `examples/mock_upstream.rs`).
+//! Shared by the in-process integration tests, the process-level tests, `scripts/demo`,
+//! `scripts/bench` and `scripts/e2e-clients` (through `examples/mock_upstream.rs`). Its
+//! Anthropic Messages answers come from `mock_messages.rs` (the `messages` module).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::VecDeque;
@@ -24,6 +25,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify};
+
+#[path = "mock_messages.rs"]
+pub mod messages;
 
 /// One request as the mock saw it.
 #[derive(Debug, Clone)]
@@ -206,49 +210,20 @@ pub fn responses_json(text: &str) -> String {
     serde_json::json!({"id":"resp_mock_1","object":"response","status":"completed","model":"mock-model","output":[{"id":"msg_1","type":"message","role":"assistant","status":"completed","content":[{"type":"output_text","text":text,"annotations":[]}]}],"usage":{"input_tokens":10,"output_tokens":5,"total_tokens":15}}).to_string()
 }
 
-/// A complete Anthropic Messages stream saying `text` in `deltas` pieces, with usage
+/// The canned Anthropic Messages stream saying `text` in `deltas` pieces, with usage
 /// (`input_tokens` 12, cache reads 3, cache writes 2, `output_tokens` 7).
 pub fn anthropic_stream(text: &str, deltas: usize) -> Vec<String> {
-    let mut events = vec![
-        sse_event(
-            "message_start",
-            serde_json::json!({"message":{"id":"msg_mock_1","type":"message","role":"assistant","model":"claude-mock","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":12,"cache_read_input_tokens":3,"cache_creation_input_tokens":2,"output_tokens":1}}}),
-        ),
-        sse_event("ping", serde_json::json!({})),
-        sse_event(
-            "content_block_start",
-            serde_json::json!({"index":0,"content_block":{"type":"text","text":""}}),
-        ),
-    ];
-    let chars: Vec<char> = text.chars().collect();
-    let per = chars.len().div_ceil(deltas.max(1)).max(1);
-    for piece in chars.chunks(per) {
-        let delta: String = piece.iter().collect();
-        events.push(sse_event(
-            "content_block_delta",
-            serde_json::json!({"index":0,"delta":{"type":"text_delta","text":delta}}),
-        ));
-    }
-    events.push(sse_event(
-        "content_block_stop",
-        serde_json::json!({"index":0}),
-    ));
-    events.push(sse_event(
-        "message_delta",
-        serde_json::json!({"delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":7}}),
-    ));
-    events.push(sse_event("message_stop", serde_json::json!({})));
-    events
+    messages::events(&messages::canned(text), deltas)
 }
 
-/// A non-streaming Anthropic Messages answer saying `text`.
+/// The canned non-streaming Anthropic Messages answer saying `text`.
 pub fn anthropic_json(text: &str) -> String {
-    serde_json::json!({"id":"msg_mock_1","type":"message","role":"assistant","model":"claude-mock","content":[{"type":"text","text":text}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":12,"cache_read_input_tokens":3,"cache_creation_input_tokens":2,"output_tokens":7}}).to_string()
+    messages::json(&messages::canned(text))
 }
 
 /// An Anthropic error body.
 pub fn anthropic_error(kind: &str, message: &str) -> String {
-    serde_json::json!({"type":"error","error":{"type":kind,"message":message}}).to_string()
+    messages::error_body(kind, message)
 }
 
 /// What the mock answers when its queue is empty.
@@ -257,10 +232,10 @@ pub enum Fallback {
     /// Stream or JSON (by the request's `stream` field) saying this text, in this many
     /// deltas, this far apart.
     Echo(String, usize, Duration),
-    /// An Anthropic Messages API: every request must carry `x-api-key` equal to one of `keys`
-    /// (else 401 `authentication_error`) and an `anthropic-version` (else 400); then scripts,
-    /// else a Messages stream or JSON saying `text` (`count_tokens`: `{"input_tokens":42}`).
-    Anthropic { keys: Vec<String>, text: String },
+    /// An Anthropic Messages API (`mock_messages.rs`): every request must carry `x-api-key`
+    /// equal to one of the keys (else 401 `authentication_error`) and an `anthropic-version`
+    /// (else 400); then scripts, else the configured answer.
+    Anthropic(messages::MessagesConfig),
 }
 
 struct Shared {
@@ -272,6 +247,8 @@ struct Shared {
     open_connections: AtomicUsize,
     closed_connections: AtomicUsize,
     changed: Notify,
+    /// Where every request and the answer the mock chose for it go, one JSON line each.
+    journal: Mutex<Option<std::fs::File>>,
 }
 
 /// A running mock upstream.
@@ -351,11 +328,19 @@ impl MockUpstream {
         text: &str,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> MockUpstream {
-        let fallback = Fallback::Anthropic {
+        let config = messages::MessagesConfig {
             keys: keys.iter().map(|k| k.to_string()).collect(),
             text: text.to_string(),
+            deltas: 3,
+            gap: Duration::ZERO,
+            answers: messages::Answers::Canned,
         };
-        Self::start_full(0, fallback, tls).await
+        Self::start_full(0, Fallback::Anthropic(config), tls).await
+    }
+
+    /// A plain Anthropic Messages mock on `port` (0: ephemeral) configured in full.
+    pub async fn start_messages(port: u16, config: messages::MessagesConfig) -> MockUpstream {
+        Self::start_full(port, Fallback::Anthropic(config), None).await
     }
 
     /// A plain mock on `port` (0: ephemeral) whose default stream has `deltas` deltas `gap` apart.
@@ -379,6 +364,7 @@ impl MockUpstream {
             open_connections: AtomicUsize::new(0),
             closed_connections: AtomicUsize::new(0),
             changed: Notify::new(),
+            journal: Mutex::new(None),
         });
         let mock = MockUpstream {
             addr,
@@ -427,6 +413,20 @@ impl MockUpstream {
             }
         });
         mock
+    }
+
+    /// From now on, appends one JSON line per request to `path`: `method`, `path` (with any
+    /// query), `headers` (`[name, value]` pairs), `body` (the JSON, else a string), `raw_body`
+    /// (the bytes as received, a string), the answer's `status` and `answer`, the exact body
+    /// bytes it sends (a string; both null for an answer that is not a plain status and body,
+    /// such as a cut or a hang). Written when the request arrives, before the answer goes out.
+    pub fn journal_to(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        *self.shared.journal.lock().unwrap() = Some(file);
+        Ok(())
     }
 
     /// Queues the answer for a future request (answered in order).
@@ -562,28 +562,9 @@ async fn answer(
         .unwrap_or("")
         .to_string();
     let anthropic_refusal = match &shared.default {
-        Fallback::Anthropic { keys, .. } => {
-            let given = parts.headers.get("x-api-key").and_then(|v| v.to_str().ok());
-            if !given.is_some_and(|g| keys.iter().any(|k| k == g)) {
-                Some(Script::json(
-                    401,
-                    &anthropic_error("authentication_error", "invalid x-api-key"),
-                ))
-            } else if !parts.headers.contains_key("anthropic-version") {
-                Some(Script::json(
-                    400,
-                    &anthropic_error(
-                        "invalid_request_error",
-                        "anthropic-version: header is required",
-                    ),
-                ))
-            } else {
-                None
-            }
-        }
+        Fallback::Anthropic(config) => messages::refusal(config, &parts.headers),
         Fallback::Echo(..) => None,
     };
-    let count_tokens = parts.uri.path().ends_with("/messages/count_tokens");
     let decoded = match parts.headers.get("content-encoding").map(|v| v.as_bytes()) {
         Some(b"zstd") => zstd::decode_all(&body[..]).unwrap_or_default(),
         _ => body.to_vec(),
@@ -620,14 +601,48 @@ async fn answer(
             Script::sse(&responses_stream(text, *deltas), *gap)
         }
         Fallback::Echo(text, _, _) => Script::json(200, &responses_json(text)),
-        Fallback::Anthropic { .. } if count_tokens => Script::json(200, r#"{"input_tokens":42}"#),
-        Fallback::Anthropic { text, .. } if streaming => {
-            Script::sse(&anthropic_stream(text, 3), Duration::ZERO)
+        Fallback::Anthropic(config) => {
+            messages::respond(config, parts.method.as_str(), parts.uri.path(), &decoded)
         }
-        Fallback::Anthropic { text, .. } => Script::json(200, &anthropic_json(text)),
     });
-    shared.recorded.lock().unwrap()[slot].label = script.label();
+    {
+        let mut recorded = shared.recorded.lock().unwrap();
+        recorded[slot].label = script.label();
+        journal(&shared, &recorded[slot], &script);
+    }
     run_script(script, conn).await
+}
+
+/// One line of the journal (see `MockUpstream::journal_to`), if one is kept.
+fn journal(shared: &Shared, request: &Recorded, script: &Script) {
+    use std::io::Write;
+    let mut journal = shared.journal.lock().unwrap();
+    let Some(file) = journal.as_mut() else {
+        return;
+    };
+    let headers: Vec<serde_json::Value> = request
+        .headers
+        .iter()
+        .map(|(k, v)| serde_json::json!([k.as_str(), String::from_utf8_lossy(v.as_bytes())]))
+        .collect();
+    let body = serde_json::from_slice(&request.body).unwrap_or_else(|_| {
+        serde_json::Value::String(String::from_utf8_lossy(&request.body).into_owned())
+    });
+    let (status, answer) = match script {
+        Script::Respond { status, chunks, .. } => {
+            let bytes: Vec<u8> = chunks.iter().flat_map(|(_, c)| c.to_vec()).collect();
+            (
+                serde_json::json!(status),
+                serde_json::json!(String::from_utf8_lossy(&bytes)),
+            )
+        }
+        _ => (serde_json::Value::Null, serde_json::Value::Null),
+    };
+    let raw_body = String::from_utf8_lossy(&request.body);
+    let line = serde_json::json!({"method": request.method, "path": request.target, "headers": headers,
+        "body": body, "raw_body": raw_body, "status": status, "answer": answer});
+    let _ = writeln!(file, "{line}");
+    let _ = file.flush();
 }
 
 fn run_script(

@@ -1,22 +1,30 @@
-//! An offline Anthropic Messages upstream on 127.0.0.1: the wire an `anthropic` provider
-//! speaks, for `examples/mock_upstream.rs --wire anthropic` (the demo and the end-to-end
-//! scripts). Plain HTTP/1.1 and h2 (prior knowledge), like the Responses mock.
+//! The Anthropic Messages API as the mock upstream answers it: the one model of an Anthropic
+//! answer (events, JSON, errors, checks), served by `tests/common/mock.rs` (a submodule of it)
+//! for the in-process tests and for `examples/mock_upstream.rs --wire anthropic` (the demo, the
+//! bench and the end-to-end scripts).
 //!
 //! Routes (the base URL is `http://127.0.0.1:PORT/v1`; a query string such as Claude Code's
 //! `?beta=true` is ignored):
-//!   POST /v1/messages               a message saying the configured text, streamed or not
-//!   POST /v1/messages/count_tokens  `{"input_tokens": N}`, N = the body's bytes / 4 (at least 1)
+//!   POST /v1/messages               a message, streamed or not (see "The answer")
+//!   POST /v1/messages/count_tokens  `{"input_tokens": N}`
 //!   anything else                   404 `not_found_error`
 //!
 //! Checked in this order, each refusal in Anthropic's error shape
 //! (`{"type":"error","error":{"type":…,"message":…}}`):
-//! 1. `x-api-key` must be the key given to the mock, else 401 `authentication_error`
+//! 1. `x-api-key` must be one of the keys given to the mock, else 401 `authentication_error`
 //!    (an `Authorization` header does not count: the Messages API takes `x-api-key`);
 //! 2. `anthropic-version` must be present, else 400 `invalid_request_error`;
+//!
+//! then the mock's queued scripts, if any (`MockUpstream::push`), answer; else
 //! 3. the body must be a JSON object with a string `model` and a `messages` array, and on
 //!    `/v1/messages` an integer `max_tokens`, else 400 `invalid_request_error`.
 //!
-//! The answer, decided by the last message:
+//! The answer. [`Answers::Canned`] (the in-process tests, which compare bytes with
+//! [`events`]/[`json`] of [`canned`]): the configured text, model `claude-mock`, id
+//! `msg_mock_1`, usage 12 input, 3 cache reads, 2 cache writes, 7 output; `count_tokens` 42.
+//! [`Answers::Decided`] (the example binary): id `msg_mock_N` (N counts the mock's answers, so
+//! an answer recorded by the mock can be told from another), the request's model, input tokens
+//! the body's bytes / 4 (also the `count_tokens` answer), and decided by the last message:
 //! * it is a user message holding `tool_result` blocks: a text quoting each result,
 //!   `The tool returned: <content>` (results joined with "; ");
 //! * the request has `tools`, and `tool_choice` is `any` or names a tool, or the last user text
@@ -27,115 +35,169 @@
 //!
 //! A stream is `message_start`, `content_block_start`, `ping`, the deltas (`text_delta`, or
 //! `input_json_delta` for a tool), `content_block_stop`, `message_delta` (stop reason and
-//! `usage.output_tokens`), `message_stop`, each event after the configured gap.
+//! `usage.output_tokens`), `message_stop`, each event after the configured gap (Anthropic's
+//! order; docs/anthropic-wire.md).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
-use http_body::{Body, Frame};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use http::HeaderMap;
 use serde_json::{json, Map, Value};
-use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 
-/// What the mock accepts and says.
+use super::{sse_event, Script};
+
+/// What an Anthropic mock accepts and says.
 #[derive(Clone)]
 pub struct MessagesConfig {
-    /// The only `x-api-key` accepted.
-    pub api_key: String,
+    /// The `x-api-key` values accepted.
+    pub keys: Vec<String>,
     /// The answer's text.
     pub text: String,
-    /// How many `text_delta` events carry it.
+    /// How many delta events carry it.
     pub deltas: usize,
     /// The wait before each event of a stream.
     pub gap: Duration,
+    pub answers: Answers,
 }
 
-/// A running Messages mock.
-pub struct MessagesMock {
-    pub addr: SocketAddr,
-    /// `http://127.0.0.1:PORT/v1`.
-    pub base_url: String,
+/// How the answer is chosen (see the module docs).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Answers {
+    /// Always the configured text, with fixed id, model and usage.
+    Canned,
+    /// By the request: its model, its size, its tools and tool results.
+    Decided,
 }
 
-impl MessagesMock {
-    /// Listens on 127.0.0.1:`port` (0: ephemeral) and serves until the runtime ends.
-    pub async fn start(port: u16, config: MessagesConfig) -> MessagesMock {
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let config = Arc::new(config);
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let config = Arc::clone(&config);
-                tokio::spawn(async move {
-                    let service = service_fn(move |request: Request<Incoming>| {
-                        let config = Arc::clone(&config);
-                        async move { Ok::<_, Infallible>(answer(request, &config).await) }
-                    });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        MessagesMock {
-            addr,
-            base_url: format!("http://127.0.0.1:{}/v1", addr.port()),
-        }
+/// Token counts of one answer.
+#[derive(Clone, Copy)]
+pub struct Usage {
+    pub input: u64,
+    pub cache_read: u64,
+    pub cache_creation: u64,
+    pub output: u64,
+}
+
+/// One answer, before it is written as events or JSON.
+pub struct Answer {
+    pub id: String,
+    pub model: String,
+    pub reply: Reply,
+    pub usage: Usage,
+}
+
+/// What the answer's one content block says.
+pub enum Reply {
+    Text(String),
+    ToolUse { name: String, input: Value },
+}
+
+/// The canned answer saying `text` (see the module docs).
+pub fn canned(text: &str) -> Answer {
+    Answer {
+        id: "msg_mock_1".into(),
+        model: "claude-mock".into(),
+        reply: Reply::Text(text.to_owned()),
+        usage: Usage {
+            input: 12,
+            cache_read: 3,
+            cache_creation: 2,
+            output: 7,
+        },
     }
 }
 
-type MockBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
-
-async fn answer(request: Request<Incoming>, config: &MessagesConfig) -> Response<MockBody> {
-    let (parts, body) = request.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
-    let path = parts.uri.path();
-    let count_tokens = match (&parts.method, path) {
-        (&Method::POST, "/v1/messages") => false,
-        (&Method::POST, "/v1/messages/count_tokens") => true,
-        _ => {
-            return error(
-                404,
-                "not_found_error",
-                &format!("{} {path}: no such route", parts.method),
-            )
-        }
-    };
-    let key = parts.headers.get("x-api-key").map(|v| v.as_bytes());
-    if key != Some(config.api_key.as_bytes()) {
-        return error(401, "authentication_error", "invalid x-api-key");
+/// The answer's stream, one framed event a string, the content in `deltas` delta events.
+pub fn events(answer: &Answer, deltas: usize) -> Vec<String> {
+    let usage = &answer.usage;
+    let mut events = vec![
+        sse_event(
+            "message_start",
+            json!({"message": {
+                "id": answer.id, "type": "message", "role": "assistant", "model": answer.model,
+                "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": usage.input, "cache_read_input_tokens": usage.cache_read,
+                          "cache_creation_input_tokens": usage.cache_creation, "output_tokens": 1},
+            }}),
+        ),
+        sse_event(
+            "content_block_start",
+            json!({"index": 0, "content_block": answer.reply.block(false)}),
+        ),
+        sse_event("ping", json!({})),
+    ];
+    for delta in answer.reply.deltas(deltas) {
+        events.push(sse_event(
+            "content_block_delta",
+            json!({"index": 0, "delta": delta}),
+        ));
     }
-    if !parts.headers.contains_key("anthropic-version") {
-        return error(
+    events.push(sse_event("content_block_stop", json!({"index": 0})));
+    events.push(sse_event(
+        "message_delta",
+        json!({"delta": {"stop_reason": answer.reply.stop_reason(), "stop_sequence": null},
+               "usage": {"output_tokens": usage.output}}),
+    ));
+    events.push(sse_event("message_stop", json!({})));
+    events
+}
+
+/// The answer as one JSON message.
+pub fn json(answer: &Answer) -> String {
+    let usage = &answer.usage;
+    json!({
+        "id": answer.id, "type": "message", "role": "assistant", "model": answer.model,
+        "content": [answer.reply.block(true)],
+        "stop_reason": answer.reply.stop_reason(), "stop_sequence": null,
+        "usage": {"input_tokens": usage.input, "cache_read_input_tokens": usage.cache_read,
+                  "cache_creation_input_tokens": usage.cache_creation, "output_tokens": usage.output},
+    })
+    .to_string()
+}
+
+/// An Anthropic error body.
+pub fn error_body(kind: &str, message: &str) -> String {
+    json!({"type": "error", "error": {"type": kind, "message": message}}).to_string()
+}
+
+fn refuse(status: u16, kind: &str, message: &str) -> Script {
+    Script::json(status, &error_body(kind, message))
+}
+
+/// Checks 1 and 2 of the module docs: the refusal, if the request fails one.
+pub fn refusal(config: &MessagesConfig, headers: &HeaderMap) -> Option<Script> {
+    let given = headers.get("x-api-key").map(|v| v.as_bytes());
+    if !given.is_some_and(|g| config.keys.iter().any(|k| k.as_bytes() == g)) {
+        return Some(refuse(401, "authentication_error", "invalid x-api-key"));
+    }
+    if !headers.contains_key("anthropic-version") {
+        return Some(refuse(
             400,
             "invalid_request_error",
             "anthropic-version: header is required",
-        );
+        ));
     }
-    let request: Value = match serde_json::from_slice(&body) {
+    None
+}
+
+/// How a request no script answered is answered (check 3, then the answer).
+pub fn respond(config: &MessagesConfig, method: &str, path: &str, body: &[u8]) -> Script {
+    let count_tokens = match (method, path) {
+        ("POST", "/v1/messages") => false,
+        ("POST", "/v1/messages/count_tokens") => true,
+        _ => {
+            return refuse(
+                404,
+                "not_found_error",
+                &format!("{method} {path}: no such route"),
+            )
+        }
+    };
+    let request: Value = match serde_json::from_slice(body) {
         Ok(Value::Object(map)) => Value::Object(map),
         _ => {
-            return error(
+            return refuse(
                 400,
                 "invalid_request_error",
                 "the body is not a JSON object",
@@ -143,88 +205,48 @@ async fn answer(request: Request<Incoming>, config: &MessagesConfig) -> Response
         }
     };
     let Some(model) = request.get("model").and_then(Value::as_str) else {
-        return error(400, "invalid_request_error", "model: Field required");
+        return refuse(400, "invalid_request_error", "model: Field required");
     };
     let Some(messages) = request.get("messages").and_then(Value::as_array) else {
-        return error(400, "invalid_request_error", "messages: Field required");
+        return refuse(400, "invalid_request_error", "messages: Field required");
     };
-    let input_tokens = (body.len() / 4).max(1);
+    let decided = config.answers == Answers::Decided;
+    let input = if decided {
+        (body.len() as u64 / 4).max(1)
+    } else {
+        42
+    };
     if count_tokens {
-        return json_response(200, &json!({ "input_tokens": input_tokens }));
+        return Script::json(200, &json!({ "input_tokens": input }).to_string());
     }
     if !request.get("max_tokens").is_some_and(Value::is_u64) {
-        return error(400, "invalid_request_error", "max_tokens: Field required");
+        return refuse(400, "invalid_request_error", "max_tokens: Field required");
     }
-    let reply = decide(&request, messages, &config.text);
-    let streaming = request.get("stream").and_then(Value::as_bool) == Some(true);
-    let output_tokens = reply.output_tokens();
-    if !streaming {
-        return json_response(
-            200,
-            &json!({
-                "id": "msg_mock_1",
-                "type": "message",
-                "role": "assistant",
-                "model": model,
-                "content": [reply.block(true)],
-                "stop_reason": reply.stop_reason(),
-                "stop_sequence": null,
-                "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
-            }),
-        );
-    }
-    let mut events = vec![
-        event(
-            "message_start",
-            json!({"message": {
-                "id": "msg_mock_1", "type": "message", "role": "assistant", "model": model,
-                "content": [], "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": input_tokens, "output_tokens": 1},
-            }}),
-        ),
-        event(
-            "content_block_start",
-            json!({"index": 0, "content_block": reply.block(false)}),
-        ),
-        event("ping", json!({})),
-    ];
-    for delta in reply.deltas(config.deltas) {
-        events.push(event(
-            "content_block_delta",
-            json!({"index": 0, "delta": delta}),
-        ));
-    }
-    events.push(event("content_block_stop", json!({"index": 0})));
-    events.push(event(
-        "message_delta",
-        json!({"delta": {"stop_reason": reply.stop_reason(), "stop_sequence": null},
-               "usage": {"output_tokens": output_tokens}}),
-    ));
-    events.push(event("message_stop", json!({})));
-    let (tx, rx) = mpsc::channel::<Bytes>(4);
-    let gap = config.gap;
-    tokio::spawn(async move {
-        for event in events {
-            if !gap.is_zero() {
-                tokio::time::sleep(gap).await;
-            }
-            if tx.send(Bytes::from(event)).await.is_err() {
-                return;
-            }
+    let answer = if decided {
+        static ANSWERS: AtomicU64 = AtomicU64::new(0);
+        let reply = decide(&request, messages, &config.text);
+        Answer {
+            id: format!("msg_mock_{}", ANSWERS.fetch_add(1, Ordering::Relaxed) + 1),
+            model: model.to_owned(),
+            usage: Usage {
+                input,
+                cache_read: 0,
+                cache_creation: 0,
+                output: reply.output_tokens(),
+            },
+            reply,
         }
-    });
-    let mut response = Response::new(ChannelBody { rx }.boxed());
-    response
-        .headers_mut()
-        .insert("content-type", "text/event-stream".parse().unwrap());
-    response
+    } else {
+        canned(&config.text)
+    };
+    if request.get("stream").and_then(Value::as_bool) == Some(true) {
+        Script::sse(&events(&answer, config.deltas), config.gap)
+    } else {
+        Script::json(200, &json(&answer))
+    }
 }
 
-/// What the mock answers with.
-enum Reply {
-    Text(String),
-    ToolUse { name: String, input: Value },
-}
+// === impl Reply ===
 
 impl Reply {
     /// The content block: complete, or as `content_block_start` opens it (empty).
@@ -246,11 +268,12 @@ impl Reply {
     }
 
     /// A word count, as a stand-in for tokens.
-    fn output_tokens(&self) -> usize {
-        match self {
-            Reply::Text(text) => text.split_whitespace().count().max(1),
-            Reply::ToolUse { input, .. } => input.to_string().len().div_ceil(4).max(1),
-        }
+    fn output_tokens(&self) -> u64 {
+        let n = match self {
+            Reply::Text(text) => text.split_whitespace().count(),
+            Reply::ToolUse { input, .. } => input.to_string().len().div_ceil(4),
+        };
+        n.max(1) as u64
     }
 
     /// The block's content in `n` delta objects (a tool's input JSON in pieces).
@@ -268,7 +291,7 @@ impl Reply {
     }
 }
 
-/// The answer for this request (see the module docs).
+/// The decided answer for this request (see the module docs).
 fn decide(request: &Value, messages: &[Value], text: &str) -> Reply {
     let last = messages.last();
     let blocks: &[Value] = last
@@ -366,42 +389,5 @@ fn example(schema: Option<&Value>) -> Value {
         "boolean" => json!(true),
         "array" => json!([]),
         _ => Value::Null,
-    }
-}
-
-fn event(kind: &str, mut data: Value) -> String {
-    data["type"] = Value::String(kind.to_owned());
-    format!("event: {kind}\ndata: {data}\n\n")
-}
-
-fn error(status: u16, kind: &str, message: &str) -> Response<MockBody> {
-    json_response(
-        status,
-        &json!({"type": "error", "error": {"type": kind, "message": message}}),
-    )
-}
-
-fn json_response(status: u16, body: &Value) -> Response<MockBody> {
-    let mut response =
-        Response::new(http_body_util::Full::new(Bytes::from(body.to_string())).boxed());
-    *response.status_mut() = StatusCode::from_u16(status).unwrap();
-    response
-        .headers_mut()
-        .insert("content-type", "application/json".parse().unwrap());
-    response
-}
-
-struct ChannelBody {
-    rx: mpsc::Receiver<Bytes>,
-}
-
-impl Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.rx.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b))))
     }
 }
