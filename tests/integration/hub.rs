@@ -600,8 +600,9 @@ async fn a_529_or_an_in_band_overload_before_content_fails_over_to_the_other_key
                 chunks: vec![(Duration::ZERO, Bytes::from(overloaded.clone()))],
             });
         } else {
-            let start = anthropic_stream(TEXT, 1)[..2].to_vec();
-            let mut events = start;
+            // message_start and a ping: bootstrap events, nothing committed yet.
+            let mut events = anthropic_stream(TEXT, 1)[..1].to_vec();
+            events.push(sse_event("ping", json!({})));
             events.push(sse_event(
                 "error",
                 json!({"error":{"type":"overloaded_error","message":"Overloaded"}}),
