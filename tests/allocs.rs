@@ -1,0 +1,93 @@
+//! Heap allocations on the request path, counted rather than timed (a count does not depend on
+//! how busy the machine is). Each test runs one piece of per-request work on its own thread
+//! and compares the number of allocations it made with a bound; the bounds are what the code
+//! needs, so a change that brings back per-byte or per-request allocations fails here.
+//!
+//! The counting allocator is this test binary's own (the product installs the wiping
+//! allocator, which counts nothing): it forwards every call to `System` and counts, per
+//! thread, the calls that hand out a block.
+#![allow(unsafe_code)] // the counting `GlobalAlloc` below; test-only, forwards to `System`
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use codex_proxy::translate::usage::TopLevelUsage;
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count() {
+    // `try_with`: a thread being torn down has no counter left; nothing to count there.
+    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: forwarded contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: forwarded contract.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded contract.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        // SAFETY: forwarded contract.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+/// The allocations `work` makes on this thread.
+fn allocations<T>(work: impl FnOnce() -> T) -> (u64, T) {
+    let before = ALLOCATIONS.with(Cell::get);
+    let out = work();
+    (ALLOCATIONS.with(Cell::get) - before, out)
+}
+
+/// A Responses JSON answer of about 1 KiB, as a plain (non-streamed) request gets it.
+fn responses_body() -> Vec<u8> {
+    let text = "lorem ipsum dolor sit amet ".repeat(30);
+    format!(
+        r#"{{"id":"resp_1","object":"response","created_at":1700000000,"status":"completed","model":"gpt-5.1-codex","output":[{{"type":"message","id":"msg_1","status":"completed","role":"assistant","content":[{{"type":"output_text","annotations":[],"text":"{text}"}}]}}],"parallel_tool_calls":true,"reasoning":{{"effort":"medium","summary":null}},"usage":{{"input_tokens":1200,"input_tokens_details":{{"cached_tokens":1024}},"output_tokens":310,"output_tokens_details":{{"reasoning_tokens":64}},"total_tokens":1510}},"user":null,"metadata":{{}}}}"#
+    )
+    .into_bytes()
+}
+
+#[test]
+fn following_a_json_answer_for_its_usage_allocates_per_kept_value_not_per_byte() {
+    let body = responses_body();
+    for split in [body.len(), 100, 7, 1] {
+        let (n, reported) = allocations(|| {
+            let mut usage = TopLevelUsage::new();
+            for chunk in body.chunks(split) {
+                usage.feed(chunk);
+            }
+            usage.finish()
+        });
+        let reported = reported.expect("the usage is read");
+        assert_eq!((reported.input, reported.output), (1200, 310));
+        assert_eq!(reported.model.as_deref(), Some("gpt-5.1-codex"));
+        // One buffer per kept value (`model`, `usage`) and the model's string.
+        assert!(
+            n <= 3,
+            "{n} allocations to follow a {} byte body in {split}-byte chunks",
+            body.len()
+        );
+    }
+}
