@@ -10,8 +10,15 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
+use codex_proxy::secret::SecretArena;
 use codex_proxy::translate::usage::TopLevelUsage;
+use codex_proxy::upstream::inject::{AuthForm, Injecting, KeyInjector};
+use hyper::rt::Write as _;
+use hyper_util::client::legacy::connect::{Connected, Connection};
 
 struct Counting;
 
@@ -89,5 +96,84 @@ fn following_a_json_answer_for_its_usage_allocates_per_kept_value_not_per_byte()
             "{n} allocations to follow a {} byte body in {split}-byte chunks",
             body.len()
         );
+    }
+}
+
+/// A transport that keeps what is written (all of it, vectored writes too).
+struct Sink(Vec<u8>);
+
+impl hyper::rt::Write for Sink {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.0.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let mut n = 0;
+        for buf in bufs {
+            self.0.extend_from_slice(buf);
+            n += buf.len();
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Connection for Sink {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+#[test]
+fn swapping_the_key_into_a_request_head_allocates_nothing() {
+    const KEY: &[u8] = b"sk-allocs-test-0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut arena = SecretArena::with_capacity(KEY.len()).expect("locked arena");
+    let range = arena.push_concat(&[KEY]).expect("fits");
+    let injector = KeyInjector::new();
+    let (_, placeholder) = injector
+        .register_forms(&Arc::new(arena), &[(range, AuthForm::Bearer)])
+        .expect("registered")
+        .remove(0);
+    let body = responses_body();
+    let mut request = Vec::new();
+    request.extend_from_slice(
+        b"POST /v1/responses HTTP/1.1\r\ncontent-type: application/json\r\nauthorization: ",
+    );
+    request.extend_from_slice(placeholder.as_bytes());
+    request.extend_from_slice(
+        format!(
+            "\r\naccept-encoding: identity\r\nhost: 127.0.0.1:1\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    request.extend_from_slice(&body);
+    let mut io = Injecting::new(Sink(Vec::with_capacity(64 * 1024)), Arc::new(injector));
+    let mut cx = Context::from_waker(Waker::noop());
+    for round in 0..3 {
+        // What hyper does per request on a kept-alive connection: one write of head and body.
+        let (n, written) = allocations(|| Pin::new(&mut io).poll_write(&mut cx, &request));
+        assert!(matches!(written, Poll::Ready(Ok(len)) if len == request.len()));
+        assert_eq!(n, 0, "{n} allocations to write request {round}");
     }
 }
