@@ -14,7 +14,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use codex_proxy::secret::SecretArena;
+use codex_proxy::pool::{Pick, Pool, Target};
+use codex_proxy::secret::{IntakeBuffer, SecretArena};
 use codex_proxy::translate::usage::TopLevelUsage;
 use codex_proxy::upstream::inject::{AuthForm, Injecting, KeyInjector};
 use hyper::rt::Write as _;
@@ -175,5 +176,26 @@ fn swapping_the_key_into_a_request_head_allocates_nothing() {
         let (n, written) = allocations(|| Pin::new(&mut io).poll_write(&mut cx, &request));
         assert!(matches!(written, Poll::Ready(Ok(len)) if len == request.len()));
         assert_eq!(n, 0, "{n} allocations to write request {round}");
+    }
+}
+
+#[test]
+fn choosing_an_account_among_a_few_allocates_nothing() {
+    let input: Vec<u8> = (0..3)
+        .flat_map(|i| format!("sk-allocs-account-{i}-0123456789abcdef\n").into_bytes())
+        .collect();
+    let mut intake = IntakeBuffer::new(input.len() + 1).expect("intake");
+    intake.read_slice(&input).expect("read");
+    let pool = Pool::new(
+        intake.into_credentials().expect("credentials"),
+        Arc::new(KeyInjector::new()),
+    )
+    .expect("pool");
+    let now = tokio::time::Instant::now();
+    for session in [None, Some(7)] {
+        let (n, pick) = allocations(|| pool.pick_for(Target::Implicit, session, &[], now));
+        assert!(matches!(pick, Pick::Account(_)));
+        // Session affinity is recorded after an answer, not here: nothing to allocate.
+        assert_eq!(n, 0, "{n} allocations to choose among 3 accounts");
     }
 }
