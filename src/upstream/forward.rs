@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -64,6 +64,9 @@ pub const MAX_ERROR_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_HOLD_BYTES: usize = 4 * 1024 * 1024;
 /// Most events held before the commit point; beyond it, the same 502.
 pub const MAX_HOLD_EVENTS: usize = 1024;
+/// The header that tells the client how many upstream attempts its answer took. A constant:
+/// a name made from a `&str` at each insert is a new allocation per request.
+pub const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-codex-proxy-attempts");
 /// The longest wait a proxy-made 429 advertises in `Retry-After` (SDKs sleep as told).
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
@@ -219,7 +222,7 @@ impl GiveUp {
             None => {}
         }
         if self.attempts > 0 {
-            headers.insert("x-codex-proxy-attempts", HeaderValue::from(self.attempts));
+            headers.insert(ATTEMPTS_HEADER, HeaderValue::from(self.attempts));
         }
     }
 }
@@ -681,22 +684,21 @@ impl Upstream {
             Some(deadline) => deadline,
             None => Instant::now() + self.timeouts.header,
         };
-        let host = request
-            .uri()
-            .authority()
-            .map_or_else(String::new, |a| a.to_string());
+        // A shared handle on the prebuilt URI's bytes, not a new string per attempt.
+        let authority = request.uri().authority().cloned();
+        let host = authority.as_ref().map_or("", |a| a.as_str());
         let sent = tokio::select! {
             result = tokio::time::timeout_at(limit, self.client.request(request)) => result,
             _ = abort.cancelled() => return Err(AttemptError::Shutdown),
         };
         match sent {
             Ok(Ok(response)) => {
-                self.health.answered(&host);
+                self.health.answered(host);
                 Ok((response, connection))
             }
             Ok(Err(error)) if error.is_connect() => {
                 self.health
-                    .failed(&host, "to connect", &error, Instant::now());
+                    .failed(host, "to connect", &error, Instant::now());
                 if is_connect_timeout(&error) {
                     Err(AttemptError::ConnectTimeout)
                 } else {
@@ -705,7 +707,7 @@ impl Upstream {
             }
             Ok(Err(error)) => {
                 self.health
-                    .failed(&host, "before response headers", &error, Instant::now());
+                    .failed(host, "before response headers", &error, Instant::now());
                 Err(AttemptError::AfterSend)
             }
             Err(_) if deadline.is_some() => Err(AttemptError::Deadline),
