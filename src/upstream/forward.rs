@@ -64,6 +64,11 @@ pub const MAX_ERROR_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_HOLD_BYTES: usize = 4 * 1024 * 1024;
 /// Most events held before the commit point; beyond it, the same 502.
 pub const MAX_HOLD_EVENTS: usize = 1024;
+/// Most bytes of a plain (not event-stream) answer held so that it goes to the client whole,
+/// with a `content-length`, in one write; a larger answer goes out as it comes.
+pub const MAX_PLAIN_HOLD_BYTES: usize = 64 * 1024;
+/// A plain answer's next bytes are waited for this long at most before what is held goes out.
+pub const PLAIN_HOLD_GAP: Duration = Duration::from_millis(5);
 /// The header that tells the client how many upstream attempts its answer took. A constant:
 /// a name made from a `&str` at each insert is a new allocation per request.
 pub const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-codex-proxy-attempts");
@@ -878,10 +883,11 @@ impl Upstream {
             verdict = pre_commit_verdict(&relay, kind);
         } else {
             // A plain body goes out with its head: wait for its first bytes (nobody can use a
-            // JSON head without its body), so both leave in one write.
+            // JSON head without its body), and for the rest while it follows at once, so a
+            // small answer leaves whole, in one write, with its length.
             let idle = Instant::now() + self.timeouts.idle;
             let until = deadline.map_or(idle, |d| d.min(idle));
-            // One chunk at most: it cannot overflow the hold-back caps.
+            // Bounded by MAX_PLAIN_HOLD_BYTES and the buffer budget: it cannot overflow.
             let _ = self.hold(&mut relay, until).await;
             // A successful JSON answer reports its usage at its top level.
             let json = parts
@@ -916,8 +922,9 @@ impl Upstream {
     }
 
     /// Reads upstream bytes into `relay.held` until the commit point: for an event stream the
-    /// first content-bearing or terminal event, for a plain body its first bytes; or the end
-    /// of the body, an error, shutdown, or `until`.
+    /// first content-bearing or terminal event; for a plain body its end, unless it is over
+    /// [`MAX_PLAIN_HOLD_BYTES`], the buffer budget is spent, or its next bytes take longer
+    /// than [`PLAIN_HOLD_GAP`] (then what came so far); or an error, shutdown, or `until`.
     ///
     /// The held bytes are bounded by [`MAX_HOLD_BYTES`] and [`MAX_HOLD_EVENTS`] and counted
     /// against the buffer budget; past either, the upstream is dropped and the caller answers
@@ -927,8 +934,11 @@ impl Upstream {
             return Ok(());
         };
         let mut bytes = 0usize;
+        let mut until = until;
         loop {
             let frame = tokio::select! {
+                // A frame that is ready is taken without arming the timer first.
+                biased;
                 frame = body.frame() => frame,
                 _ = tokio::time::sleep_until(until) => return Ok(()),
                 _ = relay.abort.cancelled() => return Ok(()),
@@ -936,21 +946,22 @@ impl Upstream {
             match frame {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
-                        // Only an event stream's start is held; a plain body's first chunk
-                        // goes out at once.
                         let streaming = relay.sse.is_some();
                         bytes += data.len();
-                        let budget_ok = !streaming
-                            || relay
-                                .held_budget
-                                .as_mut()
-                                .is_none_or(|share| share.grow(data.len()));
+                        let budget_ok = relay
+                            .held_budget
+                            .as_mut()
+                            .is_none_or(|share| share.grow(data.len()));
                         let commit = match relay.sse.as_mut() {
                             Some(watch) => watch.feed(&data),
-                            None => !data.is_empty(),
+                            // A plain body past its cap, or the budget, goes out as it comes.
+                            None => bytes > MAX_PLAIN_HOLD_BYTES || !budget_ok,
                         };
+                        if !streaming && bytes > 0 {
+                            until = until.min(Instant::now() + PLAIN_HOLD_GAP);
+                        }
                         let events = relay.sse.as_ref().map_or(0, SseWatch::events);
-                        let over = if !budget_ok {
+                        let over = if streaming && !budget_ok {
                             Some(Overflow::Budget)
                         } else if streaming
                             && !commit

@@ -72,6 +72,57 @@ async fn a_non_streaming_json_request_round_trips() {
 }
 
 #[tokio::test]
+async fn a_small_json_answer_sent_chunked_reaches_the_client_whole_with_its_length() {
+    // The upstream sends the answer in two chunks, without a length: the proxy holds it
+    // until it is complete, so the client gets it in one piece, with a content-length, and
+    // without a separate write for the end of the body.
+    let (mock, proxy) = setup(&[]).await;
+    let answer = responses_json(TEXT);
+    let (first, second) = answer.split_at(answer.len() / 2);
+    mock.push(Script::Respond {
+        status: 200,
+        headers: vec![("content-type", "application/json".into())],
+        chunks: vec![
+            (Duration::ZERO, Bytes::from(first.to_string())),
+            (Duration::ZERO, Bytes::from(second.to_string())),
+        ],
+    });
+    let response = post(&proxy, "/v1/responses", BODY, &[]).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(response.complete);
+    assert_eq!(response.header("transfer-encoding"), None);
+    assert_eq!(
+        response.header("content-length"),
+        Some(answer.len().to_string().as_str())
+    );
+    assert_eq!(response.json(), default_answer());
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_json_answer_whose_rest_is_slow_still_arrives_whole() {
+    // The hold waits only briefly for the rest: past that, what came goes out and the rest
+    // follows as it comes (chunked), complete.
+    let (mock, proxy) = setup(&[]).await;
+    let answer = responses_json(TEXT);
+    let (first, second) = answer.split_at(answer.len() / 2);
+    mock.push(Script::Respond {
+        status: 200,
+        headers: vec![("content-type", "application/json".into())],
+        chunks: vec![
+            (Duration::ZERO, Bytes::from(first.to_string())),
+            (Duration::from_millis(300), Bytes::from(second.to_string())),
+        ],
+    });
+    let response = post(&proxy, "/v1/responses", BODY, &[]).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(response.complete);
+    assert_eq!(response.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(response.json(), default_answer());
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
 async fn the_request_body_reaches_the_upstream_byte_for_byte() {
     let (mock, proxy) = setup(&[]).await;
     let body = "  {\t\"model\" :\"m\" ,\r\n  \"input\":\"h\u{e9}llo \u{2713} \u{1F600} \\u00e9 \\\"q\\\" \\n\",\n\"n\":[1 ,2.50,-0e0, 1E+2],\"s\":false ,\"o\":{ }}\n\n  ";
