@@ -140,8 +140,9 @@ impl hyper::rt::Write for Sink {
 }
 
 impl Connection for Sink {
+    /// With an extra, as the TCP connector's (its socket addresses).
     fn connected(&self) -> Connected {
-        Connected::new()
+        Connected::new().extra(std::net::SocketAddr::from(([127, 0, 0, 1], 1)))
     }
 }
 
@@ -198,4 +199,17 @@ fn choosing_an_account_among_a_few_allocates_nothing() {
         // Session affinity is recorded after an answer, not here: nothing to allocate.
         assert_eq!(n, 0, "{n} allocations to choose among 3 accounts");
     }
+}
+
+#[test]
+fn upstream_connections_carry_no_extras_into_each_response() {
+    // The pool copies a connection's extras into the extensions of every response on it
+    // (a map and a box per response) and into every connection capture: the injecting
+    // transport keeps only what the client acts on.
+    let io = Injecting::new(Sink(Vec::new()), Arc::new(KeyInjector::new()));
+    let connected = io.connected();
+    let mut extensions = http::Extensions::new();
+    let (n, ()) = allocations(|| connected.get_extras(&mut extensions));
+    assert!(extensions.is_empty());
+    assert_eq!(n, 0, "{n} allocations to set a response's extras");
 }

@@ -781,8 +781,18 @@ impl<S: Read + Unpin> Read for Injecting<S> {
 }
 
 impl<S: Connection> Connection for Injecting<S> {
+    /// What the client acts on: the negotiated protocol and whether a proxy is in the way.
+    /// The TCP layer's extra (its socket addresses, which nothing here reads) is left out:
+    /// the pool copies it into every response's extensions and every connection capture,
+    /// three allocations per request.
     fn connected(&self) -> Connected {
-        self.inner.connected()
+        let inner = self.inner.connected();
+        let connected = Connected::new().proxy(inner.is_proxied());
+        if inner.is_negotiated_h2() {
+            connected.negotiated_h2()
+        } else {
+            connected
+        }
     }
 }
 
