@@ -67,8 +67,6 @@ pub const MAX_HOLD_EVENTS: usize = 1024;
 /// Most bytes of a plain (not event-stream) answer held so that it goes to the client whole,
 /// with a `content-length`, in one write; a larger answer goes out as it comes.
 pub const MAX_PLAIN_HOLD_BYTES: usize = 64 * 1024;
-/// A plain answer's next bytes are waited for this long at most before what is held goes out.
-pub const PLAIN_HOLD_GAP: Duration = Duration::from_millis(5);
 /// The header that tells the client how many upstream attempts its answer took. A constant:
 /// a name made from a `&str` at each insert is a new allocation per request.
 pub const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-codex-proxy-attempts");
@@ -923,8 +921,11 @@ impl Upstream {
 
     /// Reads upstream bytes into `relay.held` until the commit point: for an event stream the
     /// first content-bearing or terminal event; for a plain body its end, unless it is over
-    /// [`MAX_PLAIN_HOLD_BYTES`], the buffer budget is spent, or its next bytes take longer
-    /// than [`PLAIN_HOLD_GAP`] (then what came so far); or an error, shutdown, or `until`.
+    /// [`MAX_PLAIN_HOLD_BYTES`] or the buffer budget is spent; or an error, shutdown, or
+    /// `until`. A plain body's `until` moves with its bytes (the idle timeout counts from the
+    /// last of them); when the idle timeout ends the hold, the relay ends with that error
+    /// after what was held, as it would have while relaying. (No shorter timer: arming one
+    /// per request woke the runtime's parked timer thread every time.)
     ///
     /// The held bytes are bounded by [`MAX_HOLD_BYTES`] and [`MAX_HOLD_EVENTS`] and counted
     /// against the buffer budget; past either, the upstream is dropped and the caller answers
@@ -939,9 +940,19 @@ impl Upstream {
             let frame = tokio::select! {
                 // A frame that is ready is taken without arming the timer first.
                 biased;
-                frame = body.frame() => frame,
-                _ = tokio::time::sleep_until(until) => return Ok(()),
+                frame = body.frame() => Some(frame),
+                _ = tokio::time::sleep_until(until) => None,
                 _ = relay.abort.cancelled() => return Ok(()),
+            };
+            let Some(frame) = frame else {
+                let plain_idle = relay.sse.is_none()
+                    && bytes > 0
+                    && relay.deadline.is_none_or(|d| Instant::now() < d);
+                if plain_idle {
+                    relay.upstream = None;
+                    relay.early_failure = Some(RelayFailure::Idle);
+                }
+                return Ok(());
             };
             match frame {
                 Some(Ok(frame)) => {
@@ -957,8 +968,9 @@ impl Upstream {
                             // A plain body past its cap, or the budget, goes out as it comes.
                             None => bytes > MAX_PLAIN_HOLD_BYTES || !budget_ok,
                         };
-                        if !streaming && bytes > 0 {
-                            until = until.min(Instant::now() + PLAIN_HOLD_GAP);
+                        if !streaming {
+                            let idle = Instant::now() + self.timeouts.idle;
+                            until = relay.deadline.map_or(idle, |d| d.min(idle));
                         }
                         let events = relay.sse.as_ref().map_or(0, SseWatch::events);
                         let over = if streaming && !budget_ok {

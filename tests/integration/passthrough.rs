@@ -101,8 +101,8 @@ async fn a_small_json_answer_sent_chunked_reaches_the_client_whole_with_its_leng
 
 #[tokio::test]
 async fn a_json_answer_whose_rest_is_slow_still_arrives_whole() {
-    // The hold waits only briefly for the rest: past that, what came goes out and the rest
-    // follows as it comes (chunked), complete.
+    // A pause inside the answer (shorter than the idle timeout) does not end the hold: the
+    // client gets the whole answer, with its length.
     let (mock, proxy) = setup(&[]).await;
     let answer = responses_json(TEXT);
     let (first, second) = answer.split_at(answer.len() / 2);
@@ -117,8 +117,45 @@ async fn a_json_answer_whose_rest_is_slow_still_arrives_whole() {
     let response = post(&proxy, "/v1/responses", BODY, &[]).await;
     assert_eq!(response.status, 200, "{}", response.text());
     assert!(response.complete);
-    assert_eq!(response.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(
+        response.header("content-length"),
+        Some(answer.len().to_string().as_str())
+    );
     assert_eq!(response.json(), default_answer());
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_json_answer_that_stalls_while_held_ends_after_the_idle_timeout_with_what_came() {
+    let mock = MockUpstream::start(TEXT).await;
+    let proxy = TestProxy::start(&mock.base_url, &["--idle-timeout", "0.5"]).await;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    mock.push(Script::Gated {
+        status: 200,
+        headers: vec![("content-type", "application/json".into())],
+        chunks: rx,
+    });
+    let started = tokio::time::Instant::now();
+    let exchange = tokio::spawn({
+        let addr = proxy.addr;
+        async move { raw::exchange(addr, &raw::post(addr, "/v1/responses", BODY, &[]), LIMIT).await }
+    });
+    assert!(mock.wait_requests(1, LIMIT).await);
+    tx.send(Bytes::from_static(b"{\"id\":\"resp_1\",")).unwrap();
+    let response = exchange.await.unwrap();
+    let waited = started.elapsed();
+    assert_eq!(response.status, 200);
+    assert!(!response.complete, "a cut answer must not look complete");
+    assert!(
+        String::from_utf8_lossy(&response.body).starts_with("{\"id\":\"resp_1\","),
+        "{:?}",
+        String::from_utf8_lossy(&response.body)
+    );
+    assert!(
+        waited >= Duration::from_millis(450) && waited < Duration::from_millis(950),
+        "ended after {waited:?}, expected about the 0.5 s idle timeout (once, not twice)"
+    );
+    drop(tx);
     proxy.shutdown().await;
 }
 
