@@ -126,6 +126,30 @@ async fn a_json_answer_whose_rest_is_slow_still_arrives_whole() {
 }
 
 #[tokio::test]
+async fn a_json_answer_over_the_hold_cap_goes_out_as_it_comes() {
+    // 192 KiB in 16 KiB chunks: past the 64 KiB cap the proxy stops holding and relays the
+    // rest as it comes (so without a length), complete.
+    let (mock, proxy) = setup(&[]).await;
+    let text = "x".repeat(192 * 1024);
+    let answer = responses_json(&text);
+    mock.push(Script::Respond {
+        status: 200,
+        headers: vec![("content-type", "application/json".into())],
+        chunks: answer
+            .as_bytes()
+            .chunks(16 * 1024)
+            .map(|c| (Duration::ZERO, Bytes::copy_from_slice(c)))
+            .collect(),
+    });
+    let response = post(&proxy, "/v1/responses", BODY, &[]).await;
+    assert_eq!(response.status, 200);
+    assert!(response.complete);
+    assert_eq!(response.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(response.body, answer.as_bytes());
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_json_answer_that_stalls_while_held_ends_after_the_idle_timeout_with_what_came() {
     let mock = MockUpstream::start(TEXT).await;
     let proxy = TestProxy::start(&mock.base_url, &["--idle-timeout", "0.5"]).await;
