@@ -505,6 +505,20 @@ impl RelayBody {
         }
     }
 
+    /// Reports a plain answer's usage once all of its bytes have been seen. A body of known
+    /// length may not be polled again after its last bytes (hyper stops at the length), so
+    /// [`Self::finish`] alone would miss it.
+    fn report_if_complete(&mut self) {
+        let complete = self.held.is_empty()
+            && self.pending_failure.is_none()
+            && self.upstream.as_ref().is_none_or(Body::is_end_stream);
+        if complete {
+            if let Some(json) = self.json_usage.take() {
+                self.stats.report(json.finish());
+            }
+        }
+    }
+
     /// The upstream body has ended: cleanly only if an event stream saw its terminal event.
     fn finish(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if let Some(failure) = self.pending_failure.take() {
@@ -550,6 +564,7 @@ impl Body for RelayBody {
                 if let Some(json) = &mut this.json_usage {
                     json.feed(&chunk);
                 }
+                this.report_if_complete();
                 let out = this.staged(chunk);
                 if !this.account() {
                     return this.fail(RelayFailure::Overloaded, cx);
@@ -581,6 +596,7 @@ impl Body for RelayBody {
                         this.stats.report(watch.take_usage());
                     } else if let Some(json) = &mut this.json_usage {
                         json.feed(&data);
+                        this.report_if_complete();
                     }
                     this.last_data = Instant::now();
                     this.since_check += 1;
