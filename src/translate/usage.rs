@@ -242,17 +242,6 @@ impl TopLevelUsage {
                     Some(skip) => i += skip,
                     None => return,
                 }
-            } else if !self.in_string && self.keep == Keep::Nothing && self.depth >= 2 {
-                // Inside a nested value nobody keeps only quotes and brackets matter: skip the
-                // rest without looking at each byte's meaning.
-                let nested = &chunk[i..];
-                match nested
-                    .iter()
-                    .position(|b| matches!(b, b'"' | b'{' | b'}' | b'[' | b']'))
-                {
-                    Some(skip) => i += skip,
-                    None => return,
-                }
             }
             self.byte(chunk[i]);
             i += 1;
