@@ -34,6 +34,8 @@ pub use token::{AuthForm, Swaps, Token};
 /// Sessions remembered for affinity; beyond this the map starts over (a session then simply
 /// lands on a fresh account once).
 pub const MAX_SESSIONS: usize = 65_536;
+/// Up to this many accounts, choosing one allocates nothing.
+const FEW_ACCOUNTS: usize = 16;
 
 /// What kind of credential an account holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -483,17 +485,28 @@ impl Pool {
         let accounts = self.accounts();
         let now_ns =
             u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
-        let candidates: Vec<Candidate> = accounts
-            .iter()
-            .map(|a| Candidate {
-                available: self.serves(target, a)
-                    && a.available_from.load(Ordering::Acquire) <= now_ns,
-                remaining: f64::from(a.remaining_milli.load(Ordering::Acquire)) / 1000.0,
-            })
-            .collect();
+        let candidate = |a: &Arc<Account>| Candidate {
+            available: self.serves(target, a) && a.available_from.load(Ordering::Acquire) <= now_ns,
+            remaining: f64::from(a.remaining_milli.load(Ordering::Acquire)) / 1000.0,
+        };
+        // A few accounts (the usual case) are judged on the stack: no allocation per request.
+        let mut few = [Candidate {
+            available: false,
+            remaining: 0.0,
+        }; FEW_ACCOUNTS];
+        let many: Vec<Candidate>;
+        let candidates: &[Candidate] = if accounts.len() <= FEW_ACCOUNTS {
+            for (slot, a) in few.iter_mut().zip(accounts.iter()) {
+                *slot = candidate(a);
+            }
+            &few[..accounts.len()]
+        } else {
+            many = accounts.iter().map(candidate).collect();
+            &many
+        };
         let affinity = session.and_then(|key| self.affinity_lock().get(&key).copied());
         let cursor = self.cursor.fetch_add(1, Ordering::Relaxed);
-        if let Some(index) = select::select(&candidates, cursor, affinity, skip) {
+        if let Some(index) = select::select(candidates, cursor, affinity, skip) {
             return Pick::Account(index);
         }
         let open = || {

@@ -793,9 +793,10 @@ pub(super) fn relayed(reply: crate::upstream::Reply, log: &mut RequestLog) -> Re
     let mut response = Response::new(body);
     *response.status_mut() = reply.status;
     *response.headers_mut() = reply.headers;
-    response
-        .headers_mut()
-        .insert("x-codex-proxy-attempts", attempts_header(reply.attempts));
+    response.headers_mut().insert(
+        crate::upstream::forward::ATTEMPTS_HEADER,
+        attempts_header(reply.attempts),
+    );
     response
 }
 

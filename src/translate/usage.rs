@@ -172,6 +172,8 @@ pub fn from_event(data: &[u8]) -> Option<Reported> {
 const MAX_VALUE_BYTES: usize = 4096;
 /// Longest top-level key compared (longer keys are neither `usage` nor `model`).
 const MAX_KEY_BYTES: usize = 16;
+/// The first buffer of a kept value: a usual `usage` object (with its details) fits.
+const VALUE_START_BYTES: usize = 256;
 
 /// Which top-level value is being kept.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -189,7 +191,9 @@ pub struct TopLevelUsage {
     escaped: bool,
     /// At depth 1: the string being read is a key (not a value).
     expecting_key: bool,
-    key: Vec<u8>,
+    /// The key read so far (`key_len` bytes): inline, so reading keys allocates nothing.
+    key: [u8; MAX_KEY_BYTES],
+    key_len: usize,
     key_overflow: bool,
     /// The last complete top-level key, while its value is read.
     keep: Keep,
@@ -212,7 +216,8 @@ impl TopLevelUsage {
             in_string: false,
             escaped: false,
             expecting_key: false,
-            key: Vec::new(),
+            key: [0; MAX_KEY_BYTES],
+            key_len: 0,
             key_overflow: false,
             keep: Keep::Nothing,
             value: Vec::new(),
@@ -245,6 +250,11 @@ impl TopLevelUsage {
 
     fn keep_byte(&mut self, b: u8) {
         if self.keep != Keep::Nothing && self.depth >= 1 {
+            if self.value.capacity() == 0 {
+                // One buffer per kept value (grown byte by byte it was reallocated 6-8
+                // times for a usual `usage` object).
+                self.value.reserve(VALUE_START_BYTES);
+            }
             if self.value.len() < MAX_VALUE_BYTES {
                 self.value.push(b);
             } else {
@@ -278,15 +288,16 @@ impl TopLevelUsage {
                 } else if b == b'"' {
                     self.in_string = false;
                     self.expecting_key = false;
-                    self.keep = match (self.key_overflow, self.key.as_slice()) {
+                    self.keep = match (self.key_overflow, &self.key[..self.key_len]) {
                         (false, b"usage") => Keep::Usage,
                         (false, b"model") => Keep::Model,
                         _ => Keep::Nothing,
                     };
-                    self.key.clear();
+                    self.key_len = 0;
                     self.key_overflow = false;
-                } else if self.key.len() < MAX_KEY_BYTES {
-                    self.key.push(b);
+                } else if let Some(slot) = self.key.get_mut(self.key_len) {
+                    *slot = b;
+                    self.key_len += 1;
                 } else {
                     self.key_overflow = true;
                 }

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -64,6 +64,12 @@ pub const MAX_ERROR_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_HOLD_BYTES: usize = 4 * 1024 * 1024;
 /// Most events held before the commit point; beyond it, the same 502.
 pub const MAX_HOLD_EVENTS: usize = 1024;
+/// Most bytes of a plain (not event-stream) answer held so that it goes to the client whole,
+/// with a `content-length`, in one write; a larger answer goes out as it comes.
+pub const MAX_PLAIN_HOLD_BYTES: usize = 64 * 1024;
+/// The header that tells the client how many upstream attempts its answer took. A constant:
+/// a name made from a `&str` at each insert is a new allocation per request.
+pub const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-codex-proxy-attempts");
 /// The longest wait a proxy-made 429 advertises in `Retry-After` (SDKs sleep as told).
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
@@ -219,7 +225,7 @@ impl GiveUp {
             None => {}
         }
         if self.attempts > 0 {
-            headers.insert("x-codex-proxy-attempts", HeaderValue::from(self.attempts));
+            headers.insert(ATTEMPTS_HEADER, HeaderValue::from(self.attempts));
         }
     }
 }
@@ -681,22 +687,21 @@ impl Upstream {
             Some(deadline) => deadline,
             None => Instant::now() + self.timeouts.header,
         };
-        let host = request
-            .uri()
-            .authority()
-            .map_or_else(String::new, |a| a.to_string());
+        // A shared handle on the prebuilt URI's bytes, not a new string per attempt.
+        let authority = request.uri().authority().cloned();
+        let host = authority.as_ref().map_or("", |a| a.as_str());
         let sent = tokio::select! {
             result = tokio::time::timeout_at(limit, self.client.request(request)) => result,
             _ = abort.cancelled() => return Err(AttemptError::Shutdown),
         };
         match sent {
             Ok(Ok(response)) => {
-                self.health.answered(&host);
+                self.health.answered(host);
                 Ok((response, connection))
             }
             Ok(Err(error)) if error.is_connect() => {
                 self.health
-                    .failed(&host, "to connect", &error, Instant::now());
+                    .failed(host, "to connect", &error, Instant::now());
                 if is_connect_timeout(&error) {
                     Err(AttemptError::ConnectTimeout)
                 } else {
@@ -705,7 +710,7 @@ impl Upstream {
             }
             Ok(Err(error)) => {
                 self.health
-                    .failed(&host, "before response headers", &error, Instant::now());
+                    .failed(host, "before response headers", &error, Instant::now());
                 Err(AttemptError::AfterSend)
             }
             Err(_) if deadline.is_some() => Err(AttemptError::Deadline),
@@ -876,10 +881,11 @@ impl Upstream {
             verdict = pre_commit_verdict(&relay, kind);
         } else {
             // A plain body goes out with its head: wait for its first bytes (nobody can use a
-            // JSON head without its body), so both leave in one write.
+            // JSON head without its body), and for the rest while it follows at once, so a
+            // small answer leaves whole, in one write, with its length.
             let idle = Instant::now() + self.timeouts.idle;
             let until = deadline.map_or(idle, |d| d.min(idle));
-            // One chunk at most: it cannot overflow the hold-back caps.
+            // Bounded by MAX_PLAIN_HOLD_BYTES and the buffer budget: it cannot overflow.
             let _ = self.hold(&mut relay, until).await;
             // A successful JSON answer reports its usage at its top level.
             let json = parts
@@ -914,8 +920,12 @@ impl Upstream {
     }
 
     /// Reads upstream bytes into `relay.held` until the commit point: for an event stream the
-    /// first content-bearing or terminal event, for a plain body its first bytes; or the end
-    /// of the body, an error, shutdown, or `until`.
+    /// first content-bearing or terminal event; for a plain body its end, unless it is over
+    /// [`MAX_PLAIN_HOLD_BYTES`] or the buffer budget is spent; or an error, shutdown, or
+    /// `until`. A plain body's `until` moves with its bytes (the idle timeout counts from the
+    /// last of them); when the idle timeout ends the hold, the relay ends with that error
+    /// after what was held, as it would have while relaying. (No shorter timer: arming one
+    /// per request woke the runtime's parked timer thread every time.)
     ///
     /// The held bytes are bounded by [`MAX_HOLD_BYTES`] and [`MAX_HOLD_EVENTS`] and counted
     /// against the buffer budget; past either, the upstream is dropped and the caller answers
@@ -925,30 +935,45 @@ impl Upstream {
             return Ok(());
         };
         let mut bytes = 0usize;
+        let mut until = until;
         loop {
             let frame = tokio::select! {
-                frame = body.frame() => frame,
-                _ = tokio::time::sleep_until(until) => return Ok(()),
+                // A frame that is ready is taken without arming the timer first.
+                biased;
+                frame = body.frame() => Some(frame),
+                _ = tokio::time::sleep_until(until) => None,
                 _ = relay.abort.cancelled() => return Ok(()),
+            };
+            let Some(frame) = frame else {
+                let plain_idle = relay.sse.is_none()
+                    && bytes > 0
+                    && relay.deadline.is_none_or(|d| Instant::now() < d);
+                if plain_idle {
+                    relay.upstream = None;
+                    relay.early_failure = Some(RelayFailure::Idle);
+                }
+                return Ok(());
             };
             match frame {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
-                        // Only an event stream's start is held; a plain body's first chunk
-                        // goes out at once.
                         let streaming = relay.sse.is_some();
                         bytes += data.len();
-                        let budget_ok = !streaming
-                            || relay
-                                .held_budget
-                                .as_mut()
-                                .is_none_or(|share| share.grow(data.len()));
+                        let budget_ok = relay
+                            .held_budget
+                            .as_mut()
+                            .is_none_or(|share| share.grow(data.len()));
                         let commit = match relay.sse.as_mut() {
                             Some(watch) => watch.feed(&data),
-                            None => !data.is_empty(),
+                            // A plain body past its cap, or the budget, goes out as it comes.
+                            None => bytes > MAX_PLAIN_HOLD_BYTES || !budget_ok,
                         };
+                        if !streaming {
+                            let idle = Instant::now() + self.timeouts.idle;
+                            until = relay.deadline.map_or(idle, |d| d.min(idle));
+                        }
                         let events = relay.sse.as_ref().map_or(0, SseWatch::events);
-                        let over = if !budget_ok {
+                        let over = if streaming && !budget_ok {
                             Some(Overflow::Budget)
                         } else if streaming
                             && !commit

@@ -292,11 +292,14 @@ pub struct RelayBody {
     pending_failure: Option<RelayFailure>,
     sse: Option<SseWatch>,
     idle: Duration,
-    /// When the last upstream bytes arrived. The idle timer is re-armed from it only when the
-    /// timer fires, instead of being reset on every chunk (that showed up in profiles).
+    /// When the last upstream bytes arrived. The timer is re-armed from it only when it
+    /// fires, instead of being reset on every chunk (that showed up in profiles).
     last_data: Instant,
-    idle_timer: Pin<Box<Sleep>>,
-    deadline: Option<Pin<Box<Sleep>>>,
+    /// One timer for both the idle timeout and the deadline: it fires at the earlier of the
+    /// two and is re-armed for the other (one timer entry and allocation per request).
+    timer: Pin<Box<Sleep>>,
+    /// Deadline of a non-streaming request.
+    deadline: Option<Instant>,
     abort: Pin<Box<WaitForCancellationFutureOwned>>,
     /// Chunks relayed since shutdown and the deadline were last checked.
     since_check: u32,
@@ -334,18 +337,20 @@ impl RelayBody {
         if let Some(watch) = &mut parts.sse {
             stats.report(watch.take_usage());
         }
+        let now = Instant::now();
+        let idle_due = now + parts.idle;
         RelayBody {
             held: parts.held.into(),
             upstream: parts.upstream,
             pending_failure: parts.early_failure,
             sse: parts.sse,
             idle: parts.idle,
-            last_data: Instant::now(),
-            idle_timer: Box::pin(tokio::time::sleep(parts.idle)),
+            last_data: now,
+            timer: Box::pin(tokio::time::sleep_until(
+                parts.deadline.map_or(idle_due, |d| d.min(idle_due)),
+            )),
             since_check: 0,
-            deadline: parts
-                .deadline
-                .map(|d| Box::pin(tokio::time::sleep_until(d))),
+            deadline: parts.deadline,
             abort: Box::pin(parts.abort.cancelled_owned()),
             state: State::Streaming,
             stats,
@@ -469,29 +474,48 @@ impl RelayBody {
         Poll::Ready(Some(Err(Box::new(failure))))
     }
 
-    /// Shutdown's abort or the request deadline, if either has come (registers for both).
+    /// Shutdown's abort or the request deadline, if either has come (registers for the
+    /// abort; the deadline wakes through [`Self::poll_timer`]).
     fn poll_stops(&mut self, cx: &mut Context<'_>) -> Option<RelayFailure> {
         if self.abort.as_mut().poll(cx).is_ready() {
             return Some(RelayFailure::Shutdown);
         }
-        let deadline_passed = self
-            .deadline
-            .as_mut()
-            .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
-        deadline_passed.then_some(RelayFailure::Deadline)
+        self.deadline
+            .is_some_and(|d| Instant::now() >= d)
+            .then_some(RelayFailure::Deadline)
     }
 
-    /// True once the upstream has been silent for the idle timeout (registers the timer).
-    fn poll_idle(&mut self, cx: &mut Context<'_>) -> bool {
+    /// The deadline, or the upstream silent for the idle timeout, once either has come
+    /// (registers the timer for the earlier of the two).
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Option<RelayFailure> {
         loop {
-            if self.idle_timer.as_mut().poll(cx).is_pending() {
-                return false;
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return None;
+            }
+            let now = Instant::now();
+            if self.deadline.is_some_and(|d| now >= d) {
+                return Some(RelayFailure::Deadline);
             }
             let due = self.last_data + self.idle;
-            if Instant::now() >= due {
-                return true;
+            if now >= due {
+                return Some(RelayFailure::Idle);
             }
-            self.idle_timer.as_mut().reset(due);
+            let next = self.deadline.map_or(due, |d| d.min(due));
+            self.timer.as_mut().reset(next);
+        }
+    }
+
+    /// Reports a plain answer's usage once all of its bytes have been seen. A body of known
+    /// length may not be polled again after its last bytes (hyper stops at the length), so
+    /// [`Self::finish`] alone would miss it.
+    fn report_if_complete(&mut self) {
+        let complete = self.held.is_empty()
+            && self.pending_failure.is_none()
+            && self.upstream.as_ref().is_none_or(Body::is_end_stream);
+        if complete {
+            if let Some(json) = self.json_usage.take() {
+                self.stats.report(json.finish());
+            }
         }
     }
 
@@ -540,6 +564,7 @@ impl Body for RelayBody {
                 if let Some(json) = &mut this.json_usage {
                     json.feed(&chunk);
                 }
+                this.report_if_complete();
                 let out = this.staged(chunk);
                 if !this.account() {
                     return this.fail(RelayFailure::Overloaded, cx);
@@ -571,6 +596,7 @@ impl Body for RelayBody {
                         this.stats.report(watch.take_usage());
                     } else if let Some(json) = &mut this.json_usage {
                         json.feed(&data);
+                        this.report_if_complete();
                     }
                     this.last_data = Instant::now();
                     this.since_check += 1;
@@ -592,8 +618,8 @@ impl Body for RelayBody {
                     if let Some(stop) = this.poll_stops(cx) {
                         return this.fail(stop, cx);
                     }
-                    if this.poll_idle(cx) {
-                        return this.fail(RelayFailure::Idle, cx);
+                    if let Some(stop) = this.poll_timer(cx) {
+                        return this.fail(stop, cx);
                     }
                     return Poll::Pending;
                 }

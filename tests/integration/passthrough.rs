@@ -72,6 +72,118 @@ async fn a_non_streaming_json_request_round_trips() {
 }
 
 #[tokio::test]
+async fn a_small_json_answer_sent_chunked_reaches_the_client_whole_with_its_length() {
+    // The upstream sends the answer in two chunks, without a length: the proxy holds it
+    // until it is complete, so the client gets it in one piece, with a content-length, and
+    // without a separate write for the end of the body.
+    let (mock, proxy) = setup(&[]).await;
+    let answer = responses_json(TEXT);
+    let (first, second) = answer.split_at(answer.len() / 2);
+    mock.push(Script::Respond {
+        status: 200,
+        headers: vec![("content-type", "application/json".into())],
+        chunks: vec![
+            (Duration::ZERO, Bytes::from(first.to_string())),
+            (Duration::ZERO, Bytes::from(second.to_string())),
+        ],
+    });
+    let response = post(&proxy, "/v1/responses", BODY, &[]).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(response.complete);
+    assert_eq!(response.header("transfer-encoding"), None);
+    assert_eq!(
+        response.header("content-length"),
+        Some(answer.len().to_string().as_str())
+    );
+    assert_eq!(response.json(), default_answer());
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_json_answer_whose_rest_is_slow_still_arrives_whole() {
+    // A pause inside the answer (shorter than the idle timeout) does not end the hold: the
+    // client gets the whole answer, with its length.
+    let (mock, proxy) = setup(&[]).await;
+    let answer = responses_json(TEXT);
+    let (first, second) = answer.split_at(answer.len() / 2);
+    mock.push(Script::Respond {
+        status: 200,
+        headers: vec![("content-type", "application/json".into())],
+        chunks: vec![
+            (Duration::ZERO, Bytes::from(first.to_string())),
+            (Duration::from_millis(300), Bytes::from(second.to_string())),
+        ],
+    });
+    let response = post(&proxy, "/v1/responses", BODY, &[]).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(response.complete);
+    assert_eq!(
+        response.header("content-length"),
+        Some(answer.len().to_string().as_str())
+    );
+    assert_eq!(response.json(), default_answer());
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_json_answer_over_the_hold_cap_goes_out_as_it_comes() {
+    // 192 KiB in 16 KiB chunks: past the 64 KiB cap the proxy stops holding and relays the
+    // rest as it comes (so without a length), complete.
+    let (mock, proxy) = setup(&[]).await;
+    let text = "x".repeat(192 * 1024);
+    let answer = responses_json(&text);
+    mock.push(Script::Respond {
+        status: 200,
+        headers: vec![("content-type", "application/json".into())],
+        chunks: answer
+            .as_bytes()
+            .chunks(16 * 1024)
+            .map(|c| (Duration::ZERO, Bytes::copy_from_slice(c)))
+            .collect(),
+    });
+    let response = post(&proxy, "/v1/responses", BODY, &[]).await;
+    assert_eq!(response.status, 200);
+    assert!(response.complete);
+    assert_eq!(response.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(response.body, answer.as_bytes());
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_json_answer_that_stalls_while_held_ends_after_the_idle_timeout_with_what_came() {
+    let mock = MockUpstream::start(TEXT).await;
+    let proxy = TestProxy::start(&mock.base_url, &["--idle-timeout", "0.5"]).await;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    mock.push(Script::Gated {
+        status: 200,
+        headers: vec![("content-type", "application/json".into())],
+        chunks: rx,
+    });
+    let started = tokio::time::Instant::now();
+    let exchange = tokio::spawn({
+        let addr = proxy.addr;
+        async move { raw::exchange(addr, &raw::post(addr, "/v1/responses", BODY, &[]), LIMIT).await }
+    });
+    assert!(mock.wait_requests(1, LIMIT).await);
+    tx.send(Bytes::from_static(b"{\"id\":\"resp_1\",")).unwrap();
+    let response = exchange.await.unwrap();
+    let waited = started.elapsed();
+    assert_eq!(response.status, 200);
+    assert!(!response.complete, "a cut answer must not look complete");
+    assert!(
+        String::from_utf8_lossy(&response.body).starts_with("{\"id\":\"resp_1\","),
+        "{:?}",
+        String::from_utf8_lossy(&response.body)
+    );
+    assert!(
+        waited >= Duration::from_millis(450) && waited < Duration::from_millis(950),
+        "ended after {waited:?}, expected about the 0.5 s idle timeout (once, not twice)"
+    );
+    drop(tx);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
 async fn the_request_body_reaches_the_upstream_byte_for_byte() {
     let (mock, proxy) = setup(&[]).await;
     let body = "  {\t\"model\" :\"m\" ,\r\n  \"input\":\"h\u{e9}llo \u{2713} \u{1F600} \\u00e9 \\\"q\\\" \\n\",\n\"n\":[1 ,2.50,-0e0, 1E+2],\"s\":false ,\"o\":{ }}\n\n  ";

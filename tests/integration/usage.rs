@@ -462,3 +462,46 @@ async fn the_bench_switch_turns_the_lookup_and_the_accounting_off() {
     );
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_json_answer_with_a_content_length_is_counted_too() {
+    // An upstream that states the length: the client's body is complete with its last
+    // bytes (hyper asks for nothing after them), and its usage still counts.
+    let mock = MockUpstream::start("fallback").await;
+    let proxy = TestProxy::start(&mock.base_url, &[]).await;
+    let Script::Respond {
+        status,
+        mut headers,
+        chunks,
+    } = json_with("gpt-5.4", usage(13, 0, 5, 0))
+    else {
+        unreachable!("json_with makes a Respond script");
+    };
+    let length: usize = chunks.iter().map(|(_, c)| c.len()).sum();
+    headers.push(("content-length", length.to_string()));
+    mock.push(Script::Respond {
+        status,
+        headers,
+        chunks,
+    });
+    let r = post(
+        &proxy,
+        "/v1/responses",
+        r#"{"model":"gpt-5.4","input":"x"}"#,
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("content-length"),
+        Some(length.to_string().as_str())
+    );
+    let text = metrics_when(&proxy, |t| answered(t) >= 1.0).await;
+    let input: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("codex_proxy_tokens_total{") && l.contains("kind=\"input\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(input, 13.0, "{text}");
+    proxy.shutdown().await;
+}
