@@ -541,7 +541,7 @@ async fn forward(
     );
     let wire = target.map(|t| state.upstream.wire_of(t));
     match (route, target, wire) {
-        (Route::CountTokens, Some(target), Some(Dialect::Anthropic)) => {
+        (Route::CountTokens | Route::Messages, Some(target), Some(Dialect::Anthropic)) => {
             return anthropic::passthrough(
                 state,
                 route,
@@ -574,19 +574,6 @@ async fn forward(
             };
         }
         (_, None, _) | (_, _, None) => return model_not_found(dialect, model.as_deref()),
-        (Route::Messages, Some(target), Some(Dialect::Anthropic)) => {
-            return anthropic::passthrough(
-                state,
-                route,
-                parts,
-                body,
-                decoded,
-                target,
-                reservation,
-                log,
-            )
-            .await;
-        }
         (Route::ChatCompletions | Route::Messages, Some(target), Some(Dialect::Responses)) => {
             let client = if route == Route::Messages {
                 Dialect::Anthropic
