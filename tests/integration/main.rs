@@ -20,6 +20,7 @@
 //! - `providers`: several providers routed by model; Anthropic passthrough with x-api-key.
 //! - `usage`: tokens counted from what the upstream reported; `GET /usage`, `GET /metrics`.
 //! - `chat_wire`: the Chat Completions mock over a socket, read by the chat wire's pieces.
+//! - `chat_provider`: `kind = "chat"` providers: passthrough, keyless, failover, cut streams.
 //! - `chaos`: 300 concurrent streams over 3 accounts with random upstream faults.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -35,6 +36,7 @@ mod proxy;
 mod raw;
 
 mod chaos;
+mod chat_provider;
 mod chat_wire;
 mod chatgpt;
 mod diagnostics;

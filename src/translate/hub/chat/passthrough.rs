@@ -440,7 +440,12 @@ impl ChatPassthrough {
         };
         if data.as_ref() == b"[DONE]" {
             self.saw_done = true;
-            out.extend_from_slice(raw);
+            // Before any `finish_reason` the answer is truncated: a `[DONE]` would read as a
+            // clean end to the client (SDKs stop at it), so it is held back and the stream
+            // ends in the error event instead (`finish`).
+            if self.saw_finish {
+                out.extend_from_slice(raw);
+            }
             return;
         }
         // Most chunks need only two facts, found without parsing: whether a choice finishes,
