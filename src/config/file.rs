@@ -703,6 +703,62 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_local_models_example_is_read_as_it_says() {
+        use crate::translate::think::ThinkMode;
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
+        let section = &readme[readme.find("\n## Local models\n").unwrap()..];
+        let section = &section[..section[1..].find("\n## ").unwrap() + 1];
+        let block = &section[section.find("```toml\n").unwrap() + "```toml\n".len()..];
+        let file = parse(&block[..block.find("```").unwrap()]).unwrap();
+        let shown: Vec<_> = file
+            .providers
+            .iter()
+            .map(|p| (p.name.as_str(), p.kind, p.base.display(), p.keyless))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (
+                    "llamacpp",
+                    ProviderKind::Chat,
+                    "http://127.0.0.1:8080/v1".to_owned(),
+                    true
+                ),
+                (
+                    "vllm",
+                    ProviderKind::Chat,
+                    "http://127.0.0.1:8000/v1".to_owned(),
+                    true
+                ),
+                (
+                    "ollama",
+                    ProviderKind::Chat,
+                    "http://192.168.1.20:11434/v1".to_owned(),
+                    true
+                ),
+            ]
+        );
+        let serves =
+            |i: usize, model: &str| file.providers[i].models.iter().any(|g| g.matches(model));
+        assert!(serves(0, "qwen3-coder") && serves(1, "Qwen/Qwen3-32B"));
+        assert!(serves(2, "deepseek-r1:32b") && serves(2, "llama3.3"));
+        let r1 = file.models.resolve("deepseek-r1:32b").unwrap();
+        assert_eq!(r1.think, ThinkMode::Reasoning);
+        assert_eq!(
+            serde_json::Value::Object(r1.params),
+            serde_json::json!({"temperature": 0.6, "top_p": 0.95, "top_k": 20})
+        );
+        // Claude Code's models and the short name reach the llama.cpp server.
+        for alias in ["local-coder", "claude-sonnet-4-5", "claude-haiku-4-5"] {
+            let resolved = file.models.resolve(alias).unwrap();
+            assert_eq!(resolved.upstream_model, "qwen3-coder", "{alias}");
+        }
+        // The section's start line names the file, with nothing on stdin.
+        assert!(section.contains("--config /etc/codex-proxy/local.toml"));
+        assert!(section.contains("ANTHROPIC_BASE_URL=http://127.0.0.1:8787 "));
+    }
+
+    #[test]
     fn the_chat_kind_takes_a_required_base_url_keyless_and_plain_http_on_a_keyless_one() {
         let file = parse(
             "[providers.local]\nkind = \"chat\"\nbase_url = \"http://127.0.0.1:8080/v1/chat/completions\"\n\
