@@ -3,7 +3,7 @@
 //!
 //! Usage: loadgen --url URL [--mode json|stream] [--concurrency N]
 //!                [--requests N | --duration SECS] [--warmup N] [--threads N] [--timeout SECS]
-//!                [--connections keep-alive|per-request]
+//!                [--connections keep-alive|per-request] [--wire responses|chat]
 //!
 //! * `json`: `"stream": false`; latency is request start to the last body byte.
 //! * `--connections per-request`: every request on a new connection (`Connection: close`), to
@@ -11,6 +11,9 @@
 //! * `stream`: `"stream": true`; also records the time to the first byte of the first
 //!   `response.output_text.delta` event, and counts a stream without `response.completed` as an
 //!   error.
+//! * `--wire chat`: a Chat Completions body (`messages`) instead, for a `/chat/completions`
+//!   URL; the first delta is the first chunk with non-empty `content`, and a stream without
+//!   `data: [DONE]` is an error.
 //!
 //! Warm-up requests (default 20 per connection slot) run first at the same concurrency and are
 //! not measured; the output reports them so callers that sample a process's CPU around a run
@@ -35,6 +38,9 @@ use tokio::time::Instant;
 
 const DELTA_EVENT: &[u8] = b"response.output_text.delta";
 const COMPLETED_EVENT: &[u8] = b"response.completed";
+/// A chat chunk's content field (the role chunk's is empty: `"content":""`).
+const CHAT_CONTENT: &[u8] = b"\"content\":\"";
+const CHAT_DONE: &[u8] = b"data: [DONE]";
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -61,6 +67,8 @@ struct Options {
     timeout: Duration,
     /// Every request on a new connection.
     per_request: bool,
+    /// Chat Completions bodies and chunks instead of Responses ones.
+    chat: bool,
 }
 
 /// One finished request.
@@ -71,7 +79,7 @@ struct Sample {
 
 const USAGE: &str = "usage: loadgen --url URL [--mode json|stream] [--concurrency N] \
                      [--requests N | --duration SECS] [--warmup N] [--threads N] [--timeout SECS] \
-                     [--connections keep-alive|per-request]";
+                     [--connections keep-alive|per-request] [--wire responses|chat]";
 
 fn parse_args() -> Result<Options, String> {
     let mut url = None;
@@ -82,6 +90,7 @@ fn parse_args() -> Result<Options, String> {
     let mut threads = 1usize;
     let mut timeout = Duration::from_secs(10);
     let mut per_request = false;
+    let mut chat = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
@@ -116,6 +125,13 @@ fn parse_args() -> Result<Options, String> {
                     _ => return Err("--connections is keep-alive or per-request".into()),
                 }
             }
+            "--wire" => {
+                chat = match value.as_str() {
+                    "responses" => false,
+                    "chat" => true,
+                    _ => return Err("--wire is responses or chat".into()),
+                }
+            }
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -128,6 +144,7 @@ fn parse_args() -> Result<Options, String> {
         threads,
         timeout,
         per_request,
+        chat,
     })
 }
 
@@ -166,9 +183,12 @@ async fn run(options: &Options) -> serde_json::Value {
         .pool_max_idle_per_host(usize::MAX)
         .build(connector);
     let stream = options.mode == Mode::Stream;
-    let body = Bytes::from(format!(
-        r#"{{"model":"gpt-5","stream":{stream},"input":"ping"}}"#
-    ));
+    let body = Bytes::from(match options.chat {
+        true => format!(
+            r#"{{"model":"qwen3-coder","stream":{stream},"messages":[{{"role":"user","content":"ping"}}]}}"#
+        ),
+        false => format!(r#"{{"model":"gpt-5","stream":{stream},"input":"ping"}}"#),
+    });
 
     let warmup = options.warmup.unwrap_or(20 * options.concurrency);
     let (_, warmup_errors, _) = blast(options, &client, &body, Budget::Requests(warmup)).await;
@@ -212,6 +232,7 @@ async fn blast(
         let stream = options.mode == Mode::Stream;
         let timeout = options.timeout;
         let per_request = options.per_request;
+        let chat = options.chat;
         loops.spawn(async move {
             let mut samples = Vec::new();
             let mut errors = 0usize;
@@ -223,8 +244,11 @@ async fn blast(
                 if !more {
                     break;
                 }
-                match tokio::time::timeout(timeout, one(&client, &url, &body, stream, per_request))
-                    .await
+                match tokio::time::timeout(
+                    timeout,
+                    one(&client, &url, &body, stream, per_request, chat),
+                )
+                .await
                 {
                     Ok(Some(sample)) => samples.push(sample),
                     Ok(None) | Err(_) => errors += 1,
@@ -250,6 +274,7 @@ async fn one(
     body: &Bytes,
     stream: bool,
     per_request: bool,
+    chat: bool,
 ) -> Option<Sample> {
     let accept = if stream {
         "text/event-stream"
@@ -279,14 +304,28 @@ async fn one(
         // Search only the new bytes plus enough of the old ones to catch a split needle.
         let from = seen.len().saturating_sub(DELTA_EVENT.len());
         seen.extend_from_slice(data);
-        if stream && first_delta.is_none() && memmem::find(&seen[from..], DELTA_EVENT).is_some() {
+        let delta = match chat {
+            true => chat_content(&seen[from..]),
+            false => memmem::find(&seen[from..], DELTA_EVENT).is_some(),
+        };
+        if stream && first_delta.is_none() && delta {
             first_delta = Some(start.elapsed());
         }
     }
     let total = start.elapsed();
-    let complete =
-        !stream || (first_delta.is_some() && memmem::find(&seen, COMPLETED_EVENT).is_some());
+    let end = if chat { CHAT_DONE } else { COMPLETED_EVENT };
+    let complete = !stream || (first_delta.is_some() && memmem::find(&seen, end).is_some());
     (ok && complete).then_some(Sample { total, first_delta })
+}
+
+/// True when `bytes` hold a chat `"content":"` with text after it (not the role chunk's
+/// empty content).
+fn chat_content(bytes: &[u8]) -> bool {
+    memmem::find_iter(bytes, CHAT_CONTENT).any(|at| {
+        bytes
+            .get(at + CHAT_CONTENT.len())
+            .is_some_and(|b| *b != b'"')
+    })
 }
 
 /// Percentiles (nearest rank) and mean, in milliseconds.

@@ -245,6 +245,7 @@ impl Upstream {
             };
             let base = provider.base.display();
             parts.push(match provider.kind.credential() {
+                _ if provider.keyless => format!("{name}{base} (keyless)"),
                 AccountKind::ApiKey => {
                     format!("{name}{base} ({})", plural(n, "API key", "API keys"))
                 }
