@@ -1,19 +1,21 @@
-//! A small closed-loop load generator for `scripts/bench`: POSTs a Responses request to one URL
-//! from N concurrent keep-alive connections and prints one JSON object of results on stdout.
+//! A small closed-loop load generator for `scripts/bench`: POSTs a Responses (or Chat
+//! Completions) request to one URL from N concurrent keep-alive connections and prints one JSON
+//! object of results on stdout.
 //!
 //! Usage: loadgen --url URL [--mode json|stream] [--concurrency N]
 //!                [--requests N | --duration SECS] [--warmup N] [--threads N] [--timeout SECS]
-//!                [--connections keep-alive|per-request] [--wire responses|chat]
+//!                [--connections keep-alive|per-request] [--dialect responses|chat]
+//!                [--model NAME]
 //!
+//! * `--dialect chat`: a Chat Completions body (`messages`) instead of a Responses one (`input`);
+//!   a stream's first delta is its first `chat.completion.chunk`, and a stream without
+//!   `data: [DONE]` is an error. `--model` names the model (default `gpt-5`).
 //! * `json`: `"stream": false`; latency is request start to the last body byte.
 //! * `--connections per-request`: every request on a new connection (`Connection: close`), to
 //!   measure what the proxy spends per accepted connection; default `keep-alive`.
 //! * `stream`: `"stream": true`; also records the time to the first byte of the first
 //!   `response.output_text.delta` event, and counts a stream without `response.completed` as an
 //!   error.
-//! * `--wire chat`: a Chat Completions body (`messages`) instead, for a `/chat/completions`
-//!   URL; the first delta is the first chunk with non-empty `content`, and a stream without
-//!   `data: [DONE]` is an error.
 //!
 //! Warm-up requests (default 20 per connection slot) run first at the same concurrency and are
 //! not measured; the output reports them so callers that sample a process's CPU around a run
@@ -38,8 +40,7 @@ use tokio::time::Instant;
 
 const DELTA_EVENT: &[u8] = b"response.output_text.delta";
 const COMPLETED_EVENT: &[u8] = b"response.completed";
-/// A chat chunk's content field (the role chunk's is empty: `"content":""`).
-const CHAT_CONTENT: &[u8] = b"\"content\":\"";
+const CHAT_CHUNK: &[u8] = b"chat.completion.chunk";
 const CHAT_DONE: &[u8] = b"data: [DONE]";
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -67,8 +68,9 @@ struct Options {
     timeout: Duration,
     /// Every request on a new connection.
     per_request: bool,
-    /// Chat Completions bodies and chunks instead of Responses ones.
+    /// Chat Completions instead of Responses.
     chat: bool,
+    model: String,
 }
 
 /// One finished request.
@@ -79,7 +81,8 @@ struct Sample {
 
 const USAGE: &str = "usage: loadgen --url URL [--mode json|stream] [--concurrency N] \
                      [--requests N | --duration SECS] [--warmup N] [--threads N] [--timeout SECS] \
-                     [--connections keep-alive|per-request] [--wire responses|chat]";
+                     [--connections keep-alive|per-request] [--dialect responses|chat] \
+                     [--model NAME]";
 
 fn parse_args() -> Result<Options, String> {
     let mut url = None;
@@ -91,6 +94,7 @@ fn parse_args() -> Result<Options, String> {
     let mut timeout = Duration::from_secs(10);
     let mut per_request = false;
     let mut chat = false;
+    let mut model = String::from("gpt-5");
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
@@ -125,13 +129,14 @@ fn parse_args() -> Result<Options, String> {
                     _ => return Err("--connections is keep-alive or per-request".into()),
                 }
             }
-            "--wire" => {
+            "--dialect" => {
                 chat = match value.as_str() {
                     "responses" => false,
                     "chat" => true,
-                    _ => return Err("--wire is responses or chat".into()),
+                    _ => return Err("--dialect is responses or chat".into()),
                 }
             }
+            "--model" => model = value,
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -145,6 +150,7 @@ fn parse_args() -> Result<Options, String> {
         timeout,
         per_request,
         chat,
+        model,
     })
 }
 
@@ -183,11 +189,13 @@ async fn run(options: &Options) -> serde_json::Value {
         .pool_max_idle_per_host(usize::MAX)
         .build(connector);
     let stream = options.mode == Mode::Stream;
-    let body = Bytes::from(match options.chat {
-        true => format!(
-            r#"{{"model":"qwen3-coder","stream":{stream},"messages":[{{"role":"user","content":"ping"}}]}}"#
-        ),
-        false => format!(r#"{{"model":"gpt-5","stream":{stream},"input":"ping"}}"#),
+    let model = serde_json::Value::String(options.model.clone());
+    let body = Bytes::from(if options.chat {
+        format!(
+            r#"{{"model":{model},"stream":{stream},"messages":[{{"role":"user","content":"ping"}}]}}"#
+        )
+    } else {
+        format!(r#"{{"model":{model},"stream":{stream},"input":"ping"}}"#)
     });
 
     let warmup = options.warmup.unwrap_or(20 * options.concurrency);
@@ -232,7 +240,11 @@ async fn blast(
         let stream = options.mode == Mode::Stream;
         let timeout = options.timeout;
         let per_request = options.per_request;
-        let chat = options.chat;
+        let needles = if options.chat {
+            (CHAT_CHUNK, CHAT_DONE)
+        } else {
+            (DELTA_EVENT, COMPLETED_EVENT)
+        };
         loops.spawn(async move {
             let mut samples = Vec::new();
             let mut errors = 0usize;
@@ -246,7 +258,7 @@ async fn blast(
                 }
                 match tokio::time::timeout(
                     timeout,
-                    one(&client, &url, &body, stream, per_request, chat),
+                    one(&client, &url, &body, stream, per_request, needles),
                 )
                 .await
                 {
@@ -274,7 +286,7 @@ async fn one(
     body: &Bytes,
     stream: bool,
     per_request: bool,
-    chat: bool,
+    (delta, completed): (&[u8], &[u8]),
 ) -> Option<Sample> {
     let accept = if stream {
         "text/event-stream"
@@ -302,30 +314,15 @@ async fn one(
             continue;
         };
         // Search only the new bytes plus enough of the old ones to catch a split needle.
-        let from = seen.len().saturating_sub(DELTA_EVENT.len());
+        let from = seen.len().saturating_sub(delta.len());
         seen.extend_from_slice(data);
-        let delta = match chat {
-            true => chat_content(&seen[from..]),
-            false => memmem::find(&seen[from..], DELTA_EVENT).is_some(),
-        };
-        if stream && first_delta.is_none() && delta {
+        if stream && first_delta.is_none() && memmem::find(&seen[from..], delta).is_some() {
             first_delta = Some(start.elapsed());
         }
     }
     let total = start.elapsed();
-    let end = if chat { CHAT_DONE } else { COMPLETED_EVENT };
-    let complete = !stream || (first_delta.is_some() && memmem::find(&seen, end).is_some());
+    let complete = !stream || (first_delta.is_some() && memmem::find(&seen, completed).is_some());
     (ok && complete).then_some(Sample { total, first_delta })
-}
-
-/// True when `bytes` hold a chat `"content":"` with text after it (not the role chunk's
-/// empty content).
-fn chat_content(bytes: &[u8]) -> bool {
-    memmem::find_iter(bytes, CHAT_CONTENT).any(|at| {
-        bytes
-            .get(at + CHAT_CONTENT.len())
-            .is_some_and(|b| *b != b'"')
-    })
 }
 
 /// Percentiles (nearest rank) and mean, in milliseconds.

@@ -245,7 +245,7 @@ fn invalid_json() -> Response<ProxyBody> {
     )
 }
 
-fn is_event_stream(headers: &http::HeaderMap) -> bool {
+pub(super) fn is_event_stream(headers: &http::HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -257,7 +257,7 @@ fn is_event_stream(headers: &http::HeaderMap) -> bool {
 }
 
 /// Why a whole answer could not be read.
-enum ReadFailure {
+pub(super) enum ReadFailure {
     /// Over [`MAX_AGGREGATE_BYTES`].
     TooLarge,
     /// The relay failed (cut, idle, deadline, shutdown).
@@ -266,7 +266,7 @@ enum ReadFailure {
 
 /// Reads a plain upstream body to its end (the relay keeps the idle timeout, the deadline,
 /// shutdown and the echo filter), at most [`MAX_AGGREGATE_BYTES`].
-async fn read_whole(mut relay: RelayBody) -> Result<Vec<u8>, ReadFailure> {
+pub(super) async fn read_whole(mut relay: RelayBody) -> Result<Vec<u8>, ReadFailure> {
     let mut whole = Vec::new();
     loop {
         match relay.frame().await {

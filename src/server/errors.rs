@@ -201,6 +201,54 @@ pub fn reshape_error(dialect: Dialect, status: StatusCode, body: &[u8]) -> Bytes
     ))
 }
 
+#[derive(Deserialize)]
+struct AnthropicError<'a> {
+    #[serde(borrow)]
+    error: AnthropicErrorFields<'a>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicErrorFields<'a> {
+    #[serde(borrow, default, rename = "type")]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    message: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// An upstream error body (already redacted) in the shape of the provider's `wire`, re-shaped
+/// for a client of `dialect`. An Anthropic error for an OpenAI-dialect client (the Responses
+/// hub) becomes the OpenAI shape, its code the one the hub's decoder gives that error type
+/// (`docs/hub.md`, "Events"), so a client sees the same code whether Anthropic refused before
+/// the stream or inside it. Bodies in the OpenAI shape go through [`reshape_error`].
+pub fn reshape_wire_error(
+    dialect: Dialect,
+    wire: Dialect,
+    status: StatusCode,
+    body: &[u8],
+) -> Bytes {
+    if wire != Dialect::Anthropic || dialect == Dialect::Anthropic {
+        return reshape_error(dialect, status, body);
+    }
+    let parsed = serde_json::from_slice::<AnthropicError<'_>>(body).ok();
+    let message = parsed
+        .as_ref()
+        .and_then(|e| e.error.message.as_deref())
+        .map_or_else(
+            || format!("The upstream answered with status {}.", status.as_u16()),
+            str::to_owned,
+        );
+    let code = match parsed.as_ref().and_then(|e| e.error.kind.as_deref()) {
+        Some(kind) => translate::hub::anthropic::decode::error_code(kind, &message),
+        None => "upstream_error",
+    };
+    Bytes::from(translate::error_body(
+        dialect,
+        status.as_u16(),
+        code,
+        &message,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +262,44 @@ mod tests {
             .map(|c| c.to_bytes())
             .unwrap_or_default();
         String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[test]
+    fn an_anthropic_error_body_reads_as_an_openai_error_for_a_hub_client() {
+        let body = br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow"}}"#;
+        let reshaped = reshape_wire_error(
+            Dialect::Chat,
+            Dialect::Anthropic,
+            StatusCode::TOO_MANY_REQUESTS,
+            body,
+        );
+        assert_eq!(
+            &reshaped[..],
+            br#"{"error":{"message":"slow","type":"rate_limit_error","param":null,"code":"rate_limit_exceeded"}}"#
+        );
+        let garbage = reshape_wire_error(
+            Dialect::Responses,
+            Dialect::Anthropic,
+            StatusCode::BAD_GATEWAY,
+            b"<html>",
+        );
+        let parsed: serde_json::Value = serde_json::from_slice(&garbage).unwrap();
+        assert_eq!(parsed["error"]["code"], "upstream_error");
+        assert_eq!(
+            parsed["error"]["message"],
+            "The upstream answered with status 502."
+        );
+        // The Responses wire's bodies are as before: as they are for OpenAI clients.
+        let openai = br#"{"error":{"message":"m","type":"t","code":"c"}}"#;
+        assert_eq!(
+            &reshape_wire_error(
+                Dialect::Chat,
+                Dialect::Responses,
+                StatusCode::BAD_REQUEST,
+                openai
+            )[..],
+            openai
+        );
     }
 
     #[test]

@@ -680,7 +680,7 @@ async fn forward(
         Ok(reply) if reply.aggregate => {
             // A stream-only upstream served a client that wants one JSON answer.
             let ctx = crate::translate::responses::context(model);
-            translated::respond(reply, &ctx, false, log, &state.budget).await
+            translated::respond(reply, &ctx, false, None, log, &state.budget).await
         }
         Ok(reply) => relayed(reply, log),
     }

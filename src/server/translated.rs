@@ -18,9 +18,10 @@ use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 
 use super::body::{ProxyBody, RequestLog};
-use super::errors::{error_response, give_up_response, reshape_error};
+use super::errors::{error_response, give_up_response, reshape_wire_error};
 use super::limits::{BufferBudget, Reservation};
 use super::State;
+use crate::translate::hub::WireDecoder;
 use crate::translate::{self, AggregatePipeline, Dialect, ResponseContext, StreamPipeline};
 use crate::upstream::relay::{RelayBody, RelayFailure, RelayStage};
 use crate::upstream::{Outbound, Reply, ReplyBody};
@@ -69,6 +70,20 @@ fn translated_headers(upstream: HeaderMap, content_type: &'static str) -> Header
     headers
 }
 
+/// The provider's wire when it is not Responses (the Responses hub, `super::hub`): the
+/// dialect its error bodies are written in, and the decoder its event stream goes through
+/// before the client's translator sees Responses events.
+pub struct Wire {
+    /// The provider's wire.
+    pub dialect: Dialect,
+    /// A fresh decoder for this answer.
+    pub decoder: Box<dyn WireDecoder>,
+    /// For a wire whose servers may answer a streaming request with one JSON body (some chat
+    /// servers do): turns such a body into the wire's event stream (`None`: not an answer).
+    /// The body is read whole first, at most [`MAX_AGGREGATE_BYTES`].
+    pub one_body: Option<fn(&[u8]) -> Option<Vec<u8>>>,
+}
+
 /// Most upstream bytes read into one aggregated answer (a non-streaming client's); beyond it
 /// the client gets 502 `upstream_response_too_large`.
 pub const MAX_AGGREGATE_BYTES: usize = 16 * 1024 * 1024;
@@ -78,14 +93,19 @@ pub const MAX_AGGREGATE_BYTES: usize = 16 * 1024 * 1024;
 /// dialect (`upstream_idle_timeout`, `request_timeout`), a cut a 502. The bytes read are
 /// capped at [`MAX_AGGREGATE_BYTES`] and counted against the buffer budget (503
 /// `proxy_overloaded` when it is spent); echoes of a secret are masked in the rendered answer,
-/// so one spread over several deltas is caught too.
+/// so one spread over several deltas is caught too. `wire`: the decoder of a provider wire
+/// that is not Responses.
 pub async fn aggregate(
     relay: RelayBody,
     ctx: &ResponseContext,
+    wire: Option<Box<dyn WireDecoder>>,
     budget: &Arc<BufferBudget>,
 ) -> translate::Rendered {
     let echo = relay.echo_matcher();
     let mut pipeline = AggregatePipeline::new(ctx);
+    if let Some(decoder) = wire {
+        pipeline = pipeline.over_wire(decoder);
+    }
     let mut share = budget.reserve_none();
     let mut total = 0usize;
     let mut body = relay.with_stage(Box::new(Verbatim));
@@ -149,14 +169,59 @@ pub async fn forward(
     reservation: Reservation,
     log: &mut RequestLog,
 ) -> Response<ProxyBody> {
-    let mapped = match translate::map_request(dialect, body, &state.models) {
+    let mapped = match map_client(state, dialect, body) {
         Ok(mapped) => mapped,
-        Err(e) => {
-            let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
-            return error_response(dialect, status, e.code, &e.message);
-        }
+        Err(refused) => return *refused,
     };
-    let upstream_body = match serde_json::to_vec(&mapped.body) {
+    let outgoing = Outgoing {
+        body: &mapped.body,
+        endpoint: "/responses",
+        headers: &[],
+        wire: None,
+    };
+    send(state, headers, &mapped, outgoing, target, reservation, log).await
+}
+
+/// The client's request (`dialect`, decoded JSON) as the streaming Responses request every
+/// provider wire starts from (the model table applied); `Err`: the client's 400 in its
+/// dialect, the upstream untouched.
+pub(super) fn map_client(
+    state: &State,
+    dialect: Dialect,
+    body: &[u8],
+) -> Result<translate::Mapped, Box<Response<ProxyBody>>> {
+    translate::map_request(dialect, body, &state.models).map_err(|e| {
+        let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+        Box::new(error_response(dialect, status, e.code, &e.message))
+    })
+}
+
+/// What a translated request sends upstream, in the provider's wire.
+pub(super) struct Outgoing<'a> {
+    /// The body (the mapped Responses request, or the wire's request made from it).
+    pub body: &'a serde_json::Value,
+    /// Below the provider's base URL.
+    pub endpoint: &'static str,
+    /// Headers the wire requires, set over the client's.
+    pub headers: &'a [(header::HeaderName, HeaderValue)],
+    /// How the answer reads when the wire is not Responses.
+    pub wire: Option<Wire>,
+}
+
+/// Sends a translated request through the retry engine (failover, cooldowns and affinity as on
+/// every route) and translates the answer for the client: `mapped` holds the client's side
+/// (its dialect, whether it streams, its conversation), `outgoing` the upstream's.
+pub(super) async fn send(
+    state: &State,
+    client_headers: &HeaderMap,
+    mapped: &translate::Mapped,
+    outgoing: Outgoing<'_>,
+    target: crate::pool::Target,
+    reservation: Reservation,
+    log: &mut RequestLog,
+) -> Response<ProxyBody> {
+    let dialect = mapped.context.dialect;
+    let upstream_body = match serde_json::to_vec(outgoing.body) {
         Ok(bytes) => Bytes::from(bytes),
         Err(_) => {
             return error_response(
@@ -167,8 +232,9 @@ pub async fn forward(
             )
         }
     };
-    let mut headers = headers.clone();
-    // The mapped body is plain JSON; the client's Anthropic headers mean nothing upstream.
+    let mut headers = client_headers.clone();
+    // The body is plain JSON made here; the client's Anthropic headers mean nothing upstream
+    // (a wire that needs its own sets them in `outgoing.headers`).
     headers.remove(header::CONTENT_ENCODING);
     headers.remove(header::CONTENT_LENGTH);
     let anthropic: Vec<_> = headers
@@ -187,6 +253,9 @@ pub async fn forward(
         header::ACCEPT,
         HeaderValue::from_static("text/event-stream"),
     );
+    for (name, value) in outgoing.headers {
+        headers.insert(name.clone(), value.clone());
+    }
     let session = mapped
         .session
         .clone()
@@ -194,7 +263,7 @@ pub async fn forward(
         .map(|s| state.session_hasher.hash_one(s));
     let outbound = Outbound {
         target,
-        endpoint: "/responses",
+        endpoint: outgoing.endpoint,
         headers: &headers,
         body: upstream_body,
         decoded: None,
@@ -214,6 +283,7 @@ pub async fn forward(
                 reply,
                 &mapped.context,
                 mapped.client_stream,
+                outgoing.wire,
                 log,
                 &state.budget,
             )
@@ -222,14 +292,54 @@ pub async fn forward(
     }
 }
 
-/// The client's answer for an upstream reply to a request translated with `ctx`.
+/// A whole wire event stream (made from a one-body answer) through the client's translator:
+/// the client's stream as one body when it streams, else its aggregated answer.
+fn render_whole(
+    ctx: &ResponseContext,
+    client_stream: bool,
+    decoder: Option<Box<dyn WireDecoder>>,
+    stream: &[u8],
+) -> translate::Rendered {
+    if client_stream {
+        let mut pipeline = StreamPipeline::new(ctx);
+        if let Some(decoder) = decoder {
+            pipeline = pipeline.over_wire(decoder);
+        }
+        let mut out = Vec::with_capacity(stream.len() * 2);
+        pipeline.push(stream, &mut out);
+        pipeline.finish(None, &mut out);
+        return translate::Rendered {
+            status: 200,
+            body: out,
+        };
+    }
+    let mut pipeline = AggregatePipeline::new(ctx);
+    if let Some(decoder) = decoder {
+        pipeline = pipeline.over_wire(decoder);
+    }
+    pipeline.push(stream);
+    pipeline.finish(None)
+}
+
+/// The client's answer for an upstream reply to a request translated with `ctx`; `wire` when
+/// the provider's wire is not Responses (its events are decoded to Responses events first,
+/// and its error bodies read in its shape).
 pub async fn respond(
     reply: Reply,
     ctx: &ResponseContext,
     client_stream: bool,
+    wire: Option<Wire>,
     log: &mut RequestLog,
     budget: &Arc<BufferBudget>,
 ) -> Response<ProxyBody> {
+    let (wire_dialect, decoder, one_body) = match wire {
+        Some(Wire {
+            dialect,
+            decoder,
+            one_body,
+        }) => (dialect, Some(decoder), one_body),
+        None => (Dialect::Responses, None, None),
+    };
     log.attempts = reply.attempts;
     log.account = Some(reply.account);
     log.provider = Some(reply.provider);
@@ -237,13 +347,55 @@ pub async fn respond(
     log.stats = Some(Arc::clone(&reply.stats));
     let attempts = HeaderValue::from(reply.attempts);
     let status = reply.status;
+    // One JSON body where the wire streams: read whole and made the wire's stream first.
+    let one_body = one_body.filter(|_| {
+        status.is_success()
+            && matches!(reply.body, ReplyBody::Relay(_))
+            && !super::chat::is_event_stream(&reply.headers)
+    });
     let mut response = match reply.body {
+        ReplyBody::Relay(relay) if one_body.is_some() => {
+            let rendered = match (one_body, super::chat::read_whole(*relay).await) {
+                (Some(convert), Ok(whole)) => match convert(&whole) {
+                    Some(stream) => render_whole(ctx, client_stream, decoder, &stream),
+                    None => rendered_error(
+                        ctx.dialect,
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_invalid_response",
+                        "The upstream answered with a body that is not a response.",
+                    ),
+                },
+                (_, Err(super::chat::ReadFailure::Relay(failure))) => rendered_error(
+                    ctx.dialect,
+                    StatusCode::from_u16(failure.status()).unwrap_or(StatusCode::BAD_GATEWAY),
+                    failure.code(),
+                    failure.message(),
+                ),
+                _ => rendered_error(
+                    ctx.dialect,
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_response_too_large",
+                    "The upstream answer is larger than the proxy aggregates.",
+                ),
+            };
+            let streamed = client_stream && rendered.status == 200;
+            let status = StatusCode::from_u16(rendered.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let mut response = Response::new(ProxyBody::full(Bytes::from(rendered.body)));
+            *response.status_mut() = status;
+            let kind = if streamed {
+                "text/event-stream"
+            } else {
+                "application/json"
+            };
+            *response.headers_mut() = translated_headers(reply.headers, kind);
+            response
+        }
         ReplyBody::Full(bytes) => {
             // An upstream error (or a plain body where an event stream was expected).
             let body = if status.is_success() {
                 bytes
             } else {
-                reshape_error(ctx.dialect, status, &bytes)
+                reshape_wire_error(ctx.dialect, wire_dialect, status, &bytes)
             };
             let mut response = Response::new(ProxyBody::full(body));
             *response.status_mut() = status;
@@ -251,7 +403,11 @@ pub async fn respond(
             response
         }
         ReplyBody::Relay(relay) if client_stream && status.is_success() => {
-            let relay = relay.with_stage(Box::new(StreamPipeline::new(ctx)));
+            let mut pipeline = StreamPipeline::new(ctx);
+            if let Some(decoder) = decoder {
+                pipeline = pipeline.over_wire(decoder);
+            }
+            let relay = relay.with_stage(Box::new(pipeline));
             let mut response = Response::new(ProxyBody::relay(Box::new(relay)));
             *response.status_mut() = status;
             *response.headers_mut() = translated_headers(reply.headers, "text/event-stream");
@@ -261,7 +417,7 @@ pub async fn respond(
             response
         }
         ReplyBody::Relay(relay) => {
-            let rendered = aggregate(*relay, ctx, budget).await;
+            let rendered = aggregate(*relay, ctx, decoder, budget).await;
             let status = StatusCode::from_u16(rendered.status).unwrap_or(StatusCode::BAD_GATEWAY);
             let mut response = Response::new(ProxyBody::full(Bytes::from(rendered.body)));
             *response.status_mut() = status;

@@ -18,6 +18,7 @@
 //! - `users`: `--allow-user`: who is served, in which dialect others are refused, with the token.
 //! - `policy`: `--config` `[users]`: models allowlist and concurrency limit, another user unaffected.
 //! - `providers`: several providers routed by model; Anthropic passthrough with x-api-key.
+//! - `hub`: Responses and Chat clients over an Anthropic provider, through the Responses hub.
 //! - `usage`: tokens counted from what the upstream reported; `GET /usage`, `GET /metrics`.
 //! - `chat_wire`: the Chat Completions mock over a socket, read by the chat wire's pieces.
 //! - `chat_provider`: `kind = "chat"` providers: passthrough, keyless, failover, cut streams.
@@ -41,6 +42,7 @@ mod chat_wire;
 mod chatgpt;
 mod diagnostics;
 mod echoes;
+mod hub;
 mod lifecycle;
 mod limits;
 mod passthrough;

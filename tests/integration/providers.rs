@@ -1,7 +1,8 @@
 //! Providers (DESIGN §9): several upstreams in one process, routed by model. An Anthropic
 //! provider gets `/v1/messages` byte for byte with the stdin key as `x-api-key`; two
 //! `openai`-kind providers on their own mocks keep affinity and failover inside themselves;
-//! unknown models and routes a provider does not serve are refused before any upstream.
+//! unknown models and routes a provider does not serve are refused before any upstream (Responses
+//! and Chat clients over an Anthropic provider: `hub`).
 //!
 //! The providers are built as `Config.providers` directly (the config file's shape), file
 //! providers first, then the implicit `openai`/`chatgpt`.
@@ -264,24 +265,22 @@ async fn a_model_no_provider_serves_is_400_model_not_found_in_each_dialect_upstr
 }
 
 #[tokio::test]
-async fn compaction_and_responses_clients_on_an_anthropic_provider_are_400_unsupported_on_provider()
-{
+async fn compaction_on_an_anthropic_provider_is_400_unsupported_on_provider() {
     let (mock, proxy) = claude_setup(&[ANT_KEY]).await;
-    for path in ["/v1/responses/compact", "/v1/responses"] {
-        let response = post(
-            &proxy,
-            path,
-            r#"{"model":"claude-sonnet-4-5","input":"hi"}"#,
-            &[],
-        )
-        .await;
-        assert_eq!(response.status, 400, "{path}: {}", response.text());
-        assert_eq!(
-            response.json()["error"]["code"],
-            "unsupported_on_provider",
-            "{path}"
-        );
-    }
+    let path = "/v1/responses/compact";
+    let response = post(
+        &proxy,
+        path,
+        r#"{"model":"claude-sonnet-4-5","input":"hi"}"#,
+        &[],
+    )
+    .await;
+    assert_eq!(response.status, 400, "{path}: {}", response.text());
+    assert_eq!(
+        response.json()["error"]["code"],
+        "unsupported_on_provider",
+        "{path}"
+    );
     assert_eq!(mock.count(), 0);
     proxy.shutdown().await;
 }

@@ -3,7 +3,7 @@
 //!
 //! | Messages event | Responses events |
 //! | --- | --- |
-//! | `message_start` | `response.created` (`id` = `resp_` + the message id, `model` the upstream's) |
+//! | `message_start` | `response.created` (`id` = `resp_` + the message id, `model` the upstream's, or the one given to [`MessagesDecoder::echoing`]) |
 //! | `content_block_start` `text` | `output_item.added` (a `message`), `content_part.added` (`output_text`) |
 //! | `text_delta` | `output_text.delta` |
 //! | `content_block_start` `thinking` | `output_item.added` (a `reasoning` item); `reasoning_summary_part.added` at its first text |
@@ -216,6 +216,8 @@ pub struct MessagesDecoder {
     /// The message id without its `msg_` prefix, for item ids.
     stem: String,
     model: String,
+    /// `model` was set by [`MessagesDecoder::echoing`]: the upstream's name does not replace it.
+    echo_model: bool,
     created_at: u64,
     started: bool,
     blocks: Vec<Block>,
@@ -246,6 +248,7 @@ impl MessagesDecoder {
             id: String::new(),
             stem: String::new(),
             model: String::new(),
+            echo_model: false,
             created_at: 0,
             started: false,
             blocks: Vec::new(),
@@ -259,6 +262,15 @@ impl MessagesDecoder {
             sequence: 0,
             buf: Vec::with_capacity(256),
         }
+    }
+
+    /// Names `model` in every response object instead of the model the upstream reports: the
+    /// name the client asked for, which a Responses client expects echoed (as a Chat client's
+    /// translator does from its context), even when an alias sent another name upstream.
+    pub fn echoing(mut self, model: impl Into<String>) -> Self {
+        self.model = model.into();
+        self.echo_model = true;
+        self
     }
 
     /// Counts `n` more held bytes; false (and the response failed) past the bound.
@@ -419,7 +431,7 @@ impl MessagesDecoder {
                 self.stem = id.strip_prefix("msg_").unwrap_or(&id).to_owned();
                 self.id = format!("resp_{id}");
             }
-            if let Some(model) = m.model {
+            if let Some(model) = m.model.filter(|_| !self.echo_model) {
                 self.model = model.into_owned();
             }
             if let Some(u) = &m.usage {
@@ -803,6 +815,22 @@ mod tests {
 
     fn start() -> Value {
         json!({"type":"message_start","message":{"id":"msg_1","model":"claude-x","usage":{"input_tokens":3,"output_tokens":1}}})
+    }
+
+    #[test]
+    fn an_echoed_model_names_every_response_object_instead_of_the_upstreams() {
+        let stop = json!({"type":"message_stop"});
+        let plain = decode(
+            &mut MessagesDecoder::new(Vec::new()),
+            &[start(), stop.clone()],
+        );
+        assert_eq!(plain[0].1["response"]["model"], "claude-x");
+        let mut echoing = MessagesDecoder::new(Vec::new()).echoing("sonnet");
+        let out = decode(&mut echoing, &[start(), stop]);
+        assert_eq!(types(&out), ["response.created", "response.completed"]);
+        for (_, event) in &out {
+            assert_eq!(event["response"]["model"], "sonnet", "{event}");
+        }
     }
 
     #[test]
