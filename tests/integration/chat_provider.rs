@@ -369,3 +369,211 @@ async fn health_shows_the_providers_last_attempt() {
     );
     proxy.shutdown().await;
 }
+
+// === Through the hub: Responses and Anthropic clients over a chat provider ===
+
+async fn post_json(proxy: &TestProxy, path: &str, body: &Value) -> RawResponse {
+    raw::exchange(
+        proxy.addr,
+        &raw::post(
+            proxy.addr,
+            path,
+            &body.to_string(),
+            &[
+                ("x-api-key", "client-key"),
+                ("anthropic-version", "2023-06-01"),
+            ],
+        ),
+        LIMIT,
+    )
+    .await
+}
+
+/// The JSON of every event of a Responses or Messages stream.
+fn typed_events(body: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(body)
+        .split("\n\n")
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect()
+}
+
+fn of_type<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["type"] == kind).collect()
+}
+
+#[tokio::test]
+async fn a_responses_client_streams_and_not_over_a_chat_provider_in_every_style() {
+    let answer = ChatAnswer::text("Hé, the answer is 42.");
+    for (style, rule) in [
+        (ChatStyle::LlamaCpp, "off"),
+        (ChatStyle::Vllm, "off"),
+        (ChatStyle::Ollama, "off"),
+        (ChatStyle::ThinkTags, "reasoning"),
+    ] {
+        let models =
+            format!("[models.\"{MODEL}\"]\nthink_tags = \"{rule}\"\nparams = {{ top_k = 20 }}\n");
+        let (mock, proxy, _file) = keyless(style, &models).await;
+        let request = json!({"model": MODEL, "input": "hi", "stream": true});
+        let response = post_json(&proxy, "/v1/responses", &request).await;
+        assert_eq!(response.status, 200, "{style:?}: {}", response.text());
+        let events = typed_events(&response.body);
+        let text: String = of_type(&events, "response.output_text.delta")
+            .iter()
+            .map(|e| e["delta"].as_str().unwrap())
+            .collect();
+        assert_eq!(text.trim_start(), answer.text, "{style:?}");
+        let reasoning: String = of_type(&events, "response.reasoning_summary_text.delta")
+            .iter()
+            .chain(of_type(&events, "response.reasoning_text.delta").iter())
+            .map(|e| e["delta"].as_str().unwrap())
+            .collect();
+        assert_eq!(reasoning, answer.reasoning, "{style:?}");
+        let last = events.last().unwrap();
+        assert_eq!(last["type"], "response.completed", "{style:?}");
+        assert_eq!(last["response"]["usage"]["input_tokens"], json!(11));
+        assert_eq!(last["response"]["usage"]["output_tokens"], json!(7));
+        // The chat server got a chat request, with the forced param and no Authorization.
+        let sent = &mock.requests()[0];
+        assert_eq!(sent.path, "/v1/chat/completions");
+        assert!(sent.headers.get("authorization").is_none());
+        let sent = sent.json();
+        assert_eq!(sent["model"], json!(MODEL));
+        assert_eq!(sent["top_k"], json!(20));
+        assert_eq!(sent["stream"], json!(true));
+        assert_eq!(sent["messages"][0]["role"], json!("user"));
+        // Not streamed: one response object with the same text.
+        let request = json!({"model": MODEL, "input": "hi"});
+        let response = post_json(&proxy, "/v1/responses", &request).await;
+        assert_eq!(response.status, 200, "{style:?}: {}", response.text());
+        let body = response.json();
+        assert_eq!(body["status"], "completed");
+        let text = body["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["type"] == "message")
+            .flat_map(|i| i["content"].as_array().unwrap().iter())
+            .filter_map(|c| c["text"].as_str())
+            .collect::<String>();
+        assert_eq!(text.trim_start(), answer.text, "{style:?}");
+        proxy.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn an_anthropic_client_gets_a_tool_use_over_a_chat_provider() {
+    let mut answer = ChatAnswer::text("Let me look.");
+    answer.tool_call = Some(("Bash".into(), "{\"command\":\"ls -la\"}".into()));
+    let mock = ChatMock::start(ChatAuth::Keyless, ChatStyle::Vllm, answer).await;
+    let (proxy, _file) = start(&mock, false, "", "").await;
+    let request = json!({"model": MODEL, "max_tokens": 256, "stream": true,
+        "tools": [{"name": "Bash", "description": "Run a command",
+                   "input_schema": {"type": "object", "properties": {"command": {"type": "string"}},
+                                    "required": ["command"]}}],
+        "messages": [{"role": "user", "content": "list the files"}]});
+    let response = post_json(&proxy, "/v1/messages", &request).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let events = typed_events(&response.body);
+    let tool = of_type(&events, "content_block_start")
+        .into_iter()
+        .find(|e| e["content_block"]["type"] == "tool_use")
+        .expect("a tool_use block");
+    assert_eq!(tool["content_block"]["name"], "Bash");
+    let input: String = of_type(&events, "content_block_delta")
+        .iter()
+        .filter(|e| e["delta"]["type"] == "input_json_delta")
+        .map(|e| e["delta"]["partial_json"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        serde_json::from_str::<Value>(&input).unwrap(),
+        json!({"command": "ls -la"})
+    );
+    let stop = of_type(&events, "message_delta");
+    assert_eq!(stop[0]["delta"]["stop_reason"], "tool_use");
+    assert_eq!(events.last().unwrap()["type"], "message_stop");
+    // The tool went to the server as a function.
+    let sent = mock.requests()[0].json();
+    assert_eq!(sent["tools"][0]["type"], "function");
+    assert_eq!(sent["tools"][0]["function"]["name"], "Bash");
+    // The tool result goes back as a `tool` message paired with its call.
+    let tool_id = tool["content_block"]["id"].as_str().unwrap().to_owned();
+    let mut follow = request.clone();
+    follow["messages"] = json!([
+        {"role": "user", "content": "list the files"},
+        {"role": "assistant", "content": [
+            {"type": "tool_use", "id": tool_id, "name": "Bash", "input": {"command": "ls -la"}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": tool_id, "content": "README.md"}]}
+    ]);
+    let response = post_json(&proxy, "/v1/messages", &follow).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let sent = mock.requests()[1].json();
+    let messages = sent["messages"].as_array().unwrap();
+    let call = &messages[1]["tool_calls"][0];
+    assert_eq!(messages[2]["role"], "tool");
+    assert_eq!(messages[2]["tool_call_id"], call["id"]);
+    assert_eq!(messages[2]["content"], "README.md");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_cut_chat_stream_ends_in_an_error_in_every_client_dialect() {
+    let (mock, proxy, _file) = keyless(ChatStyle::Vllm, "").await;
+    let answer = ChatAnswer::text("Hé, the answer is 42.");
+    let whole = stream_body(ChatStyle::Vllm, MODEL, &answer, true);
+    let before_finish = &whole[..whole.find("\"finish_reason\":\"stop\"").unwrap()];
+    let before_finish = &before_finish[..before_finish.rfind("\n\n").unwrap() + 2];
+    let responses = json!({"model": MODEL, "input": "hi", "stream": true});
+    let messages = json!({"model": MODEL, "max_tokens": 64, "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]});
+    for (path, request) in [
+        ("/v1/responses", &responses),
+        ("/v1/messages", &messages),
+        ("/v1/chat/completions", &stream_request(MODEL, None)),
+    ] {
+        for script in [
+            ChatScript::cut(before_finish, 9),
+            ChatScript::stream(&format!("{before_finish}data: [DONE]\n\n"), 0),
+        ] {
+            mock.push(script);
+            let response = post_json(&proxy, path, request).await;
+            assert_eq!(response.status, 200, "{path}");
+            let text = response.text();
+            let events = typed_events(&response.body);
+            let last = events.last().unwrap();
+            let failed = match path {
+                "/v1/responses" => last["type"] == "error" || last["type"] == "response.failed",
+                "/v1/messages" => last["type"] == "error",
+                _ => last.get("error").is_some(),
+            };
+            assert!(failed, "{path}: {text}");
+            assert!(!text.contains("response.completed"), "{path}: {text}");
+            assert!(!text.contains("message_stop"), "{path}: {text}");
+            assert!(!text.contains("[DONE]"), "{path}: {text}");
+        }
+    }
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_json_body_for_a_stream_request_is_read_through_the_hub() {
+    let (mock, proxy, _file) = keyless(ChatStyle::Vllm, "").await;
+    let answer = ChatAnswer::text("Hé, the answer is 42.");
+    mock.push(ChatScript::Json {
+        status: 200,
+        body: completion_body(ChatStyle::Vllm, MODEL, &answer),
+    });
+    let request = json!({"model": MODEL, "input": "hi", "stream": true});
+    let response = post_json(&proxy, "/v1/responses", &request).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.header("content-type"), Some("text/event-stream"));
+    let events = typed_events(&response.body);
+    let text: String = of_type(&events, "response.output_text.delta")
+        .iter()
+        .map(|e| e["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, answer.text);
+    assert_eq!(events.last().unwrap()["type"], "response.completed");
+    proxy.shutdown().await;
+}
