@@ -81,8 +81,11 @@ pub struct Wire {
     /// For a wire whose servers may answer a streaming request with one JSON body (some chat
     /// servers do): turns such a body into the wire's event stream (`None`: not an answer).
     /// The body is read whole first, at most [`MAX_AGGREGATE_BYTES`].
-    pub one_body: Option<fn(&[u8]) -> Option<Vec<u8>>>,
+    pub one_body: Option<OneBody>,
 }
+
+/// Turns a wire's one-JSON-body answer into its event stream (`None`: not an answer).
+pub type OneBody = fn(&[u8]) -> Option<Vec<u8>>;
 
 /// Most upstream bytes read into one aggregated answer (a non-streaming client's); beyond it
 /// the client gets 502 `upstream_response_too_large`.
