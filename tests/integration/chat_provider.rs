@@ -577,3 +577,45 @@ async fn one_json_body_for_a_stream_request_is_read_through_the_hub() {
     assert_eq!(events.last().unwrap()["type"], "response.completed");
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_responses_client_round_trips_a_tool_call_with_the_tool_following_mock() {
+    let (mock, proxy, _file) = keyless(ChatStyle::LlamaCpp, "").await;
+    mock.answer_tools(true);
+    let shell = json!({"type": "function", "name": "shell", "description": "Run a command",
+        "parameters": {"type": "object", "properties": {"command": {"type": "string"}},
+                       "required": ["command"]}});
+    let request = json!({"model": MODEL, "stream": true, "tools": [shell],
+        "input": [{"role": "user", "content": "Use the shell tool to print a marker."}]});
+    let response = post_json(&proxy, "/v1/responses", &request).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let events = typed_events(&response.body);
+    let done = of_type(&events, "response.output_item.done");
+    let call = done
+        .iter()
+        .map(|e| &e["item"])
+        .find(|i| i["type"] == "function_call")
+        .expect("a function_call item");
+    assert_eq!(call["name"], "shell");
+    let arguments: Value = serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(arguments, json!({"command": "echo tool-ran-$((6*7))"}));
+    let call_id = call["call_id"].as_str().unwrap().to_owned();
+    let follow = json!({"model": MODEL, "stream": true, "tools": request["tools"],
+    "input": [
+        {"role": "user", "content": "Use the shell tool to print a marker."},
+        {"type": "function_call", "call_id": call_id, "name": "shell",
+         "arguments": call["arguments"]},
+        {"type": "function_call_output", "call_id": call_id, "output": "tool-ran-42"}
+    ]});
+    let response = post_json(&proxy, "/v1/responses", &follow).await;
+    let events = typed_events(&response.body);
+    let text: String = of_type(&events, "response.output_text.delta")
+        .iter()
+        .map(|e| e["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, "The tool returned: tool-ran-42");
+    let sent = mock.requests()[1].json();
+    assert_eq!(sent["messages"][2]["role"], "tool");
+    assert_eq!(sent["messages"][2]["tool_call_id"], json!(call_id));
+    proxy.shutdown().await;
+}
