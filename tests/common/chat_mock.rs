@@ -458,7 +458,8 @@ async fn serve(request: Request<Incoming>, shared: Arc<Shared>) -> Response<Mock
 }
 
 /// The answer an agent's model would give to `request` (a chat body): after a `tool` message,
-/// a text quoting the results; given tools and a last user text naming one (or the word
+/// a text quoting the results; given tools and a last user text (its last text part) naming
+/// one (or the word
 /// "tool"), or a `tool_choice` asking for one, a call of that tool (else the first) with its
 /// required arguments filled; else `base`. Reasoning and usage are `base`'s.
 pub fn tool_answer(request: &Value, base: &ChatAnswer) -> ChatAnswer {
@@ -490,11 +491,21 @@ pub fn tool_answer(request: &Value, base: &ChatAnswer) -> ChatAnswer {
     }
     let tools = request["tools"].as_array().cloned().unwrap_or_default();
     let name_of = |tool: &Value| tool["function"]["name"].as_str().unwrap_or("").to_owned();
+    // The last text part of the last user message: agents put reminders and context in
+    // parts before the prompt.
     let prompt = messages
         .iter()
         .rev()
         .find(|m| m["role"] == "user")
-        .map(|m| text_of(&m["content"]))
+        .map(|m| match &m["content"] {
+            Value::Array(parts) => parts
+                .iter()
+                .rev()
+                .find_map(|p| p["text"].as_str())
+                .unwrap_or_default()
+                .to_owned(),
+            content => text_of(content),
+        })
         .unwrap_or_default();
     let forced = match &request["tool_choice"] {
         Value::String(s) if s == "required" => tools.first().cloned(),
