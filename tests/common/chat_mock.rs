@@ -458,8 +458,8 @@ async fn serve(request: Request<Incoming>, shared: Arc<Shared>) -> Response<Mock
 }
 
 /// The answer an agent's model would give to `request` (a chat body): after a `tool` message,
-/// a text quoting the results; given tools and a last user text (its last text part) naming
-/// one (or the word
+/// a text quoting the results; given tools and a last user text (its last text part that is
+/// not a `<system-reminder>`) naming one (or the word
 /// "tool"), or a `tool_choice` asking for one, a call of that tool (else the first) with its
 /// required arguments filled; else `base`. Reasoning and usage are `base`'s.
 pub fn tool_answer(request: &Value, base: &ChatAnswer) -> ChatAnswer {
@@ -491,8 +491,8 @@ pub fn tool_answer(request: &Value, base: &ChatAnswer) -> ChatAnswer {
     }
     let tools = request["tools"].as_array().cloned().unwrap_or_default();
     let name_of = |tool: &Value| tool["function"]["name"].as_str().unwrap_or("").to_owned();
-    // The last text part of the last user message: agents put reminders and context in
-    // parts before the prompt.
+    // The last text part of the last user message that is not a `<system-reminder>` (Claude
+    // Code puts reminders, which name tools, beside the prompt).
     let prompt = messages
         .iter()
         .rev()
@@ -501,10 +501,11 @@ pub fn tool_answer(request: &Value, base: &ChatAnswer) -> ChatAnswer {
             Value::Array(parts) => parts
                 .iter()
                 .rev()
-                .find_map(|p| p["text"].as_str())
+                .filter_map(|p| p["text"].as_str())
+                .find(|t| !t.trim_start().starts_with("<system-reminder>"))
                 .unwrap_or_default()
                 .to_owned(),
-            content => text_of(content),
+            content => without_reminders(&text_of(content)),
         })
         .unwrap_or_default();
     let forced = match &request["tool_choice"] {
@@ -538,6 +539,22 @@ pub fn tool_answer(request: &Value, base: &ChatAnswer) -> ChatAnswer {
         answer.tool_call = Some((name_of(&tool), arguments.to_string()));
     }
     answer
+}
+
+/// `text` without its `<system-reminder>…</system-reminder>` sections (a mapper may join
+/// Claude Code's reminder parts and its prompt into one string).
+fn without_reminders(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("<system-reminder>") {
+        out.push_str(&rest[..start]);
+        rest = match rest[start..].find("</system-reminder>") {
+            Some(end) => &rest[start + end + "</system-reminder>".len()..],
+            None => "",
+        };
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A value of a JSON schema: an object gets its required properties; a string `"mock"`, but a
