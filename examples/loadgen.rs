@@ -8,7 +8,9 @@
 //!                [--model NAME]
 //!
 //! * `--dialect chat`: a Chat Completions body (`messages`) instead of a Responses one (`input`);
-//!   a stream's first delta is its first `chat.completion.chunk`, and a stream without
+//!   a stream's first delta is its first chunk with non-empty `content` (as the Responses
+//!   one is its first `output_text.delta`, after any role-only or reasoning chunk), and a
+//!   stream without
 //!   `data: [DONE]` is an error. `--model` names the model (default `gpt-5`).
 //! * `json`: `"stream": false`; latency is request start to the last body byte.
 //! * `--connections per-request`: every request on a new connection (`Connection: close`), to
@@ -40,7 +42,8 @@ use tokio::time::Instant;
 
 const DELTA_EVENT: &[u8] = b"response.output_text.delta";
 const COMPLETED_EVENT: &[u8] = b"response.completed";
-const CHAT_CHUNK: &[u8] = b"chat.completion.chunk";
+/// A chat chunk's content field (a role-only chunk's is empty: `"content":""`).
+const CHAT_CONTENT: &[u8] = b"\"content\":\"";
 const CHAT_DONE: &[u8] = b"data: [DONE]";
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -241,7 +244,7 @@ async fn blast(
         let timeout = options.timeout;
         let per_request = options.per_request;
         let needles = if options.chat {
-            (CHAT_CHUNK, CHAT_DONE)
+            (CHAT_CONTENT, CHAT_DONE)
         } else {
             (DELTA_EVENT, COMPLETED_EVENT)
         };
@@ -316,13 +319,27 @@ async fn one(
         // Search only the new bytes plus enough of the old ones to catch a split needle.
         let from = seen.len().saturating_sub(delta.len());
         seen.extend_from_slice(data);
-        if stream && first_delta.is_none() && memmem::find(&seen[from..], delta).is_some() {
+        let hit = match delta == CHAT_CONTENT {
+            true => chat_content(&seen[from..]),
+            false => memmem::find(&seen[from..], delta).is_some(),
+        };
+        if stream && first_delta.is_none() && hit {
             first_delta = Some(start.elapsed());
         }
     }
     let total = start.elapsed();
     let complete = !stream || (first_delta.is_some() && memmem::find(&seen, completed).is_some());
     (ok && complete).then_some(Sample { total, first_delta })
+}
+
+/// True when `bytes` hold a chat `"content":"` with text after it (not a role-only chunk's
+/// empty content).
+fn chat_content(bytes: &[u8]) -> bool {
+    memmem::find_iter(bytes, CHAT_CONTENT).any(|at| {
+        bytes
+            .get(at + CHAT_CONTENT.len())
+            .is_some_and(|b| *b != b'"')
+    })
 }
 
 /// Percentiles (nearest rank) and mean, in milliseconds.
