@@ -76,16 +76,21 @@ pub async fn forward_over_wire(
             translated::send(state, headers, &mapped, outgoing, target, reservation, log).await
         }
         Dialect::Chat => {
-            // The model's settings, by the name the Responses request sends upstream: its
-            // forced params go on the chat body, and its think-tag rule to the wire's decoder
-            // (which reads `<think>` sections into reasoning itself, so the client's
-            // translator filters nothing more).
+            // The model's settings, by the name the client asked for (an alias's settings
+            // included), else the one the Responses request sends upstream: its forced params
+            // go on the chat body, and its think-tag rule to the wire's decoder (which reads
+            // `<think>` sections into reasoning itself, so the client's translator filters
+            // nothing more).
             let upstream_model = mapped
                 .body
                 .get("model")
                 .and_then(serde_json::Value::as_str)
                 .unwrap_or_default();
-            let settings = state.models.resolve(upstream_model).ok();
+            let settings = state
+                .models
+                .resolve(&mapped.context.model)
+                .or_else(|_| state.models.resolve(upstream_model))
+                .ok();
             let options = translate::hub::chat::ChatWireOptions {
                 params: settings
                     .as_ref()
