@@ -3,8 +3,15 @@
 //!
 //! Usage: loadgen --url URL [--mode json|stream] [--concurrency N]
 //!                [--requests N | --duration SECS] [--warmup N] [--threads N] [--timeout SECS]
-//!                [--connections keep-alive|per-request]
+//!                [--connections keep-alive|per-request] [--wire responses|chat|anthropic]
+//!                [--api-key KEY] [--model NAME]
 //!
+//! * `--wire chat`: a Chat Completions body (`messages`) instead of a Responses one (`input`);
+//!   a stream's first delta is its first chunk with non-empty `content` (as the Responses one
+//!   is its first `output_text.delta`, after any role-only or reasoning chunk), and a stream
+//!   without `data: [DONE]` is an error. `--wire anthropic`: a Messages body, `x-api-key` from
+//!   `--api-key`, the first `content_block_delta`, ended by `message_stop`. `--model` names the
+//!   model (default `gpt-5`, `claude-bench` for Anthropic).
 //! * `json`: `"stream": false`; latency is request start to the last body byte.
 //! * `--connections per-request`: every request on a new connection (`Connection: close`), to
 //!   measure what the proxy spends per accepted connection; default `keep-alive`.
@@ -49,8 +56,21 @@ impl Wire {
     fn delta_event(self) -> &'static [u8] {
         match self {
             Wire::Responses => b"response.output_text.delta",
-            Wire::Chat => b"chat.completion.chunk",
+            // A chunk's content field; a role-only chunk's is empty (see `first_delta_in`).
+            Wire::Chat => b"\"content\":\"",
             Wire::Anthropic => b"content_block_delta",
+        }
+    }
+
+    /// True when `bytes` hold the stream's first text: a Chat chunk's `"content":"` with text
+    /// after it (not a role-only chunk's empty content, which a proxy may hold back), else the
+    /// wire's delta event.
+    fn first_delta_in(self, bytes: &[u8]) -> bool {
+        let needle = self.delta_event();
+        match self {
+            Wire::Chat => memmem::find_iter(bytes, needle)
+                .any(|at| bytes.get(at + needle.len()).is_some_and(|b| *b != b'"')),
+            Wire::Responses | Wire::Anthropic => memmem::find(bytes, needle).is_some(),
         }
     }
 
@@ -371,10 +391,7 @@ async fn one(client: &HttpClient, url: &Uri, body: &Bytes, how: &How<'_>) -> Opt
         // Search only the new bytes plus enough of the old ones to catch a split needle.
         let from = seen.len().saturating_sub(wire.delta_event().len());
         seen.extend_from_slice(data);
-        if stream
-            && first_delta.is_none()
-            && memmem::find(&seen[from..], wire.delta_event()).is_some()
-        {
+        if stream && first_delta.is_none() && wire.first_delta_in(&seen[from..]) {
             first_delta = Some(start.elapsed());
         }
     }

@@ -2,7 +2,8 @@
 //! end-to-end tests. Offline.
 //!
 //! Usage: mock_upstream [--port N] [--text TEXT] [--deltas N] [--gap-ms N]
-//!                      [--wire responses|anthropic] [--api-key KEY] [--record FILE]
+//!                      [--wire responses|anthropic|chat] [--api-key KEY] [--record FILE]
+//!                      [--style llama.cpp|vllm|ollama|think] [--key-file FILE] [--tools]
 //!                      [--exit-on-stdin-eof]
 //! Prints `PORT` (one line) on stdout once listening; runs until killed or stdin closes if
 //! `--exit-on-stdin-eof` is given.
@@ -19,7 +20,9 @@
 //! `--wire chat [--style llama.cpp|vllm|ollama|think] [--key-file FILE]`: a Chat Completions
 //! server (`tests/common/chat_mock.rs`): POST /v1/chat/completions, reasoning in the style's
 //! place, then TEXT; keyless (any `Authorization` is refused) unless `--key-file` names a file
-//! whose first line is the Bearer key to require.
+//! whose first line is the Bearer key to require. With `--tools` it answers like an agent's
+//! model: a call of the tool the prompt names (a `command` argument gets a shell command that
+//! prints `tool-ran-42`), then `The tool returned: …` after the tool's result.
 //!
 //! `--record FILE` appends one JSON line per request: what arrived (`method`, `path`,
 //! `headers`, `body`) and the exact bytes answered (`status`, `answer`), so an end-to-end test
@@ -41,7 +44,7 @@ use mock::MockUpstream;
 async fn main() -> std::process::ExitCode {
     const USAGE: &str = "usage: mock_upstream [--port N] [--text TEXT] [--deltas N] [--gap-ms N] \
                          [--wire responses|anthropic|chat] [--api-key KEY] [--record FILE] \
-                         [--style llama.cpp|vllm|ollama|think] [--key-file FILE] \
+                         [--style llama.cpp|vllm|ollama|think] [--key-file FILE] [--tools] \
                          [--exit-on-stdin-eof]";
     let usage_error = |problem: &str| {
         eprintln!("mock_upstream: {problem}\n{USAGE}");
@@ -92,6 +95,7 @@ async fn main() -> std::process::ExitCode {
                 Some(k) if !k.is_empty() => api_key = Some(k),
                 _ => return usage_error("--api-key needs a value"),
             },
+            "--tools" => chat.tools = true,
             "--style" | "--key-file" => {
                 if let Err(problem) = chat.arg(&arg, args.next()) {
                     return usage_error(&problem);
@@ -167,6 +171,8 @@ struct ChatOptions {
     wire_chat: bool,
     style: Option<chat_mock::ChatStyle>,
     key: Option<String>,
+    /// The default answer follows tools and tool results.
+    tools: bool,
 }
 
 impl ChatOptions {
@@ -206,6 +212,8 @@ impl ChatOptions {
         let mut answer = chat_mock::ChatAnswer::text(text);
         answer.deltas = deltas;
         let style = self.style.unwrap_or(chat_mock::ChatStyle::LlamaCpp);
-        chat_mock::ChatMock::start_on(port, auth, style, answer, gap).await
+        let mock = chat_mock::ChatMock::start_on(port, auth, style, answer, gap).await;
+        mock.answer_tools(self.tools);
+        mock
     }
 }

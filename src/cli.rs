@@ -115,8 +115,11 @@ pub struct Args {
     pub models: Option<PathBuf>,
 
     /// Providers, models, aliases and per-user policy (TOML; see the README). [providers.NAME]:
-    /// `kind` ("openai", "chatgpt" or "anthropic"), `base_url` (the kind's default when
-    /// absent; plain http:// only for loopback), `models` (globs), `default = true` (serves
+    /// `kind` ("openai", "chatgpt", "anthropic", or "chat" for Chat Completions servers such
+    /// as llama.cpp, vLLM and Ollama), `base_url` (the kind's default when absent, required
+    /// for "chat"; plain http:// only for loopback, or for a "chat" provider with
+    /// `keyless = true` and `allow_plain_http = true`), `keyless = true` ("chat": no key, no
+    /// Authorization sent), `models` (globs), `default = true` (serves
     /// every model no other provider matches; at most one), `headers` (fixed extra request
     /// headers; no credential or hop-by-hop ones). The file's providers are tried in file
     /// order, then the implicit "openai" (--upstream-url) and "chatgpt" (--chatgpt-base-url)

@@ -69,7 +69,7 @@ pub struct UpstreamBase {
     pub query: Option<String>,
     /// The URIs of `/responses` and `/responses/compact`, built once: every forwarded request
     /// needs one, and a clone of a built `Uri` shares its bytes instead of allocating.
-    built: [Uri; 4],
+    built: [Uri; 5],
 }
 
 impl UpstreamBase {
@@ -82,6 +82,17 @@ impl UpstreamBase {
     /// [`UpstreamBase::parse`] for an API whose main endpoint is `endpoint` (`/responses`,
     /// `/messages`): a path ending in it means its parent.
     pub fn parse_stripping(url: &str, endpoint: &str) -> Result<Self, ConfigError> {
+        Self::parse_for(url, endpoint, false)
+    }
+
+    /// [`UpstreamBase::parse_stripping`]; `plain_http_anywhere` lifts the loopback rule for
+    /// plain `http://` (a keyless provider that says `allow_plain_http = true`: no credential
+    /// travels on it).
+    pub fn parse_for(
+        url: &str,
+        endpoint: &str,
+        plain_http_anywhere: bool,
+    ) -> Result<Self, ConfigError> {
         let bad = |why: &str| ConfigError::UpstreamUrl(why.to_string());
         let uri: Uri = url.parse().map_err(|_| bad("not a valid URL"))?;
         let scheme = uri
@@ -96,7 +107,7 @@ impl UpstreamBase {
             return Err(bad("credentials in the URL are not allowed"));
         }
         if scheme == Scheme::HTTP {
-            if !is_loopback_host(authority.host()) {
+            if !plain_http_anywhere && !is_loopback_host(authority.host()) {
                 return Err(bad(
                     "plain http:// is allowed only for loopback hosts; use https://",
                 ));
@@ -155,11 +166,12 @@ impl UpstreamBase {
 }
 
 /// The endpoints whose URIs `UpstreamBase` builds once (see `UpstreamBase::uri`).
-const BUILT_ENDPOINTS: [&str; 4] = [
+const BUILT_ENDPOINTS: [&str; 5] = [
     "/responses",
     "/responses/compact",
     "/messages",
     "/messages/count_tokens",
+    "/chat/completions",
 ];
 
 fn is_loopback_host(host: &str) -> bool {
@@ -293,6 +305,7 @@ fn implicit_providers(
         default: false,
         headers: Vec::new(),
         implicit: true,
+        keyless: false,
     };
     vec![
         implicit(IMPLICIT_OPENAI, ProviderKind::Openai, upstream),

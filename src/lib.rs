@@ -40,15 +40,16 @@ use upstream::Upstream;
 
 pub use server::run;
 
-/// Checks that every credential belongs to a provider that takes it, and that every provider
-/// a config file defines has a credential (unless `--auth-dir` may bring them later): DESIGN
-/// §9, exit 3 at start. The message names the provider, never a value.
+/// Checks that every credential belongs to a provider that takes it (a keyless provider takes
+/// none), and that every provider a config file defines has a credential unless it is keyless
+/// (or `--auth-dir` may bring them later): DESIGN §9, exit 3 at start. The message names the
+/// provider, never a value.
 pub fn check_credentials(config: &Config, credentials: &Credentials) -> Result<(), String> {
     let slots: Vec<pool::ProviderSlot> = config.providers.iter().map(|p| p.slot()).collect();
     let placed = pool::place(&slots, &credentials.accounts).map_err(|e| e.to_string())?;
     if config.auth_dir.is_none() {
         for (index, provider) in config.providers.iter().enumerate() {
-            if !provider.implicit && !placed.contains(&index) {
+            if !provider.implicit && !provider.keyless && !placed.contains(&index) {
                 return Err(format!(
                     "provider `{}` has no credential on standard input (give it an account \
                      object naming it: {{\"provider\":\"{}\",\"api_key\":…}})",
@@ -58,6 +59,14 @@ pub fn check_credentials(config: &Config, credentials: &Credentials) -> Result<(
         }
     }
     Ok(())
+}
+
+/// True when empty standard input is no error: `--auth-dir` may bring every account, or the
+/// config file defines only keyless providers (which need none).
+pub fn empty_stdin_allowed(config: &Config) -> bool {
+    let defined = config.providers.iter().filter(|p| !p.implicit);
+    config.auth_dir.is_some()
+        || (defined.clone().count() > 0 && defined.into_iter().all(|p| p.keyless))
 }
 
 /// Builds the shared server state for a listener bound on `port`. Needs a tokio runtime.

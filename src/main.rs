@@ -56,8 +56,8 @@ fn main() -> ExitCode {
         .and_then(|i| i.into_credentials())
     {
         Ok(credentials) => credentials,
-        // With --auth-dir, accounts may all come from files.
-        Err(secret::IntakeError::Empty) if config.auth_dir.is_some() => {
+        // With --auth-dir, accounts may all come from files; keyless providers need none.
+        Err(secret::IntakeError::Empty) if codex_proxy::empty_stdin_allowed(&config) => {
             match secret::Credentials::empty() {
                 Ok(credentials) => credentials,
                 Err(e) => return fail(5, e),

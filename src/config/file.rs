@@ -3,7 +3,7 @@
 //!
 //! | section | keys |
 //! | --- | --- |
-//! | `[providers.NAME]` | `kind` (`openai`, `chatgpt`, `anthropic`), `base_url`, `models` (globs), `default`, `headers` |
+//! | `[providers.NAME]` | `kind` (`openai`, `chatgpt`, `anthropic`, `chat`), `base_url`, `models` (globs), `default`, `headers`; for `chat`: `keyless`, `allow_plain_http` |
 //! | `[models."NAME"]` | the `--models` JSON file's per-model keys ([`crate::translate::models`]) |
 //! | `[aliases]` | `"requested" = "target"`, as in the `--models` file |
 //! | `[users.NAME]`, `[users."*"]` | `models` (globs), `max_concurrent`, `token_budget` with `budget_window` |
@@ -16,8 +16,12 @@
 //! sets itself, are refused, since a fixed header must never carry a secret in a file or
 //! change how a request is framed.
 //!
-//! The `chat` kind (Chat Completions servers) and its keys `keyless` and `allow_plain_http`
-//! are recognised and refused with a clear message until that kind lands.
+//! The `chat` kind (Chat Completions servers) has no default `base_url` (it is required; a
+//! path ending in `/chat/completions` means its parent). `keyless = true` makes a provider
+//! that takes no credential and sends no `Authorization`; `allow_plain_http = true` lets a
+//! keyless provider use plain `http://` to a host other than loopback (a model server on the
+//! LAN). Both keys belong to the `chat` kind only, and `allow_plain_http` needs `keyless`: a
+//! key never travels in plaintext off the machine.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -107,8 +111,7 @@ struct RawProvider {
     models: Option<Vec<Spanned<String>>>,
     default: Option<Spanned<bool>>,
     headers: Option<BTreeMap<String, Spanned<String>>>,
-    // Keys of the `chat` kind, named here so that they are refused with a reason rather than
-    // as unknown.
+    // Keys of the `chat` kind only.
     keyless: Option<Spanned<bool>>,
     allow_plain_http: Option<Spanned<bool>>,
 }
@@ -261,55 +264,75 @@ fn parse_providers(
                 ),
             });
         }
-        let kind = match raw.kind.get_ref().as_str() {
-            "chat" => {
-                return Err(at(
-                    raw.kind.span(),
-                    "kind",
-                    "\"chat\" (Chat Completions servers) arrives with the next release; this \
-                     version has \"openai\", \"chatgpt\" and \"anthropic\""
-                        .into(),
-                ))
-            }
-            other => ProviderKind::from_name(other).ok_or_else(|| {
-                at(
-                    raw.kind.span(),
-                    "kind",
-                    format!(
-                        "unknown kind {:?}; one of \"openai\", \"chatgpt\", \"anthropic\"",
-                        other.escape_default().to_string()
-                    ),
-                )
-            })?,
-        };
-        for (key, span) in [
-            ("keyless", raw.keyless.as_ref().map(Spanned::span)),
-            (
-                "allow_plain_http",
-                raw.allow_plain_http.as_ref().map(Spanned::span),
-            ),
-        ] {
-            if let Some(span) = span {
-                return Err(at(
-                    span,
-                    key,
-                    format!("only for kind = \"chat\", not \"{}\"", kind.name()),
-                ));
+        let kind = ProviderKind::from_name(raw.kind.get_ref()).ok_or_else(|| {
+            at(
+                raw.kind.span(),
+                "kind",
+                format!(
+                    "unknown kind {:?}; one of \"openai\", \"chatgpt\", \"anthropic\", \"chat\"",
+                    raw.kind.get_ref().escape_default().to_string()
+                ),
+            )
+        })?;
+        if kind != ProviderKind::Chat {
+            for (key, span) in [
+                ("keyless", raw.keyless.as_ref().map(Spanned::span)),
+                (
+                    "allow_plain_http",
+                    raw.allow_plain_http.as_ref().map(Spanned::span),
+                ),
+            ] {
+                if let Some(span) = span {
+                    return Err(at(
+                        span,
+                        key,
+                        format!("only for kind = \"chat\", not \"{}\"", kind.name()),
+                    ));
+                }
             }
         }
-        let base = match &raw.base_url {
-            Some(url) => UpstreamBase::parse_stripping(url.get_ref(), main_endpoint(kind))
-                .map_err(|e| {
-                    let why = match e {
-                        super::ConfigError::UpstreamUrl(why) => why,
-                        other => other.to_string(),
-                    };
-                    at(url.span(), "base_url", why)
-                })?,
-            None => UpstreamBase::parse(kind.default_base_url()).map_err(|e| FileError {
+        let keyless = raw.keyless.as_ref().is_some_and(|k| *k.get_ref());
+        let plain_http =
+            match &raw.allow_plain_http {
+                Some(flag) if *flag.get_ref() && !keyless => return Err(at(
+                    flag.span(),
+                    "allow_plain_http",
+                    "only with keyless = true: a key never travels in plaintext off the machine"
+                        .into(),
+                )),
+                Some(flag) => *flag.get_ref(),
+                None => false,
+            };
+        let base = match (&raw.base_url, kind.default_base_url()) {
+            (Some(url), _) => {
+                UpstreamBase::parse_for(url.get_ref(), main_endpoint(kind), plain_http).map_err(
+                    |e| {
+                        let why = match e {
+                            super::ConfigError::UpstreamUrl(why) if !plain_http && !keyless => why,
+                            super::ConfigError::UpstreamUrl(why) => why.replace(
+                                "; use https://",
+                                "; use https://, or allow_plain_http = true on a keyless provider",
+                            ),
+                            other => other.to_string(),
+                        };
+                        at(url.span(), "base_url", why)
+                    },
+                )?
+            }
+            (None, Some(default)) => UpstreamBase::parse(default).map_err(|e| FileError {
                 line: Some(section_line),
                 reason: format!("providers.{name}: the default base URL: {e}"),
             })?,
+            (None, None) => {
+                return Err(FileError {
+                    line: Some(section_line),
+                    reason: format!(
+                        "providers.{name}: kind = \"{}\" needs a base_url (e.g. \
+                         \"http://127.0.0.1:8080/v1\")",
+                        kind.name()
+                    ),
+                })
+            }
         };
         let models = raw
             .models
@@ -373,6 +396,7 @@ fn parse_providers(
             default: is_default,
             headers,
             implicit: false,
+            keyless,
         });
     }
     Ok(providers)
@@ -383,6 +407,7 @@ fn main_endpoint(kind: ProviderKind) -> &'static str {
     match kind {
         ProviderKind::Openai | ProviderKind::Chatgpt => "/responses",
         ProviderKind::Anthropic => "/messages",
+        ProviderKind::Chat => "/chat/completions",
     }
 }
 
@@ -678,18 +703,141 @@ mod tests {
     }
 
     #[test]
-    fn the_chat_kind_and_its_keys_are_refused_with_a_reason() {
-        let e = err(
-            "[providers.local]\nbase_url = \"http://127.0.0.1:8080/v1\"\nkind = \"chat\"\n\
-                     keyless = true\n",
+    fn the_readme_local_models_example_is_read_as_it_says() {
+        use crate::translate::think::ThinkMode;
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
+        let section = &readme[readme.find("\n## Local models\n").unwrap()..];
+        let section = &section[..section[1..].find("\n## ").unwrap() + 1];
+        let block = &section[section.find("```toml\n").unwrap() + "```toml\n".len()..];
+        let file = parse(&block[..block.find("```").unwrap()]).unwrap();
+        let shown: Vec<_> = file
+            .providers
+            .iter()
+            .map(|p| (p.name.as_str(), p.kind, p.base.display(), p.keyless))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (
+                    "llamacpp",
+                    ProviderKind::Chat,
+                    "http://127.0.0.1:8080/v1".to_owned(),
+                    true
+                ),
+                (
+                    "vllm",
+                    ProviderKind::Chat,
+                    "http://127.0.0.1:8000/v1".to_owned(),
+                    true
+                ),
+                (
+                    "ollama",
+                    ProviderKind::Chat,
+                    "http://192.168.1.20:11434/v1".to_owned(),
+                    true
+                ),
+            ]
         );
-        assert_eq!(e.line, Some(3));
-        assert!(
-            e.reason.starts_with("providers.local.kind: \"chat\""),
-            "{}",
-            e.reason
+        let serves =
+            |i: usize, model: &str| file.providers[i].models.iter().any(|g| g.matches(model));
+        assert!(serves(0, "qwen3-coder") && serves(1, "Qwen/Qwen3-32B"));
+        assert!(serves(2, "deepseek-r1:32b") && serves(2, "llama3.3"));
+        let r1 = file.models.resolve("deepseek-r1:32b").unwrap();
+        assert_eq!(r1.think, ThinkMode::Reasoning);
+        assert_eq!(
+            serde_json::Value::Object(r1.params),
+            serde_json::json!({"temperature": 0.6, "top_p": 0.95, "top_k": 20})
         );
-        assert!(e.reason.contains("next release"), "{}", e.reason);
+        // Claude Code's models and the short name reach the llama.cpp server.
+        for alias in ["local-coder", "claude-sonnet-4-5", "claude-haiku-4-5"] {
+            let resolved = file.models.resolve(alias).unwrap();
+            assert_eq!(resolved.upstream_model, "qwen3-coder", "{alias}");
+        }
+        // The section's start line names the file, with nothing on stdin.
+        assert!(section.contains("--config /etc/codex-proxy/local.toml"));
+        assert!(section.contains("ANTHROPIC_BASE_URL=http://127.0.0.1:8787 "));
+    }
+
+    #[test]
+    fn the_chat_kind_takes_a_required_base_url_keyless_and_plain_http_on_a_keyless_one() {
+        let file = parse(
+            "[providers.local]\nkind = \"chat\"\nbase_url = \"http://127.0.0.1:8080/v1/chat/completions\"\n\
+             keyless = true\nmodels = [\"qwen3-*\"]\n\n\
+             [providers.lan]\nkind = \"chat\"\nbase_url = \"http://192.168.1.20:11434/v1\"\n\
+             keyless = true\nallow_plain_http = true\nmodels = [\"llama*\"]\n\n\
+             [providers.deepseek]\nkind = \"chat\"\nbase_url = \"https://api.deepseek.com/v1\"\n\
+             models = [\"deepseek-*\"]\n",
+        )
+        .unwrap();
+        let shown: Vec<_> = file
+            .providers
+            .iter()
+            .map(|p| (p.name.as_str(), p.kind, p.base.display(), p.keyless))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (
+                    "local",
+                    ProviderKind::Chat,
+                    "http://127.0.0.1:8080/v1".to_owned(),
+                    true
+                ),
+                (
+                    "lan",
+                    ProviderKind::Chat,
+                    "http://192.168.1.20:11434/v1".to_owned(),
+                    true
+                ),
+                (
+                    "deepseek",
+                    ProviderKind::Chat,
+                    "https://api.deepseek.com/v1".to_owned(),
+                    false
+                ),
+            ]
+        );
+        assert_eq!(
+            file.providers[0].base.uri("/chat/completions").to_string(),
+            "http://127.0.0.1:8080/v1/chat/completions"
+        );
+    }
+
+    #[test]
+    fn a_key_never_travels_in_plaintext_off_the_host() {
+        for (text, line, needles) in [
+            // A keyed chat provider on plain http to another host.
+            (
+                "[providers.a]\nkind = \"chat\"\nmodels = [\"*\"]\nbase_url = \"http://10.0.0.5:8080/v1\"\n",
+                4,
+                &["providers.a.base_url", "loopback"][..],
+            ),
+            // Keyless, but without the opt-in: the message names it.
+            (
+                "[providers.a]\nkind = \"chat\"\nkeyless = true\nmodels = [\"*\"]\n\
+                 base_url = \"http://10.0.0.5:8080/v1\"\n",
+                5,
+                &["providers.a.base_url", "allow_plain_http = true"][..],
+            ),
+            // The opt-in without keyless.
+            (
+                "[providers.a]\nkind = \"chat\"\nallow_plain_http = true\nmodels = [\"*\"]\n\
+                 base_url = \"http://10.0.0.5:8080/v1\"\n",
+                3,
+                &["providers.a.allow_plain_http", "only with keyless = true"][..],
+            ),
+            (
+                "[providers.a]\nkind = \"chat\"\nkeyless = true\nmodels = [\"*\"]\n",
+                1,
+                &["providers.a: kind = \"chat\" needs a base_url"][..],
+            ),
+        ] {
+            let e = err(text);
+            assert_eq!(e.line, Some(line), "{text}: {}", e.reason);
+            for needle in needles {
+                assert!(e.reason.contains(needle), "{text}: lacks {needle}: {}", e.reason);
+            }
+        }
         for key in ["keyless", "allow_plain_http"] {
             let e = err(&format!(
                 "[providers.local]\nkind = \"openai\"\nmodels = [\"q*\"]\n{key} = true\n"
@@ -708,7 +856,7 @@ mod tests {
             (
                 "[providers.a]\nkind = \"opnai\"\nmodels = [\"*\"]\n",
                 2,
-                &["providers.a.kind", "unknown kind \"opnai\""][..],
+                &["providers.a.kind", "unknown kind \"opnai\"", "\"chat\""][..],
             ),
             (
                 "[providers.a]\nmodels = [\"*\"]\n",

@@ -59,6 +59,9 @@ pub struct ProviderSlot {
     pub takes: AccountKind,
     /// One of the providers that exist without a config file.
     pub implicit: bool,
+    /// It takes no credential (a keyless `chat` provider): the pool gives it one account
+    /// without a secret, so selection, cooldowns and `/health` work as for any other.
+    pub keyless: bool,
 }
 
 /// Why a credential has no provider in the pool. Names the provider, never a value.
@@ -202,12 +205,14 @@ pub fn implicit_slots() -> Vec<ProviderSlot> {
             form: AuthForm::Bearer,
             takes: AccountKind::ApiKey,
             implicit: true,
+            keyless: false,
         },
         ProviderSlot {
             name: "chatgpt",
             form: AuthForm::Bearer,
             takes: AccountKind::Chatgpt,
             implicit: true,
+            keyless: false,
         },
     ]
 }
@@ -232,7 +237,8 @@ pub fn place(
                     provider: name.to_string(),
                 });
             };
-            if providers[index].takes != kind {
+            // A keyless provider takes none: a key for it would never be sent.
+            if providers[index].takes != kind || providers[index].keyless {
                 return Err(PlacementError::WrongCredential {
                     account: i + 1,
                     provider: name.to_string(),
@@ -265,8 +271,46 @@ impl Pool {
             cursor: AtomicUsize::new(0),
             affinity: Mutex::new(HashMap::new()),
         };
+        let arena = Arc::clone(&credentials.arena);
         pool.add(credentials, None)?;
+        pool.add_keyless(&arena);
         Ok(pool)
+    }
+
+    /// Appends one account without a secret for each keyless provider (after the accounts
+    /// from stdin, so their indices keep intake order). Its token has no placeholder: no
+    /// credential header is set for it (`upstream::forward`).
+    fn add_keyless(&self, arena: &Arc<crate::secret::SecretArena>) {
+        let mut list = self.accounts.write().unwrap_or_else(|p| p.into_inner());
+        let mut next: Vec<Arc<Account>> = list.as_ref().clone();
+        for (provider, slot) in self.providers.iter().enumerate() {
+            if !slot.keyless {
+                continue;
+            }
+            let index = next.len();
+            next.push(Arc::new(Account {
+                index,
+                kind: AccountKind::ApiKey,
+                provider,
+                token: RwLock::new(Arc::new(Token::registered(
+                    Arc::clone(arena),
+                    None,
+                    None,
+                    None,
+                    slot.form,
+                    None,
+                ))),
+                previous_swap: Mutex::new(None),
+                account_id: RwLock::new(None),
+                source: None,
+                refresh_lock: tokio::sync::Mutex::new(()),
+                removed: AtomicBool::new(false),
+                status: Mutex::new(AccountStatus::default()),
+                available_from: AtomicU64::new(0),
+                remaining_milli: AtomicU32::new(1000),
+            }));
+        }
+        *list = Arc::new(next);
     }
 
     /// Appends the accounts in `credentials` (from `source`, an `--auth-dir` file, if given);

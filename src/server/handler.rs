@@ -609,11 +609,34 @@ async fn forward(
             )
             .await;
         }
+        (Route::ChatCompletions, Some(target), Some(Dialect::Chat)) => {
+            return super::chat::passthrough(state, parts, body, decoded, target, reservation, log)
+                .await;
+        }
         (Route::ResponsesCompact, Some(target), _) if !state.upstream.compacts(target) => {
             return unsupported_on_provider(dialect, "/v1/responses/compact");
         }
         (Route::Responses | Route::ResponsesCompact, Some(_), Some(Dialect::Responses)) => {}
-        // No provider speaks the Chat wire yet; the rest cannot happen (routes above).
+        // Responses and Anthropic clients of a chat provider go through the hub.
+        (Route::Responses | Route::Messages, Some(target), Some(Dialect::Chat)) => {
+            let client = if route == Route::Messages {
+                Dialect::Anthropic
+            } else {
+                Dialect::Responses
+            };
+            return super::hub::forward_over_wire(
+                state,
+                client,
+                Dialect::Chat,
+                &parts.headers,
+                plain,
+                target,
+                reservation,
+                log,
+            )
+            .await;
+        }
+        // The rest cannot happen (routes above).
         _ => {
             return unsupported_on_provider(dialect, log.route);
         }

@@ -4,7 +4,7 @@
 //!
 //! Chat and Anthropic clients over a Responses provider go through `super::translated`. This
 //! module serves the other direction — a Responses or Chat client whose model is served by a
-//! provider of another wire (today: Anthropic Messages). Each wire is one arm of
+//! provider of another wire (Anthropic Messages, Chat Completions). Each wire is one arm of
 //! [`forward_over_wire`]: its request mapper (from the Responses request), its endpoint and
 //! required headers, and its event decoder (`translate::hub::WireDecoder`). Everything else is
 //! shared with the translated routes (`translated::send`): the retry engine with the wire's
@@ -70,17 +70,64 @@ pub async fn forward_over_wire(
                 wire: Some(Wire {
                     dialect: wire,
                     decoder: Box::new(decoder),
+                    one_body: None,
                 }),
             };
             translated::send(state, headers, &mapped, outgoing, target, reservation, log).await
         }
-        Dialect::Chat => super::handler::unsupported_on_provider(
-            client,
-            "requests in this dialect yet (it speaks Chat Completions)",
-        ),
+        Dialect::Chat => {
+            // The model's settings, by the name the client asked for (an alias's settings
+            // included), else the one the Responses request sends upstream: its forced params
+            // go on the chat body, and its think-tag rule to the wire's decoder (which reads
+            // `<think>` sections into reasoning itself, so the client's translator filters
+            // nothing more).
+            let upstream_model = mapped
+                .body
+                .get("model")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default();
+            let settings = state
+                .models
+                .resolve(&mapped.context.model)
+                .or_else(|_| state.models.resolve(upstream_model))
+                .ok();
+            let options = translate::hub::chat::ChatWireOptions {
+                params: settings
+                    .as_ref()
+                    .map(|s| s.params.clone())
+                    .unwrap_or_default(),
+                ..Default::default()
+            };
+            let request = match translate::hub::chat::map_request(&mapped.body, &options) {
+                Ok(request) => request,
+                Err(e) => return refused(client, e),
+            };
+            let think = settings.map_or(mapped.context.think, |s| s.think);
+            let mut mapped = mapped;
+            mapped.context.think = translate::think::ThinkMode::Off;
+            let decoder = request.decoder(&mapped.context.model, think);
+            let outgoing = Outgoing {
+                body: &request.body,
+                endpoint,
+                headers: &[],
+                wire: Some(Wire {
+                    dialect: wire,
+                    decoder: Box::new(decoder),
+                    one_body: Some(chat_body_as_stream),
+                }),
+            };
+            translated::send(state, headers, &mapped, outgoing, target, reservation, log).await
+        }
         // A Responses provider is no hub case: the handler relays to it directly.
         Dialect::Responses => super::handler::unsupported_on_provider(client, "this request"),
     }
+}
+
+/// A chat server's one `chat.completion` body as the chunk stream a streaming server sends
+/// (usage chunk included, for accounting; the decoder applies the think rule).
+fn chat_body_as_stream(body: &[u8]) -> Option<Vec<u8>> {
+    translate::hub::chat::completion_as_stream(body, translate::think::ThinkMode::Off, true)
+        .map(|(stream, _)| stream)
 }
 
 /// A wire mapper's refusal as the client's error answer.

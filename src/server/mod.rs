@@ -7,6 +7,7 @@
 
 pub mod anthropic;
 pub mod body;
+pub mod chat;
 pub mod encoding;
 pub mod errors;
 pub mod handler;

@@ -78,7 +78,14 @@ pub struct Wire {
     pub dialect: Dialect,
     /// A fresh decoder for this answer.
     pub decoder: Box<dyn WireDecoder>,
+    /// For a wire whose servers may answer a streaming request with one JSON body (some chat
+    /// servers do): turns such a body into the wire's event stream (`None`: not an answer).
+    /// The body is read whole first, at most [`MAX_AGGREGATE_BYTES`].
+    pub one_body: Option<OneBody>,
 }
+
+/// Turns a wire's one-JSON-body answer into its event stream (`None`: not an answer).
+pub type OneBody = fn(&[u8]) -> Option<Vec<u8>>;
 
 /// Most upstream bytes read into one aggregated answer (a non-streaming client's); beyond it
 /// the client gets 502 `upstream_response_too_large`.
@@ -283,6 +290,35 @@ pub(super) async fn send(
     }
 }
 
+/// A whole wire event stream (made from a one-body answer) through the client's translator:
+/// the client's stream as one body when it streams, else its aggregated answer.
+fn render_whole(
+    ctx: &ResponseContext,
+    client_stream: bool,
+    decoder: Option<Box<dyn WireDecoder>>,
+    stream: &[u8],
+) -> translate::Rendered {
+    if client_stream {
+        let mut pipeline = StreamPipeline::new(ctx);
+        if let Some(decoder) = decoder {
+            pipeline = pipeline.over_wire(decoder);
+        }
+        let mut out = Vec::with_capacity(stream.len() * 2);
+        pipeline.push(stream, &mut out);
+        pipeline.finish(None, &mut out);
+        return translate::Rendered {
+            status: 200,
+            body: out,
+        };
+    }
+    let mut pipeline = AggregatePipeline::new(ctx);
+    if let Some(decoder) = decoder {
+        pipeline = pipeline.over_wire(decoder);
+    }
+    pipeline.push(stream);
+    pipeline.finish(None)
+}
+
 /// The client's answer for an upstream reply to a request translated with `ctx`; `wire` when
 /// the provider's wire is not Responses (its events are decoded to Responses events first,
 /// and its error bodies read in its shape).
@@ -294,9 +330,13 @@ pub async fn respond(
     log: &mut RequestLog,
     budget: &Arc<BufferBudget>,
 ) -> Response<ProxyBody> {
-    let (wire_dialect, decoder) = match wire {
-        Some(Wire { dialect, decoder }) => (dialect, Some(decoder)),
-        None => (Dialect::Responses, None),
+    let (wire_dialect, decoder, one_body) = match wire {
+        Some(Wire {
+            dialect,
+            decoder,
+            one_body,
+        }) => (dialect, Some(decoder), one_body),
+        None => (Dialect::Responses, None, None),
     };
     log.attempts = reply.attempts;
     log.account = Some(reply.account);
@@ -305,7 +345,49 @@ pub async fn respond(
     log.stats = Some(Arc::clone(&reply.stats));
     let attempts = HeaderValue::from(reply.attempts);
     let status = reply.status;
+    // One JSON body where the wire streams: read whole and made the wire's stream first.
+    let one_body = one_body.filter(|_| {
+        status.is_success()
+            && matches!(reply.body, ReplyBody::Relay(_))
+            && !super::chat::is_event_stream(&reply.headers)
+    });
     let mut response = match reply.body {
+        ReplyBody::Relay(relay) if one_body.is_some() => {
+            let rendered = match (one_body, super::chat::read_whole(*relay).await) {
+                (Some(convert), Ok(whole)) => match convert(&whole) {
+                    Some(stream) => render_whole(ctx, client_stream, decoder, &stream),
+                    None => rendered_error(
+                        ctx.dialect,
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_invalid_response",
+                        "The upstream answered with a body that is not a response.",
+                    ),
+                },
+                (_, Err(super::chat::ReadFailure::Relay(failure))) => rendered_error(
+                    ctx.dialect,
+                    StatusCode::from_u16(failure.status()).unwrap_or(StatusCode::BAD_GATEWAY),
+                    failure.code(),
+                    failure.message(),
+                ),
+                _ => rendered_error(
+                    ctx.dialect,
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_response_too_large",
+                    "The upstream answer is larger than the proxy aggregates.",
+                ),
+            };
+            let streamed = client_stream && rendered.status == 200;
+            let status = StatusCode::from_u16(rendered.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let mut response = Response::new(ProxyBody::full(Bytes::from(rendered.body)));
+            *response.status_mut() = status;
+            let kind = if streamed {
+                "text/event-stream"
+            } else {
+                "application/json"
+            };
+            *response.headers_mut() = translated_headers(reply.headers, kind);
+            response
+        }
         ReplyBody::Full(bytes) => {
             // An upstream error (or a plain body where an event stream was expected).
             let body = if status.is_success() {

@@ -85,6 +85,56 @@ pub struct SseScanner {
     has_fields: bool,
     /// The usage the last terminal event reported, until taken ([`SseScanner::take_usage`]).
     usage: Option<super::usage::Reported>,
+    /// Chat: a chunk with a `finish_reason` was seen (a `[DONE]` before one ends nothing).
+    chat_finished: bool,
+}
+
+/// What the commit point needs of a Chat Completions chunk (`docs/chat-wire.md`).
+#[derive(Deserialize)]
+struct ChatPeek<'a> {
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
+    #[serde(default, borrow)]
+    choices: Option<Vec<ChatChoicePeek<'a>>>,
+    #[serde(default)]
+    usage: Option<super::hub::chat::ChatUsage>,
+    #[serde(default, borrow)]
+    model: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct ChatChoicePeek<'a> {
+    #[serde(default)]
+    finish_reason: Option<serde::de::IgnoredAny>,
+    #[serde(default, borrow)]
+    delta: Option<ChatDeltaPeek<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ChatDeltaPeek<'a> {
+    #[serde(default, borrow)]
+    content: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    tool_calls: Option<serde::de::IgnoredAny>,
+    #[serde(default, borrow)]
+    reasoning_content: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    refusal: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl ChatDeltaPeek<'_> {
+    /// Carries something for the client (not just a role).
+    fn says_something(&self) -> bool {
+        let text =
+            |t: &Option<std::borrow::Cow<'_, str>>| t.as_ref().is_some_and(|t| !t.is_empty());
+        text(&self.content)
+            || self.tool_calls.is_some()
+            || text(&self.reasoning_content)
+            || text(&self.reasoning)
+            || text(&self.refusal)
+    }
 }
 
 #[derive(Deserialize)]
@@ -220,6 +270,13 @@ impl SseScanner {
         }
         let mut usage_event = false;
         let wire = self.wire;
+        if wire == WireKind::Chat && self.event_name.is_none() {
+            let class = self.chat_class();
+            self.data.clear();
+            self.data_overflow = false;
+            self.has_fields = false;
+            return Some(class);
+        }
         let class = match self.event_name.take() {
             Some(name) => {
                 usage_event = wire.carries_usage(&name);
@@ -251,6 +308,46 @@ impl SseScanner {
         self.data_overflow = false;
         self.has_fields = false;
         Some(class)
+    }
+}
+
+impl SseScanner {
+    /// The class of the Chat chunk in `self.data`: content, tool calls or reasoning commit;
+    /// a `finish_reason`, an in-band `error`, and `[DONE]` after a finish are terminal; a
+    /// role-only or empty chunk, the usage chunk and a `[DONE]` before any finish are
+    /// bootstrap (a stream that stops there ended before its answer). The usage chunk's
+    /// usage is kept for [`SseScanner::take_usage`].
+    fn chat_class(&mut self) -> EventClass {
+        if self.data_overflow {
+            return EventClass::Content;
+        }
+        if self.data == b"[DONE]" {
+            return match self.chat_finished {
+                true => EventClass::Terminal,
+                false => EventClass::Bootstrap,
+            };
+        }
+        let Ok(peek) = serde_json::from_slice::<ChatPeek>(&self.data) else {
+            return EventClass::Content;
+        };
+        if peek.error.is_some() {
+            return EventClass::Terminal;
+        }
+        if let Some(usage) = &peek.usage {
+            self.usage = Some(usage.reported(peek.model.as_deref().map(str::to_owned)));
+        }
+        let choices = peek.choices.unwrap_or_default();
+        if choices.iter().any(|c| c.finish_reason.is_some()) {
+            self.chat_finished = true;
+            return EventClass::Terminal;
+        }
+        let content = choices
+            .iter()
+            .any(|c| c.delta.as_ref().is_some_and(ChatDeltaPeek::says_something));
+        match content {
+            true => EventClass::Content,
+            false => EventClass::Bootstrap,
+        }
     }
 }
 
@@ -291,6 +388,50 @@ data: \"response\":{\"id\":\"r1\"}}\n\n";
             start = end;
         }
         out
+    }
+
+    /// The classes of a chat stream fed one byte at a time, and the usage it reported.
+    fn chat_classes(stream: &str) -> (Vec<EventClass>, Option<super::super::usage::Reported>) {
+        let mut scanner = SseScanner::for_wire(super::super::Dialect::Chat);
+        let mut out = Vec::new();
+        for byte in stream.as_bytes().chunks(1) {
+            scanner.feed(byte, |c| out.push(c));
+        }
+        (out, scanner.take_usage())
+    }
+
+    #[test]
+    fn chat_chunks_are_classed_by_what_they_carry() {
+        use EventClass::*;
+        let stream = "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n\
+            data: {\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"hm\"}}]}\n\n\
+            data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"h\\u00e9\"},\"finish_reason\":null}]}\n\n\
+            data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0}]}}]}\n\n\
+            data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n\
+            data: {\"model\":\"q\",\"choices\":[],\"usage\":{\"prompt_tokens\":11,\"completion_tokens\":7,\
+            \"prompt_tokens_details\":{\"cached_tokens\":3}}}\n\n\
+            data: [DONE]\n\n";
+        let (classes, usage) = chat_classes(stream);
+        assert_eq!(
+            classes,
+            [Bootstrap, Content, Content, Content, Terminal, Bootstrap, Terminal]
+        );
+        let usage = usage.unwrap();
+        assert_eq!(
+            (
+                usage.input,
+                usage.cached,
+                usage.output,
+                usage.model.as_deref()
+            ),
+            (11, 3, 7, Some("q"))
+        );
+        // `[DONE]` before any finish ends nothing; an in-band error is terminal.
+        let (classes, _) = chat_classes(
+            "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\ndata: [DONE]\n\n\
+             data: {\"error\":{\"message\":\"busy\",\"code\":503}}\n\n",
+        );
+        assert_eq!(classes, [Bootstrap, Bootstrap, Terminal]);
     }
 
     #[test]

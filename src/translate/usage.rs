@@ -34,9 +34,10 @@ struct Details {
 
 #[derive(Deserialize)]
 struct WireUsage {
-    #[serde(default)]
+    /// Chat Completions names it `prompt_tokens` (a chat provider's JSON answer).
+    #[serde(default, alias = "prompt_tokens")]
     input_tokens: Option<u64>,
-    #[serde(default)]
+    #[serde(default, alias = "completion_tokens")]
     output_tokens: Option<u64>,
     /// Anthropic counts cache reads and cache writes apart from `input_tokens`
     /// (`docs/anthropic-wire.md`, "Usage"); the Responses wire never sends these.
@@ -44,9 +45,9 @@ struct WireUsage {
     cache_read_input_tokens: Option<u64>,
     #[serde(default)]
     cache_creation_input_tokens: Option<u64>,
-    #[serde(default)]
+    #[serde(default, alias = "prompt_tokens_details")]
     input_tokens_details: Option<Details>,
-    #[serde(default)]
+    #[serde(default, alias = "completion_tokens_details")]
     output_tokens_details: Option<Details>,
 }
 

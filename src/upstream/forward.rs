@@ -407,9 +407,12 @@ impl Upstream {
         for (name, value) in &provider.headers {
             headers.insert(name.clone(), value.clone());
         }
-        // A placeholder that the connection layer swaps for the key (see `inject`).
+        // A placeholder that the connection layer swaps for the key (see `inject`). A keyless
+        // provider sends no credential header at all (the client's was dropped above).
         let token = account.token();
-        headers.insert(token.form.header(), token.placeholder.clone()?);
+        if !provider.keyless {
+            headers.insert(token.form.header(), token.placeholder.clone()?);
+        }
         headers.insert(
             header::ACCEPT_ENCODING,
             HeaderValue::from_static("identity"),
@@ -426,6 +429,7 @@ impl Upstream {
                 }
                 false
             }
+            ProviderKind::Chat => false,
         };
         let mut body = out.body.clone();
         let mut rewritten = false;
@@ -563,6 +567,12 @@ impl Upstream {
             let observe = |outcome: &'static str| {
                 if let Some(observer) = &self.attempts {
                     observer.attempt(self.provider_name(&chosen), account, outcome);
+                }
+                // `/health`'s per-provider last attempt (an abort says nothing about it).
+                if outcome != "aborted" {
+                    let ok = matches!(outcome, "served" | "request_error");
+                    let unix = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+                    self.health.attempted(chosen.provider, ok, unix);
                 }
             };
             let (verdict, answer) = match self.attempt(request, deadline, &out.abort).await {
@@ -1085,11 +1095,7 @@ fn pre_commit_verdict(relay: &RelayParts, kind: ProviderKind) -> Verdict {
         let held: Vec<u8> = relay.held.iter().flat_map(|b| b.iter().copied()).collect();
         let event: Option<serde_json::Value> =
             last_event_data(&held).and_then(|d| serde_json::from_slice(&d).ok());
-        let failed = event
-            .as_ref()
-            .and_then(|e| e.get("type"))
-            .and_then(|t| t.as_str())
-            .is_some_and(|t| kind.is_failure_event(t));
+        let failed = event.as_ref().is_some_and(|e| kind.is_failure_chunk(e));
         return match (failed, event.as_ref()) {
             (true, Some(event)) => classify_in_band(event, unix_now()),
             // A completed or incomplete response with no output is still an answer.

@@ -31,13 +31,37 @@ struct Failure {
     count: u64,
 }
 
-/// Connection failures per upstream host.
+/// Connection failures per upstream host, and each provider's last attempt.
 #[derive(Default)]
 pub struct UpstreamHealth {
     failing: Mutex<Vec<Failure>>,
     /// True while `failing` may be non-empty: every answered request checks it, so the
     /// common case (nothing failing) takes no lock.
     any_failing: AtomicBool,
+    /// Per provider (its index): how its last upstream attempt ended and when. Learned from
+    /// real requests only: the proxy sends no probing traffic of its own.
+    last_attempts: Mutex<Vec<Option<LastAttempt>>>,
+}
+
+/// How a provider's last upstream attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LastAttempt {
+    ok: bool,
+    /// Unix seconds.
+    at: i64,
+}
+
+/// One provider in `/health`'s `providers`: never a URL, key or account.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct ProviderStatus {
+    pub name: String,
+    pub kind: &'static str,
+    /// Whether its last upstream attempt succeeded (`null`: none yet). A success is an answer
+    /// the client got (its request's own 4xx included); a failure is a network fault, a
+    /// timeout, a 429/5xx or an in-band failure before the answer.
+    pub last_attempt_ok: Option<bool>,
+    /// When that attempt ended (RFC 3339, UTC).
+    pub last_attempt_at: Option<String>,
 }
 
 /// The `upstream` object of `/health`.
@@ -128,6 +152,22 @@ impl UpstreamHealth {
             .store(!failing.is_empty(), Ordering::Release);
     }
 
+    /// Provider `index`'s upstream attempt ended (`ok`: see [`ProviderStatus`]) at `unix`
+    /// seconds.
+    pub fn attempted(&self, index: usize, ok: bool, unix: i64) {
+        let mut last = self.last_attempts.lock().unwrap_or_else(|p| p.into_inner());
+        if last.len() <= index {
+            last.resize(index + 1, None);
+        }
+        last[index] = Some(LastAttempt { ok, at: unix });
+    }
+
+    /// Provider `index`'s last attempt: (succeeded, unix seconds).
+    fn last_attempt(&self, index: usize) -> Option<LastAttempt> {
+        let last = self.last_attempts.lock().unwrap_or_else(|p| p.into_inner());
+        last.get(index).copied().flatten()
+    }
+
     pub fn status(&self, now: Instant) -> UpstreamStatus {
         let failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
         match failing.last() {
@@ -155,13 +195,30 @@ pub struct HealthDocument {
     #[serde(flatten)]
     pub pool: crate::pool::Health,
     pub upstream: UpstreamStatus,
+    /// Every provider in routing order, with how its last upstream attempt went.
+    pub providers: Vec<ProviderStatus>,
 }
 
 impl Upstream {
     pub fn health_document(&self, now: Instant) -> HealthDocument {
+        let providers = self
+            .providers
+            .iter()
+            .enumerate()
+            .map(|(index, p)| {
+                let last = self.health.last_attempt(index);
+                ProviderStatus {
+                    name: p.name.clone(),
+                    kind: p.kind.name(),
+                    last_attempt_ok: last.map(|l| l.ok),
+                    last_attempt_at: last.map(|l| crate::secret::jwt::format_rfc3339(l.at)),
+                }
+            })
+            .collect();
         HealthDocument {
             pool: self.pool.health(now),
             upstream: self.health.status(now),
+            providers,
         }
     }
 
@@ -188,6 +245,7 @@ impl Upstream {
             };
             let base = provider.base.display();
             parts.push(match provider.kind.credential() {
+                _ if provider.keyless => format!("{name}{base} (keyless)"),
                 AccountKind::ApiKey => {
                     format!("{name}{base} ({})", plural(n, "API key", "API keys"))
                 }
@@ -232,6 +290,24 @@ mod tests {
         assert_eq!(health.status(now).status, "failing");
         health.answered("api.example:443");
         assert_eq!(health.status(now).status, "ok");
+    }
+
+    #[test]
+    fn each_provider_keeps_its_last_attempt_only() {
+        let health = UpstreamHealth::default();
+        assert_eq!(health.last_attempt(2), None);
+        health.attempted(2, false, 1_800_000_000);
+        health.attempted(2, true, 1_800_000_005);
+        health.attempted(0, false, 1_800_000_001);
+        assert_eq!(
+            health.last_attempt(2),
+            Some(LastAttempt {
+                ok: true,
+                at: 1_800_000_005
+            })
+        );
+        assert_eq!(health.last_attempt(0).map(|l| l.ok), Some(false));
+        assert_eq!(health.last_attempt(1), None);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! | `openai` | Responses | `Authorization: Bearer` | `https://api.openai.com/v1` | `x-ratelimit-*` | yes | local estimate |
 //! | `chatgpt` | Responses (Codex backend profile) | Bearer + `chatgpt-account-id` | `https://chatgpt.com/backend-api/codex` | `x-codex-*` | yes | local estimate |
 //! | `anthropic` | Anthropic Messages | `x-api-key` (+ `anthropic-version`) | `https://api.anthropic.com/v1` | `anthropic-ratelimit-*` | no | forwarded |
+//! | `chat` | Chat Completions | `Authorization: Bearer`, or none when `keyless` | none (required) | none | no | local estimate |
 //!
 //! Per wire, the commit point's event classes ([`ProviderKind::event_class`]) and the shape
 //! of the failure event written after commit ([`ProviderKind::wire`], through
@@ -15,6 +16,12 @@
 //! `rate_limit_error` with `retry-after` cools the key down, and a 529 or an in-band
 //! `overloaded_error` is the server's (a soft cooldown and a failover to another key of the
 //! provider). The Anthropic wire is described in `docs/anthropic-wire.md`.
+//!
+//! The Chat wire (`docs/chat-wire.md`) has no event types: a chunk is classed by what it
+//! carries ([`crate::translate::sse`]): content, tool calls or reasoning commit; a role-only
+//! or empty chunk is bootstrap; a `finish_reason`, an in-band `{"error":…}`, and `[DONE]`
+//! after a finish are terminal. A keyless chat provider has one credential-less account, so
+//! pool, cooldowns and failover work for it as for any other.
 //!
 //! Routing ([`route`], DESIGN §9): the model after aliases and suffixes goes to the first
 //! provider whose globs match, else the `default` one, else nowhere (`model_not_found`).
@@ -56,6 +63,9 @@ pub struct ProviderConfig {
     /// One of the two providers that exist without a file. Without `--config` they serve
     /// every model; with one, the models DESIGN §9 gives them.
     pub implicit: bool,
+    /// A `chat` provider without a key (`keyless = true`): no credential header goes
+    /// upstream, and it needs no credential on stdin.
+    pub keyless: bool,
 }
 
 /// The kind of an upstream API.
@@ -67,14 +77,18 @@ pub enum ProviderKind {
     Chatgpt,
     /// Anthropic's Messages API with an API key.
     Anthropic,
+    /// A Chat Completions server (llama.cpp, vLLM, Ollama, LM Studio, DeepSeek, OpenRouter,
+    /// Groq), with a Bearer key or none.
+    Chat,
 }
 
 impl ProviderKind {
     /// Every kind, in the order the config file documents them.
-    pub const ALL: [ProviderKind; 3] = [
+    pub const ALL: [ProviderKind; 4] = [
         ProviderKind::Openai,
         ProviderKind::Chatgpt,
         ProviderKind::Anthropic,
+        ProviderKind::Chat,
     ];
 
     /// The name used in the config file's `kind` key.
@@ -83,6 +97,7 @@ impl ProviderKind {
             ProviderKind::Openai => "openai",
             ProviderKind::Chatgpt => "chatgpt",
             ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Chat => "chat",
         }
     }
 
@@ -91,12 +106,13 @@ impl ProviderKind {
         Self::ALL.into_iter().find(|k| k.name() == name)
     }
 
-    /// The API base used when the provider names none.
-    pub fn default_base_url(self) -> &'static str {
+    /// The API base used when the provider names none (`None`: `base_url` is required).
+    pub fn default_base_url(self) -> Option<&'static str> {
         match self {
-            ProviderKind::Openai => "https://api.openai.com/v1",
-            ProviderKind::Chatgpt => "https://chatgpt.com/backend-api/codex",
-            ProviderKind::Anthropic => "https://api.anthropic.com/v1",
+            ProviderKind::Openai => Some("https://api.openai.com/v1"),
+            ProviderKind::Chatgpt => Some("https://chatgpt.com/backend-api/codex"),
+            ProviderKind::Anthropic => Some("https://api.anthropic.com/v1"),
+            ProviderKind::Chat => None,
         }
     }
 
@@ -105,13 +121,14 @@ impl ProviderKind {
         match self {
             ProviderKind::Openai | ProviderKind::Chatgpt => Dialect::Responses,
             ProviderKind::Anthropic => Dialect::Anthropic,
+            ProviderKind::Chat => Dialect::Chat,
         }
     }
 
     /// How the credential goes on the wire.
     pub fn auth_form(self) -> AuthForm {
         match self {
-            ProviderKind::Openai | ProviderKind::Chatgpt => AuthForm::Bearer,
+            ProviderKind::Openai | ProviderKind::Chatgpt | ProviderKind::Chat => AuthForm::Bearer,
             ProviderKind::Anthropic => AuthForm::XApiKey,
         }
     }
@@ -119,7 +136,9 @@ impl ProviderKind {
     /// The kind of credential its accounts hold (and `/health`'s `kind`).
     pub fn credential(self) -> AccountKind {
         match self {
-            ProviderKind::Openai | ProviderKind::Anthropic => AccountKind::ApiKey,
+            ProviderKind::Openai | ProviderKind::Anthropic | ProviderKind::Chat => {
+                AccountKind::ApiKey
+            }
             ProviderKind::Chatgpt => AccountKind::Chatgpt,
         }
     }
@@ -134,6 +153,8 @@ impl ProviderKind {
         match self {
             ProviderKind::Openai | ProviderKind::Chatgpt => crate::pool::quota::remaining(headers),
             ProviderKind::Anthropic => crate::pool::quota::anthropic_remaining(headers),
+            // Chat servers send no common quota headers.
+            ProviderKind::Chat => None,
         }
     }
 
@@ -141,12 +162,13 @@ impl ProviderKind {
     pub fn refreshes(self) -> bool {
         match self {
             ProviderKind::Chatgpt => true,
-            ProviderKind::Openai | ProviderKind::Anthropic => false,
+            ProviderKind::Openai | ProviderKind::Anthropic | ProviderKind::Chat => false,
         }
     }
 
     /// True for the terminal event types of its stream that report a failure (classified
-    /// like an error status before commit, `classify::classify_in_band`).
+    /// like an error status before commit, `classify::classify_in_band`). Chat chunks have
+    /// no type: see [`ProviderKind::is_failure_chunk`].
     pub fn is_failure_event(self, event_type: &str) -> bool {
         match self.wire() {
             Dialect::Responses => matches!(event_type, "response.failed" | "error"),
@@ -155,11 +177,23 @@ impl ProviderKind {
         }
     }
 
+    /// True when a terminal event's JSON reports a failure: by its type, or on the Chat wire
+    /// by a top-level `error` (an in-band error chunk).
+    pub fn is_failure_chunk(self, event: &serde_json::Value) -> bool {
+        match self.wire() {
+            Dialect::Chat => event.get("error").is_some_and(|e| !e.is_null()),
+            Dialect::Responses | Dialect::Anthropic => event
+                .get("type")
+                .and_then(|t| t.as_str())
+                .is_some_and(|t| self.is_failure_event(t)),
+        }
+    }
+
     /// Serves `/v1/responses/compact` (the others answer 400 `unsupported_on_provider`).
     pub fn compacts(self) -> bool {
         match self {
             ProviderKind::Openai | ProviderKind::Chatgpt => true,
-            ProviderKind::Anthropic => false,
+            ProviderKind::Anthropic | ProviderKind::Chat => false,
         }
     }
 
@@ -167,7 +201,7 @@ impl ProviderKind {
     /// `None`: the proxy estimates them.
     pub fn count_tokens_endpoint(self) -> Option<&'static str> {
         match self {
-            ProviderKind::Openai | ProviderKind::Chatgpt => None,
+            ProviderKind::Openai | ProviderKind::Chatgpt | ProviderKind::Chat => None,
             ProviderKind::Anthropic => Some("/messages/count_tokens"),
         }
     }
@@ -178,6 +212,7 @@ impl ProviderKind {
             (ProviderKind::Openai | ProviderKind::Chatgpt, false) => "/responses",
             (ProviderKind::Openai | ProviderKind::Chatgpt, true) => "/responses/compact",
             (ProviderKind::Anthropic, _) => "/messages",
+            (ProviderKind::Chat, _) => "/chat/completions",
         }
     }
 }
@@ -191,6 +226,7 @@ impl ProviderConfig {
             form: self.kind.auth_form(),
             takes: self.kind.credential(),
             implicit: self.implicit,
+            keyless: self.keyless,
         }
     }
 }
@@ -273,11 +309,16 @@ mod tests {
         ProviderConfig {
             name: name.to_string(),
             kind,
-            base: UpstreamBase::parse(kind.default_base_url()).unwrap(),
+            base: UpstreamBase::parse(
+                kind.default_base_url()
+                    .unwrap_or("http://127.0.0.1:8080/v1"),
+            )
+            .unwrap(),
             models: globs.iter().map(|g| Glob::new(g).unwrap()).collect(),
             default: false,
             headers: Vec::new(),
             implicit,
+            keyless: false,
         }
     }
 
@@ -404,7 +445,8 @@ mod tests {
         for kind in ProviderKind::ALL {
             assert_eq!(ProviderKind::from_name(kind.name()), Some(kind));
         }
-        assert_eq!(ProviderKind::from_name("chat"), None);
+        assert_eq!(ProviderKind::from_name("chat"), Some(ProviderKind::Chat));
+        assert_eq!(ProviderKind::from_name("Chat"), None);
         assert_eq!(ProviderKind::from_name("OpenAI"), None);
     }
 }

@@ -8,6 +8,11 @@
 //! * By default a request gets [`ChatMock::answer`] in the mock's [`ChatStyle`]: a stream when
 //!   the body says `"stream": true` (with the usage chunk when it asks for
 //!   `stream_options.include_usage`), else one `chat.completion` JSON body.
+//! * With [`ChatMock::answer_tools`] on (`mock_upstream --wire chat --tools`), the default
+//!   answer follows the conversation like an agent's model ([`tool_answer`]): after a `tool`
+//!   message, `The tool returned: <content>`; given `tools` and a last user text that names
+//!   one (or says "tool"), or a `tool_choice` that asks for one, a call of that tool (else the
+//!   first) with its required arguments filled (a `command` gets `echo tool-ran-$((6*7))`).
 //! * Queued [`ChatScript`]s answer the next requests instead: chunk streams written in pieces
 //!   of any size (so tags, UTF-8 characters and lines are split anywhere), cut connections,
 //!   in-band error chunks, one JSON body to a stream request, HTTP errors.
@@ -19,6 +24,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -163,6 +169,8 @@ struct Shared {
     gap: Duration,
     recorded: Mutex<Vec<ChatRecorded>>,
     scripts: Mutex<VecDeque<ChatScript>>,
+    /// The default answer follows tools and tool results ([`tool_answer`]).
+    tools: AtomicBool,
 }
 
 /// The running mock; see the module docs.
@@ -196,6 +204,7 @@ impl ChatMock {
             gap,
             recorded: Mutex::new(Vec::new()),
             scripts: Mutex::new(VecDeque::new()),
+            tools: AtomicBool::new(false),
         });
         let mock = ChatMock {
             addr,
@@ -221,6 +230,11 @@ impl ChatMock {
             }
         });
         mock
+    }
+
+    /// Turns the tool-following default answer on or off (see the module docs).
+    pub fn answer_tools(&self, on: bool) {
+        self.shared.tools.store(on, Ordering::Relaxed);
     }
 
     /// Queues the answer for a future request (answered in order, before the default).
@@ -421,7 +435,11 @@ async fn serve(request: Request<Incoming>, shared: Arc<Shared>) -> Response<Mock
             response
         }
         None if streaming => {
-            let body = stream_body(shared.style, &model, &shared.answer, usage);
+            let answer = match shared.tools.load(Ordering::Relaxed) {
+                true => tool_answer(&request, &shared.answer),
+                false => shared.answer.clone(),
+            };
+            let body = stream_body(shared.style, &model, &answer, usage);
             // One event per write, `gap` apart.
             let pieces = body
                 .split_inclusive("\n\n")
@@ -429,7 +447,138 @@ async fn serve(request: Request<Incoming>, shared: Arc<Shared>) -> Response<Mock
                 .collect();
             sse_response(pieces, shared.gap, false)
         }
-        None => json_response(200, &completion_body(shared.style, &model, &shared.answer)),
+        None => {
+            let answer = match shared.tools.load(Ordering::Relaxed) {
+                true => tool_answer(&request, &shared.answer),
+                false => shared.answer.clone(),
+            };
+            json_response(200, &completion_body(shared.style, &model, &answer))
+        }
+    }
+}
+
+/// The answer an agent's model would give to `request` (a chat body): after a `tool` message,
+/// a text quoting the results; given tools and a last user text (its last text part that is
+/// not a `<system-reminder>`) naming one (or the word
+/// "tool"), or a `tool_choice` asking for one, a call of that tool (else the first) with its
+/// required arguments filled; else `base`. Reasoning and usage are `base`'s.
+pub fn tool_answer(request: &Value, base: &ChatAnswer) -> ChatAnswer {
+    let messages = request["messages"].as_array().cloned().unwrap_or_default();
+    let text_of = |content: &Value| match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(""),
+        _ => String::new(),
+    };
+    let mut answer = base.clone();
+    answer.tool_call = None;
+    let last = messages.last().cloned().unwrap_or(Value::Null);
+    if last["role"] == "tool" {
+        let results: Vec<String> = messages
+            .iter()
+            .rev()
+            .take_while(|m| m["role"] == "tool")
+            .map(|m| text_of(&m["content"]))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        answer.text = format!("The tool returned: {}", results.join("; "));
+        return answer;
+    }
+    let tools = request["tools"].as_array().cloned().unwrap_or_default();
+    let name_of = |tool: &Value| tool["function"]["name"].as_str().unwrap_or("").to_owned();
+    // The last text part of the last user message that is not a `<system-reminder>` (Claude
+    // Code puts reminders, which name tools, beside the prompt).
+    let prompt = messages
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .map(|m| match &m["content"] {
+            Value::Array(parts) => parts
+                .iter()
+                .rev()
+                .filter_map(|p| p["text"].as_str())
+                .find(|t| !t.trim_start().starts_with("<system-reminder>"))
+                .unwrap_or_default()
+                .to_owned(),
+            content => without_reminders(&text_of(content)),
+        })
+        .unwrap_or_default();
+    let forced = match &request["tool_choice"] {
+        Value::String(s) if s == "required" => tools.first().cloned(),
+        Value::Object(o) => {
+            let wanted = o
+                .get("function")
+                .and_then(|f| f["name"].as_str())
+                .unwrap_or("");
+            tools.iter().find(|t| name_of(t) == wanted).cloned()
+        }
+        _ => None,
+    };
+    let chosen = forced
+        .or_else(|| {
+            tools
+                .iter()
+                .find(|t| !name_of(t).is_empty() && prompt.contains(&name_of(t)))
+                .cloned()
+        })
+        .or_else(|| {
+            prompt
+                .to_lowercase()
+                .contains("tool")
+                .then(|| tools.first().cloned())
+                .flatten()
+        });
+    if let Some(tool) = chosen {
+        let arguments = example(Some(&tool["function"]["parameters"]), "");
+        answer.text = String::new();
+        answer.tool_call = Some((name_of(&tool), arguments.to_string()));
+    }
+    answer
+}
+
+/// `text` without its `<system-reminder>…</system-reminder>` sections (a mapper may join
+/// Claude Code's reminder parts and its prompt into one string).
+fn without_reminders(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("<system-reminder>") {
+        out.push_str(&rest[..start]);
+        rest = match rest[start..].find("</system-reminder>") {
+            Some(end) => &rest[start + end + "</system-reminder>".len()..],
+            None => "",
+        };
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A value of a JSON schema: an object gets its required properties; a string `"mock"`, but a
+/// property named `command` a shell command that prints a marker.
+fn example(schema: Option<&Value>, name: &str) -> Value {
+    let Some(schema) = schema.filter(|s| s.is_object()) else {
+        return json!({});
+    };
+    match schema["type"].as_str().unwrap_or("object") {
+        "object" => {
+            let mut map = serde_json::Map::new();
+            for required in schema["required"].as_array().into_iter().flatten() {
+                if let Some(key) = required.as_str() {
+                    map.insert(key.to_owned(), example(schema["properties"].get(key), key));
+                }
+            }
+            Value::Object(map)
+        }
+        "string" if name == "command" => json!("echo tool-ran-$((6*7))"),
+        "string" => json!("mock"),
+        "integer" | "number" => json!(1),
+        "boolean" => json!(true),
+        "array" => json!([]),
+        _ => Value::Null,
     }
 }
 

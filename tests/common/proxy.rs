@@ -62,7 +62,9 @@ impl TestProxy {
         intake.read_slice(input).unwrap();
         let credentials = match intake.into_credentials() {
             Ok(credentials) => credentials,
-            Err(codex_proxy::secret::IntakeError::Empty) if config.auth_dir.is_some() => {
+            Err(codex_proxy::secret::IntakeError::Empty)
+                if codex_proxy::empty_stdin_allowed(&config) =>
+            {
                 codex_proxy::secret::Credentials::empty().unwrap()
             }
             Err(e) => panic!("credentials: {e}"),

@@ -32,6 +32,7 @@ fn claude_provider(base_url: &str) -> ProviderConfig {
         default: false,
         headers: Vec::new(),
         implicit: false,
+        keyless: false,
     }
 }
 

@@ -27,6 +27,34 @@ fn health_with(last_status: serde_json::Value) -> serde_json::Value {
     serde_json::json!({"status":"ok","accounts":[{"index":0,"kind":"api_key","provider":"openai","state":"active","cooldown_remaining_s":null,"last_status":last_status,"reason":null}],"upstream":UPSTREAM_OK.clone()})
 }
 
+/// A `/health` document without its `providers` (whose `last_attempt_at` is a clock reading),
+/// and each provider's (name, kind, last_attempt_ok, whether `last_attempt_at` is set).
+fn without_providers(
+    mut health: serde_json::Value,
+) -> (
+    serde_json::Value,
+    Vec<(String, String, serde_json::Value, bool)>,
+) {
+    let providers = health
+        .as_object_mut()
+        .and_then(|o| o.remove("providers"))
+        .unwrap_or_default();
+    let shown = providers
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap_or_default().to_owned(),
+                p["kind"].as_str().unwrap_or_default().to_owned(),
+                p["last_attempt_ok"].clone(),
+                p["last_attempt_at"].is_string(),
+            )
+        })
+        .collect();
+    (health, shown)
+}
+
 async fn health(proxy: &TestProxy, extra: &[(&str, &str)]) -> RawResponse {
     raw::exchange(proxy.addr, &raw::get(proxy.addr, "/health", extra), LIMIT).await
 }
@@ -52,7 +80,25 @@ async fn health_reports_the_account_state_and_last_upstream_status_never_the_key
     assert_eq!(response.status, 200, "{}", response.text());
     assert!(response.complete);
     assert_eq!(response.header("content-type"), Some("application/json"));
-    assert_eq!(response.json(), health_with(serde_json::Value::Null));
+    let (rest, providers) = without_providers(response.json());
+    assert_eq!(rest, health_with(serde_json::Value::Null));
+    let implicit = |openai: serde_json::Value| {
+        vec![
+            (
+                "openai".to_owned(),
+                "openai".to_owned(),
+                openai.clone(),
+                !openai.is_null(),
+            ),
+            (
+                "chatgpt".to_owned(),
+                "chatgpt".to_owned(),
+                serde_json::Value::Null,
+                false,
+            ),
+        ]
+    };
+    assert_eq!(providers, implicit(serde_json::Value::Null));
     assert_no_secret(&response);
     assert_eq!(mock.count(), 0, "/health must not contact the upstream");
 
@@ -65,7 +111,9 @@ async fn health_reports_the_account_state_and_last_upstream_status_never_the_key
     assert_eq!(forwarded.status, 200, "{}", forwarded.text());
     let response = health(&proxy, &[]).await;
     assert_eq!(response.status, 200);
-    assert_eq!(response.json(), health_with(200.into()));
+    let (rest, providers) = without_providers(response.json());
+    assert_eq!(rest, health_with(200.into()));
+    assert_eq!(providers, implicit(true.into()));
     assert_no_secret(&response);
 
     mock.push(Script::json(429, r#"{"error":{"message":"slow down","type":"rate_limit_error","param":null,"code":"rate_limit_exceeded"}}"#));
@@ -79,8 +127,10 @@ async fn health_reports_the_account_state_and_last_upstream_status_never_the_key
     assert_eq!(forwarded.header("x-should-retry"), Some("false"));
     // The only account now cools down (1 s: a 429 without a hint), so nothing is usable.
     let response = health(&proxy, &[]).await;
+    let (rest, providers) = without_providers(response.json());
+    assert_eq!(providers, implicit(false.into()));
     assert_eq!(
-        response.json(),
+        rest,
         serde_json::json!({"status":"unavailable","accounts":[{"index":0,"kind":"api_key","provider":"openai","state":"cooling_down","cooldown_remaining_s":1,"last_status":429,"reason":"rate_limited"}],"upstream":UPSTREAM_OK.clone()})
     );
     assert_no_secret(&response);

@@ -21,6 +21,7 @@
 //! - `hub`: Responses and Chat clients over an Anthropic provider, through the Responses hub.
 //! - `usage`: tokens counted from what the upstream reported; `GET /usage`, `GET /metrics`.
 //! - `chat_wire`: the Chat Completions mock over a socket, read by the chat wire's pieces.
+//! - `chat_provider`: `kind = "chat"` providers: passthrough, keyless, failover, cut streams.
 //! - `chaos`: 300 concurrent streams over 3 accounts with random upstream faults.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -36,6 +37,7 @@ mod proxy;
 mod raw;
 
 mod chaos;
+mod chat_provider;
 mod chat_wire;
 mod chatgpt;
 mod diagnostics;

@@ -39,6 +39,7 @@ fn provider(name: &str, kind: ProviderKind, base_url: &str, globs: &[&str]) -> P
         default: false,
         headers: Vec::new(),
         implicit: false,
+        keyless: false,
     }
 }
 

@@ -31,8 +31,27 @@ fn provider_model_and_alias_problems_exit_2_naming_the_file_the_line_and_the_key
             &["line 2", "providers.claude.kind", "unknown kind"],
         ),
         (
-            "[users.root]\nmax_concurrent = 1\n\n[providers.local]\nkind = \"chat\"\n",
-            &["line 5", "providers.local.kind", "next release"],
+            "[users.root]\nmax_concurrent = 1\n\n[providers.local]\nkind = \"chat\"\n\
+             models = [\"q*\"]\nbase_url = \"http://192.168.1.20:8080/v1\"\n",
+            &["line 7", "providers.local.base_url", "loopback"],
+        ),
+        (
+            "[providers.lan]\nkind = \"chat\"\nkeyless = true\nmodels = [\"q*\"]\n\
+             base_url = \"http://192.168.1.20:8080/v1\"\n",
+            &[
+                "line 5",
+                "providers.lan.base_url",
+                "allow_plain_http = true",
+            ],
+        ),
+        (
+            "[providers.lan]\nkind = \"chat\"\nallow_plain_http = true\nmodels = [\"q*\"]\n\
+             base_url = \"http://192.168.1.20:8080/v1\"\n",
+            &[
+                "line 3",
+                "providers.lan.allow_plain_http",
+                "only with keyless = true",
+            ],
         ),
         (
             "[providers.local]\nkind = \"openai\"\nmodels = [\"q*\"]\nkeyless = true\n",
@@ -162,5 +181,81 @@ async fn a_file_with_providers_models_aliases_and_users_starts_and_each_part_app
     assert_eq!(mock.count(), 1);
     let (status, logs) = proxy.terminate();
     assert_eq!(status.code(), Some(0), "{logs}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A keyless chat provider needs nothing on stdin and may reach a LAN host over plain
+/// http when it says so; a keyed one still needs its key (exit 3, naming the provider).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyless_chat_provider_starts_without_credentials_and_serves_without_authorization() {
+    use crate::chat_mock::{ChatAnswer, ChatAuth, ChatMock, ChatStyle};
+    let dir = temp_dir("config-chat");
+    let mock = ChatMock::start(
+        ChatAuth::Keyless,
+        ChatStyle::Vllm,
+        ChatAnswer::text("from the local model"),
+    )
+    .await;
+    let file = dir.join("config.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[providers.local]\nkind = \"chat\"\nbase_url = \"{}\"\nkeyless = true\n\
+             models = [\"qwen3-*\"]\n\n\
+             [providers.lan]\nkind = \"chat\"\nbase_url = \"http://192.168.1.20:8080/v1\"\n\
+             keyless = true\nallow_plain_http = true\nmodels = [\"llama*\"]\n",
+            mock.base_url
+        ),
+    )
+    .unwrap();
+    let proxy = crate::spawn::start(
+        Launch {
+            args: vec!["--config".into(), file.display().to_string()],
+            stdin: b"",
+            as_uid: None,
+            env: vec![],
+        },
+        &dir,
+    );
+    let body =
+        r#"{"model":"qwen3-coder","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let response = crate::raw::exchange(
+        proxy.addr,
+        &crate::raw::post(
+            proxy.addr,
+            "/v1/chat/completions",
+            body,
+            &[("authorization", "Bearer from-the-client")],
+        ),
+        std::time::Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.text(), mock.answer("qwen3-coder", false));
+    assert!(mock.requests()[0].headers.get("authorization").is_none());
+    let (status, logs) = proxy.terminate();
+    assert_eq!(status.code(), Some(0), "{logs}");
+
+    // The same provider with a key: it needs one.
+    std::fs::write(
+        &file,
+        format!(
+            "[providers.local]\nkind = \"chat\"\nbase_url = \"{}\"\nmodels = [\"qwen3-*\"]\n",
+            mock.base_url
+        ),
+    )
+    .unwrap();
+    let (status, stderr) = run_to_exit(Launch {
+        args: vec!["--config".into(), file.display().to_string()],
+        stdin: b"sk-for-the-implicit-openai\n",
+        as_uid: None,
+        env: vec![],
+    });
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("provider `local` has no credential"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("sk-for-the-implicit-openai"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -4,7 +4,9 @@
 //! - `secrets`: a canary key never appears in logs, responses or the server-info file.
 //! - `startup`: exit codes and messages for bad configuration, stdin, bind and server-info.
 //! - `config_file`: `--config` providers, models and aliases: exit 2 naming the line and the
-//!   key; a valid file with every section starts and each part applies.
+//!   key (plain http off the host only for a keyless chat provider that allows it); a valid
+//!   file with every section starts and each part applies; a keyless chat provider starts
+//!   with nothing on stdin.
 //! - `hardening`: non-dumpable, core limit, locked memory, no_new_privs; the `--user` drop;
 //!   probes as another process of the same uid, each paired with a control that shows the
 //!   probe works (root only: skipped with a message otherwise).
@@ -27,6 +29,8 @@
 
 #[path = "../common/as_user.rs"]
 mod as_user;
+#[path = "../common/chat_mock.rs"]
+mod chat_mock;
 #[path = "../common/mock.rs"]
 mod mock;
 #[path = "../common/raw.rs"]

@@ -97,8 +97,12 @@ fn config_file_problems_exit_2_naming_the_file_the_line_and_the_key() {
             &["line 3", "max_concurrency"],
         ),
         (
-            "[users.root]\nmax_concurrent = 1\n\n[providers.local]\nkind = \"chat\"\n",
-            &["line 5", "providers.local.kind", "next release"],
+            "[users.root]\nmax_concurrent = 1\n\n[providers.local]\nkind = \"chat\"\n\
+             keyless = true\ndefault = true\n",
+            &[
+                "line 4",
+                "providers.local: kind = \"chat\" needs a base_url",
+            ],
         ),
         (
             "[users.\"*\"]\nmax_concurrent = 2\ntoken_budget = 100000\n",

@@ -17,5 +17,8 @@ pub mod passthrough;
 pub mod request;
 
 pub use decode::{decode_body, ChatUsage, ChatWireDecoder};
-pub use passthrough::{completion_as_stream, rewrite_request, ChatPassthrough, PassthroughRequest};
+pub use passthrough::{
+    completion_as_stream, completion_with_think, rewrite_request, ChatPassthrough,
+    PassthroughRequest,
+};
 pub use request::{map_request, ChatRequest, ChatWireOptions, MaxTokensField};

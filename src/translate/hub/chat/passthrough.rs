@@ -196,6 +196,52 @@ pub fn completion_as_stream(
     Some((out, stage.usage.take()))
 }
 
+/// A whole `chat.completion` body (a non-streaming answer) with the model's think rule
+/// applied to each choice's `message.content`: `strip` removes the sections (and the
+/// whitespace right after a closing tag), `reasoning` moves them to
+/// `message.reasoning_content` (after any reasoning the server gave). `None`: nothing to
+/// change (no rule, no tag, or not a completion), so the body goes out as it came.
+pub fn completion_with_think(body: &[u8], mode: ThinkMode) -> Option<Vec<u8>> {
+    if mode == ThinkMode::Off || !may_hold_tag(body) {
+        return None;
+    }
+    let mut completion: Value = serde_json::from_slice(body).ok()?;
+    let choices = completion.get_mut("choices")?.as_array_mut()?;
+    let mut changed = false;
+    for choice in choices {
+        let Some(message) = choice.get_mut("message").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        let Some(content) = message.get("content").and_then(Value::as_str) else {
+            continue;
+        };
+        let mut filter = ThinkFilter::new(mode);
+        let (mut text, mut thought) = (String::new(), String::new());
+        let mut take = |piece: ThinkPiece<'_>| match piece {
+            ThinkPiece::Text(t) => text.push_str(t),
+            ThinkPiece::Reasoning(r) => thought.push_str(r),
+        };
+        filter.push(content, &mut take);
+        filter.finish(&mut take);
+        if text == content {
+            continue;
+        }
+        changed = true;
+        message.insert("content".into(), Value::String(text));
+        if !thought.is_empty() {
+            let given = message
+                .get("reasoning_content")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let joined = format!("{given}{thought}");
+            message.insert("reasoning_content".into(), Value::String(joined));
+        }
+    }
+    changed
+        .then(|| serde_json::to_vec(&completion).ok())
+        .flatten()
+}
+
 // === Stream ===
 
 #[derive(Deserialize, Default)]
@@ -394,7 +440,12 @@ impl ChatPassthrough {
         };
         if data.as_ref() == b"[DONE]" {
             self.saw_done = true;
-            out.extend_from_slice(raw);
+            // Before any `finish_reason` the answer is truncated: a `[DONE]` would read as a
+            // clean end to the client (SDKs stop at it), so it is held back and the stream
+            // ends in the error event instead (`finish`).
+            if self.saw_finish {
+                out.extend_from_slice(raw);
+            }
             return;
         }
         // Most chunks need only two facts, found without parsing: whether a choice finishes,
