@@ -119,7 +119,8 @@ pub struct Args {
     /// as llama.cpp, vLLM and Ollama), `base_url` (the kind's default when absent, required
     /// for "chat"; plain http:// only for loopback, or for a "chat" provider with
     /// `keyless = true` and `allow_plain_http = true`), `keyless = true` ("chat": no key, no
-    /// Authorization sent), `models` (globs), `default = true` (serves
+    /// Authorization sent), `reasoning_effort = true` and `max_completion_tokens = true`
+    /// ("chat": fields its server takes), `models` (globs), `default = true` (serves
     /// every model no other provider matches; at most one), `headers` (fixed extra request
     /// headers; no credential or hop-by-hop ones). The file's providers are tried in file
     /// order, then the implicit "openai" (--upstream-url) and "chatgpt" (--chatgpt-base-url)

@@ -306,6 +306,7 @@ fn implicit_providers(
         headers: Vec::new(),
         implicit: true,
         keyless: false,
+        chat: Default::default(),
     };
     vec![
         implicit(IMPLICIT_OPENAI, ProviderKind::Openai, upstream),

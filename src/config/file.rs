@@ -3,7 +3,7 @@
 //!
 //! | section | keys |
 //! | --- | --- |
-//! | `[providers.NAME]` | `kind` (`openai`, `chatgpt`, `anthropic`, `chat`), `base_url`, `models` (globs), `default`, `headers`; for `chat`: `keyless`, `allow_plain_http` |
+//! | `[providers.NAME]` | `kind` (`openai`, `chatgpt`, `anthropic`, `chat`), `base_url`, `models` (globs), `default`, `headers`; for `chat`: `keyless`, `allow_plain_http`, `reasoning_effort`, `max_completion_tokens` |
 //! | `[models."NAME"]` | the `--models` JSON file's per-model keys ([`crate::translate::models`]) |
 //! | `[aliases]` | `"requested" = "target"`, as in the `--models` file |
 //! | `[users.NAME]`, `[users."*"]` | `models` (globs), `max_concurrent`, `token_budget` with `budget_window` |
@@ -114,6 +114,8 @@ struct RawProvider {
     // Keys of the `chat` kind only.
     keyless: Option<Spanned<bool>>,
     allow_plain_http: Option<Spanned<bool>>,
+    reasoning_effort: Option<Spanned<bool>>,
+    max_completion_tokens: Option<Spanned<bool>>,
 }
 
 /// Parses and validates the text of a `--config` file.
@@ -281,6 +283,14 @@ fn parse_providers(
                     "allow_plain_http",
                     raw.allow_plain_http.as_ref().map(Spanned::span),
                 ),
+                (
+                    "reasoning_effort",
+                    raw.reasoning_effort.as_ref().map(Spanned::span),
+                ),
+                (
+                    "max_completion_tokens",
+                    raw.max_completion_tokens.as_ref().map(Spanned::span),
+                ),
             ] {
                 if let Some(span) = span {
                     return Err(at(
@@ -397,6 +407,13 @@ fn parse_providers(
             headers,
             implicit: false,
             keyless,
+            chat: crate::upstream::provider::ChatServer {
+                reasoning_effort: raw.reasoning_effort.as_ref().is_some_and(|f| *f.get_ref()),
+                max_completion_tokens: raw
+                    .max_completion_tokens
+                    .as_ref()
+                    .is_some_and(|f| *f.get_ref()),
+            },
         });
     }
     Ok(providers)
@@ -756,6 +773,29 @@ mod tests {
         // The section's start line names the file, with nothing on stdin.
         assert!(section.contains("--config /etc/codex-proxy/local.toml"));
         assert!(section.contains("ANTHROPIC_BASE_URL=http://127.0.0.1:8787 "));
+    }
+
+    #[test]
+    fn what_a_chat_server_takes_is_read_and_belongs_to_the_chat_kind_only() {
+        let file = parse(
+            "[providers.local]\nkind = \"chat\"\nbase_url = \"http://127.0.0.1:8000/v1\"\n\
+             keyless = true\nreasoning_effort = true\nmax_completion_tokens = true\n\
+             models = [\"qwen3-*\"]\n",
+        )
+        .unwrap();
+        let chat = file.providers[0].chat;
+        assert!(chat.reasoning_effort && chat.max_completion_tokens);
+        for key in ["reasoning_effort", "max_completion_tokens"] {
+            let err = parse(&format!(
+                "[providers.claude]\nkind = \"anthropic\"\n{key} = true\nmodels = [\"claude-*\"]\n"
+            ))
+            .unwrap_err();
+            assert_eq!(err.line, Some(3), "{err:?}");
+            assert!(
+                err.reason.contains(key) && err.reason.contains("only for kind = \"chat\""),
+                "{err:?}"
+            );
+        }
     }
 
     #[test]

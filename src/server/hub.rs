@@ -91,12 +91,18 @@ pub async fn forward_over_wire(
                 .resolve(&mapped.context.model)
                 .or_else(|_| state.models.resolve(upstream_model))
                 .ok();
+            let server = state.upstream.chat_server(target);
             let options = translate::hub::chat::ChatWireOptions {
+                reasoning_effort: server.reasoning_effort,
+                max_tokens: if server.max_completion_tokens {
+                    translate::hub::chat::MaxTokensField::MaxCompletionTokens
+                } else {
+                    translate::hub::chat::MaxTokensField::MaxTokens
+                },
                 params: settings
                     .as_ref()
                     .map(|s| s.params.clone())
                     .unwrap_or_default(),
-                ..Default::default()
             };
             let request = match translate::hub::chat::map_request(&mapped.body, &options) {
                 Ok(request) => request,

@@ -325,6 +325,15 @@ struct Bodies {
 }
 
 impl Upstream {
+    /// What the `target` provider's chat server accepts (nothing beyond the common fields
+    /// for any other target).
+    pub fn chat_server(&self, target: Target) -> super::provider::ChatServer {
+        match target {
+            Target::Provider(i) => self.providers.get(i).map(|p| p.chat).unwrap_or_default(),
+            Target::Implicit => Default::default(),
+        }
+    }
+
     /// The wire a request for `target` is sent in (the implicit providers speak Responses).
     pub fn wire_of(&self, target: Target) -> crate::translate::Dialect {
         match target {

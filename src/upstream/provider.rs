@@ -66,6 +66,19 @@ pub struct ProviderConfig {
     /// A `chat` provider without a key (`keyless = true`): no credential header goes
     /// upstream, and it needs no credential on stdin.
     pub keyless: bool,
+    /// What a `chat` provider's server accepts beyond the fields every chat server knows.
+    pub chat: ChatServer,
+}
+
+/// Request fields a Chat Completions server may or may not accept; the hub sends them only
+/// when the provider says so (`reasoning_effort = true`, `max_completion_tokens = true`),
+/// because some servers refuse fields they do not know.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChatServer {
+    /// `reasoning.effort` goes on as `reasoning_effort`.
+    pub reasoning_effort: bool,
+    /// `max_output_tokens` goes on as `max_completion_tokens` instead of `max_tokens`.
+    pub max_completion_tokens: bool,
 }
 
 /// The kind of an upstream API.
@@ -319,6 +332,7 @@ mod tests {
             headers: Vec::new(),
             implicit,
             keyless: false,
+            chat: ChatServer::default(),
         }
     }
 

@@ -619,3 +619,48 @@ async fn a_responses_client_round_trips_a_tool_call_with_the_tool_following_mock
     assert_eq!(sent["messages"][2]["tool_call_id"], json!(call_id));
     proxy.shutdown().await;
 }
+
+/// `reasoning.effort` and `max_output_tokens` reach a chat server only in the fields its
+/// provider says it takes: by default no `reasoning_effort` (some servers refuse fields they
+/// do not know) and `max_tokens`; with `reasoning_effort = true` and
+/// `max_completion_tokens = true`, those.
+#[tokio::test]
+async fn reasoning_effort_and_the_max_tokens_field_follow_what_the_provider_says_its_server_takes()
+{
+    let request = json!({"model": MODEL, "input": "hi", "stream": true,
+        "reasoning": {"effort": "high"}, "max_output_tokens": 100});
+    for (keys, effort, field) in [
+        ("", None, "max_tokens"),
+        (
+            "reasoning_effort = true\nmax_completion_tokens = true\n",
+            Some("high"),
+            "max_completion_tokens",
+        ),
+    ] {
+        let mock =
+            ChatMock::start(ChatAuth::Keyless, ChatStyle::Vllm, ChatAnswer::text("ok")).await;
+        let file = ConfigFile::new(&format!(
+            "[providers.local]\nkind = \"chat\"\nbase_url = \"{}\"\nkeyless = true\n{keys}models = [\"qwen3-*\"]\n",
+            mock.base_url
+        ));
+        let proxy =
+            TestProxy::start_with_input("http://127.0.0.1:9/v1", &["--config", file.arg()], b"")
+                .await;
+        let response = post_json(&proxy, "/v1/responses", &request).await;
+        assert_eq!(response.status, 200, "{keys:?}: {}", response.text());
+        let sent = mock.requests()[0].json();
+        assert_eq!(
+            sent["reasoning_effort"].as_str(),
+            effort,
+            "{keys:?}: {sent}"
+        );
+        assert_eq!(sent[field], json!(100), "{keys:?}: {sent}");
+        let other = if field == "max_tokens" {
+            "max_completion_tokens"
+        } else {
+            "max_tokens"
+        };
+        assert!(sent.get(other).is_none(), "{keys:?}: {sent}");
+        proxy.shutdown().await;
+    }
+}

@@ -33,6 +33,7 @@ fn claude_provider(base_url: &str) -> ProviderConfig {
         headers: Vec::new(),
         implicit: false,
         keyless: false,
+        chat: Default::default(),
     }
 }
 

@@ -40,6 +40,7 @@ fn provider(name: &str, kind: ProviderKind, base_url: &str, globs: &[&str]) -> P
         headers: Vec::new(),
         implicit: false,
         keyless: false,
+        chat: Default::default(),
     }
 }
 
