@@ -444,6 +444,16 @@ fn policy_refusal(denied: PolicyDenied, log: &RequestLog, dialect: Dialect) -> R
     denied.response(dialect)
 }
 
+/// The dialect a client speaks on `route` (errors aside: Chat clients get OpenAI-shaped
+/// errors, see [`super::errors::dialect_of_path`]).
+fn client_dialect(route: Route) -> Dialect {
+    match route {
+        Route::Messages | Route::CountTokens => Dialect::Anthropic,
+        Route::ChatCompletions => Dialect::Chat,
+        _ => Dialect::Responses,
+    }
+}
+
 /// `None`: the body is not a JSON object.
 fn request_facts(
     route: Route,
@@ -575,32 +585,9 @@ async fn forward(
         }
         (_, None, _) | (_, _, None) => return model_not_found(dialect, model.as_deref()),
         (Route::ChatCompletions | Route::Messages, Some(target), Some(Dialect::Responses)) => {
-            let client = if route == Route::Messages {
-                Dialect::Anthropic
-            } else {
-                Dialect::Chat
-            };
             return translated::forward(
                 state,
-                client,
-                &parts.headers,
-                plain,
-                target,
-                reservation,
-                log,
-            )
-            .await;
-        }
-        (Route::Responses | Route::ChatCompletions, Some(target), Some(Dialect::Anthropic)) => {
-            let client = if route == Route::Responses {
-                Dialect::Responses
-            } else {
-                Dialect::Chat
-            };
-            return super::hub::forward_over_wire(
-                state,
-                client,
-                Dialect::Anthropic,
+                client_dialect(route),
                 &parts.headers,
                 plain,
                 target,
@@ -617,17 +604,18 @@ async fn forward(
             return unsupported_on_provider(dialect, "/v1/responses/compact");
         }
         (Route::Responses | Route::ResponsesCompact, Some(_), Some(Dialect::Responses)) => {}
-        // Responses and Anthropic clients of a chat provider go through the hub.
-        (Route::Responses | Route::Messages, Some(target), Some(Dialect::Chat)) => {
-            let client = if route == Route::Messages {
-                Dialect::Anthropic
-            } else {
-                Dialect::Responses
-            };
+        // A client whose dialect is not its provider's wire (Responses and Chat clients of an
+        // Anthropic provider, Responses and Anthropic clients of a chat provider) goes through
+        // the hub.
+        (
+            Route::Responses | Route::ChatCompletions | Route::Messages,
+            Some(target),
+            Some(wire @ (Dialect::Anthropic | Dialect::Chat)),
+        ) if client_dialect(route) != wire => {
             return super::hub::forward_over_wire(
                 state,
-                client,
-                Dialect::Chat,
+                client_dialect(route),
+                wire,
                 &parts.headers,
                 plain,
                 target,
