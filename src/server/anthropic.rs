@@ -13,11 +13,11 @@ use std::hash::BuildHasher;
 
 use bytes::Bytes;
 use http::header;
-use http::{Response, StatusCode};
+use http::Response;
 use serde::Deserialize;
 
 use super::body::{ProxyBody, RequestLog};
-use super::errors::error_response;
+use super::errors::invalid_json;
 use super::handler::{header_session, relayed, send};
 use super::limits::Reservation;
 use super::routes::Route;
@@ -26,10 +26,7 @@ use crate::pool::Target;
 use crate::translate::Dialect;
 use crate::upstream::Outbound;
 
-/// A string field borrowed from the body when it has no escapes.
-#[derive(Deserialize)]
-#[serde(transparent)]
-struct Text<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
+use super::handler::Text;
 
 #[derive(Deserialize)]
 struct Metadata<'a> {
@@ -63,12 +60,7 @@ pub async fn passthrough(
     let dialect = Dialect::Anthropic;
     let plain = decoded.as_deref().unwrap_or(&body);
     let Ok(fields) = serde_json::from_slice::<MessagesFields>(plain) else {
-        return error_response(
-            dialect,
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            "The request body is not a valid JSON object.",
-        );
+        return invalid_json(dialect);
     };
     let count_tokens = route == Route::CountTokens;
     let streaming = !count_tokens && fields.stream.unwrap_or(false);
@@ -90,14 +82,7 @@ pub async fn passthrough(
         Some(model) => {
             let mut value: serde_json::Value = match serde_json::from_slice(plain) {
                 Ok(value) => value,
-                Err(_) => {
-                    return error_response(
-                        dialect,
-                        StatusCode::BAD_REQUEST,
-                        "invalid_json",
-                        "The request body is not a valid JSON object.",
-                    )
-                }
+                Err(_) => return invalid_json(dialect),
             };
             if let Some(object) = value.as_object_mut() {
                 object.insert("model".into(), serde_json::Value::String(model));

@@ -27,7 +27,7 @@ use serde::Deserialize;
 use serde_json::Map;
 
 use super::body::{ProxyBody, RequestLog};
-use super::errors::{error_response, give_up_response};
+use super::errors::{error_response, give_up_response, invalid_json};
 use super::handler::{header_session, relayed};
 use super::limits::Reservation;
 use super::translated::MAX_AGGREGATE_BYTES;
@@ -41,10 +41,7 @@ use crate::translate::Dialect;
 use crate::upstream::relay::{RelayBody, RelayFailure, RelayStage};
 use crate::upstream::{Outbound, ReplyBody};
 
-/// A string field borrowed from the body when it has no escapes.
-#[derive(Deserialize)]
-#[serde(transparent)]
-struct Text<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
+use super::handler::Text;
 
 /// The fields of a chat body the proxy reads before the rules; the rest passes unread.
 #[derive(Deserialize)]
@@ -117,7 +114,7 @@ pub async fn passthrough(
     let dialect = Dialect::Chat;
     let plain = decoded.as_deref().unwrap_or(&body);
     let Ok(fields) = serde_json::from_slice::<ChatFields>(plain) else {
-        return invalid_json();
+        return invalid_json(Dialect::Chat);
     };
     let session = fields
         .prompt_cache_key
@@ -234,15 +231,6 @@ pub async fn passthrough(
             relayed(reply, log)
         }
     }
-}
-
-fn invalid_json() -> Response<ProxyBody> {
-    error_response(
-        Dialect::Chat,
-        StatusCode::BAD_REQUEST,
-        "invalid_json",
-        "The request body is not a valid JSON object.",
-    )
 }
 
 pub(super) fn is_event_stream(headers: &http::HeaderMap) -> bool {

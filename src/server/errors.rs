@@ -28,6 +28,16 @@ pub fn dialect_of_path(path: &str) -> Dialect {
     }
 }
 
+/// 400 `invalid_json` in `dialect`: the body is not a JSON object.
+pub fn invalid_json(dialect: Dialect) -> Response<ProxyBody> {
+    error_response(
+        dialect,
+        StatusCode::BAD_REQUEST,
+        "invalid_json",
+        "The request body is not a valid JSON object.",
+    )
+}
+
 /// An error response in `dialect` made by the proxy.
 pub fn error_response(
     dialect: Dialect,

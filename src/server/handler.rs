@@ -14,7 +14,9 @@ use tokio::time::Instant;
 
 use super::body::{ProxyBody, RequestLog};
 use super::encoding::{self, DecodeError};
-use super::errors::{dialect_of_path, error_response, give_up_response, json_response, refusal};
+use super::errors::{
+    dialect_of_path, error_response, give_up_response, invalid_json, json_response, refusal,
+};
 use super::limits::Reservation;
 use super::peer::{Caller, UidLabel};
 use super::policy::PolicyDenied;
@@ -355,7 +357,7 @@ async fn read_body(
 /// A string field borrowed from the body when it has no escapes.
 #[derive(Deserialize)]
 #[serde(transparent)]
-struct Text<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
+pub(super) struct Text<'a>(#[serde(borrow)] pub(super) std::borrow::Cow<'a, str>);
 
 /// The fields of a request body the proxy itself reads; the rest passes through unread.
 #[derive(Deserialize)]
@@ -709,12 +711,7 @@ fn prepare_responses(
         model_rewrite,
     }) = facts
     else {
-        return Err(Box::new(error_response(
-            dialect,
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            "The request body is not a valid JSON object.",
-        )));
+        return Err(Box::new(invalid_json(dialect)));
     };
     let mut decoded = decoded.map(Bytes::from);
     let mut body = body;
@@ -725,14 +722,7 @@ fn prepare_responses(
         let mut value: serde_json::Value =
             match serde_json::from_slice(decoded.as_deref().unwrap_or(&body)) {
                 Ok(value) => value,
-                Err(_) => {
-                    return Err(Box::new(error_response(
-                        dialect,
-                        StatusCode::BAD_REQUEST,
-                        "invalid_json",
-                        "The request body is not a valid JSON object.",
-                    )))
-                }
+                Err(_) => return Err(Box::new(invalid_json(dialect))),
             };
         if let Err(e) = state.models.rewrite_responses(&mut value) {
             return Err(Box::new(error_response(
