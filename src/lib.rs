@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod glob;
 pub mod hardening;
+pub mod log_batch;
 pub mod pool;
 pub mod secret;
 pub mod server;
@@ -156,7 +157,7 @@ pub fn init_logging(level: cli::LogLevel, format: cli::LogFormat) {
         cli::LogLevel::Trace => Level::TRACE,
     };
     let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(log_batch::Stderr)
         .with_max_level(level)
         .with_ansi(false)
         .with_target(false);

@@ -113,13 +113,20 @@ fn main() -> ExitCode {
         tracing::info!(user = %target.name, "dropped privileges");
     }
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread runs the runtime: a request's client side and upstream side are served by
+    // the same thread, with no cross-thread wake-ups (see README, Performance). Log lines
+    // written on it go out when it is about to wait for I/O.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_park(codex_proxy::log_batch::flush)
         .build()
     {
         Ok(runtime) => runtime,
         Err(e) => return fail(1, format!("cannot start the runtime: {e}")),
     };
+    // Buffered log lines are written when main returns, or unwinds.
+    let _flush = codex_proxy::log_batch::FlushOnDrop;
+    codex_proxy::log_batch::batch_this_thread();
     let served = runtime.block_on(async {
         let listener =
             tokio::net::TcpListener::from_std(listener).map_err(|e| format!("listener: {e}"))?;
@@ -133,6 +140,8 @@ fn main() -> ExitCode {
         codex_proxy::run(listener, state, stop).await;
         Ok::<_, String>(())
     });
+    // From here lines go out at once again, in order with `fail`'s message.
+    codex_proxy::log_batch::stop_batching_this_thread();
     if let Some(written) = written {
         if let Err(e) = written.remove() {
             tracing::warn!(

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
+use super::head_clock::RequestDone;
 use super::peer::{Caller, UidLabel};
 use crate::upstream::relay::{RelayBody, RelayStats};
 
@@ -110,6 +111,8 @@ enum Inner {
 pub struct ProxyBody {
     inner: Inner,
     log: Option<RequestLog>,
+    /// Dropped with the body: the connection is ready for its next request head.
+    done: Option<RequestDone>,
 }
 
 impl ProxyBody {
@@ -117,6 +120,7 @@ impl ProxyBody {
         ProxyBody {
             inner: Inner::Full(Some(bytes)),
             log: None,
+            done: None,
         }
     }
 
@@ -124,6 +128,7 @@ impl ProxyBody {
         ProxyBody {
             inner: Inner::Relay(body),
             log: None,
+            done: None,
         }
     }
 
@@ -133,6 +138,12 @@ impl ProxyBody {
             Inner::Full(bytes) => bytes.as_ref(),
             Inner::Relay(_) => None,
         }
+    }
+
+    /// Attaches the connection's idle mark, set when this body is done with.
+    pub fn until_done(mut self, done: RequestDone) -> Self {
+        self.done = Some(done);
+        self
     }
 
     /// Attaches the log line, emitted when this body is done with.

@@ -11,6 +11,7 @@ pub mod chat;
 pub mod encoding;
 pub mod errors;
 pub mod handler;
+pub mod head_clock;
 pub mod hub;
 pub mod info;
 pub mod limits;
@@ -23,6 +24,7 @@ pub mod translated;
 pub mod usage;
 pub mod users;
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -30,7 +32,7 @@ use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -39,6 +41,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Limits, Timeouts};
 use crate::upstream::Upstream;
+use head_clock::HeadClock;
 use limits::BufferBudget;
 use routes::Gate;
 use token::ClientToken;
@@ -247,13 +250,20 @@ async fn serve_connection(
         None
     };
     let service_state = Arc::clone(&state);
+    let clock = HeadClock::new();
+    let service_clock = Arc::clone(&clock);
     let service = service_fn(move |request| {
-        handler::handle(Arc::clone(&service_state), caller.clone(), request)
+        let done = service_clock.request_started();
+        let handled = handler::handle(Arc::clone(&service_state), caller.clone(), request);
+        async move {
+            let response = handled.await?;
+            Ok::<_, Infallible>(response.map(|body| body.until_done(done)))
+        }
     });
     let mut builder = http1::Builder::new();
+    // The header-read bound is the connection's HeadClock, not hyper's timer per request.
     builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(None)
         .max_buf_size(MAX_HEADER_BYTES)
         .max_header_size(MAX_HEADER_BYTES)
         .keep_alive(true);
@@ -261,6 +271,11 @@ async fn serve_connection(
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
+        // Dropping the connection closes it: a head that never completes gets no answer.
+        () = clock.expired(HEADER_READ_TIMEOUT) => {
+            tracing::debug!("request head not received within the header read timeout: closed");
+            Ok(())
+        }
         _ = draining.cancelled() => {
             connection.as_mut().graceful_shutdown();
             tokio::select! {
