@@ -1,7 +1,8 @@
-//! The pooled HTTPS client: hyper-util's legacy client over hyper-rustls (HTTP/1.1 and h2 by
-//! ALPN), the OS trust store plus `--upstream-ca`, optional HTTP CONNECT or SOCKS5 proxy, and a
-//! connect timeout that covers TCP, the proxy handshake and TLS together. Redirects are never
-//! followed (hyper does not follow them).
+//! The HTTPS client: hyper-rustls (HTTP/1.1 and h2 by ALPN) with the OS trust store plus
+//! `--upstream-ca`, an optional HTTP CONNECT or SOCKS5 proxy, and a connect timeout that
+//! covers TCP, the proxy handshake and TLS together, under the connections kept for reuse
+//! ([`connections`](super::connections)). Redirects are never followed (hyper does not
+//! follow them).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,24 +10,22 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::Uri;
-use http_body_util::Full;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::proxy::{SocksV5, Tunnel};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tower_service::Service;
 
+use super::connections::Connections;
 use super::inject::{Injecting, KeyInjector};
 use crate::config::{Config, UpstreamProxy};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The client every upstream request goes through.
-pub type HttpClient = Client<TimeoutConnector<HttpsConnector<ProxyConnector>>, Full<Bytes>>;
+pub type HttpClient = Arc<Connections<TimeoutConnector<HttpsConnector<ProxyConnector>>>>;
 
 /// How long an idle pooled upstream connection is kept.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -101,12 +100,7 @@ fn build_with(
         timeout: config.timeouts.connect,
         injector,
     };
-    Ok(Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_max_idle_per_host(if pooled { usize::MAX } else { 0 })
-        .build(connector))
+    Ok(Connections::new(connector, pooled, POOL_IDLE_TIMEOUT))
 }
 
 /// TCP, directly or through a proxy.

@@ -42,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::classify::{classify, classify_in_band, unix_now};
 use super::client::{is_connect_timeout, HttpClient};
+use super::connections::Lease;
 use super::headers::{request_headers_for_upstream, response_headers_for_client};
 use super::profile;
 use super::provider::{ProviderConfig, ProviderKind, DEFAULT_ANTHROPIC_VERSION};
@@ -55,7 +56,6 @@ use crate::config::Timeouts;
 use crate::pool::state::Verdict;
 use crate::pool::{Account, Pick, Pool, Target};
 use crate::translate::sse::last_event_data;
-use hyper_util::client::legacy::connect::{capture_connection, CaptureConnection};
 
 /// Largest upstream error body read (to classify and redact it) before relaying; beyond: 502.
 pub const MAX_ERROR_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -696,12 +696,10 @@ impl Upstream {
 
     async fn attempt(
         &self,
-        mut request: Request<Full<Bytes>>,
+        request: Request<Full<Bytes>>,
         deadline: Option<Instant>,
         abort: &CancellationToken,
-    ) -> Result<(http::Response<Incoming>, CaptureConnection), AttemptError> {
-        // To poison the connection if the answer echoes a secret (see `relay::poison`).
-        let connection = capture_connection(&mut request);
+    ) -> Result<(http::Response<Incoming>, Lease), AttemptError> {
         let limit = match deadline {
             Some(deadline) => deadline,
             None => Instant::now() + self.timeouts.header,
@@ -710,13 +708,15 @@ impl Upstream {
         let authority = request.uri().authority().cloned();
         let host = authority.as_ref().map_or("", |a| a.as_str());
         let sent = tokio::select! {
-            result = tokio::time::timeout_at(limit, self.client.request(request)) => result,
+            result = tokio::time::timeout_at(limit, self.client.send(request)) => result,
             _ = abort.cancelled() => return Err(AttemptError::Shutdown),
         };
         match sent {
-            Ok(Ok(response)) => {
+            // The lease, to poison the connection if the answer echoes a secret (see
+            // `relay::poison`).
+            Ok(Ok(answer)) => {
                 self.health.answered(host);
-                Ok((response, connection))
+                Ok(answer)
             }
             Ok(Err(error)) if error.is_connect() => {
                 self.health
@@ -741,7 +741,7 @@ impl Upstream {
     /// streams until their commit point, and records what the account's answer says.
     async fn answer(
         &self,
-        (response, connection): (http::Response<Incoming>, CaptureConnection),
+        (response, connection): (http::Response<Incoming>, Lease),
         out: &Outbound<'_>,
         deadline: Option<Instant>,
         attempts: u32,

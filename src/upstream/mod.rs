@@ -3,6 +3,7 @@
 
 pub mod classify;
 pub mod client;
+pub mod connections;
 pub mod forward;
 pub mod headers;
 pub mod health;

@@ -342,9 +342,9 @@ impl Refresher {
             HeaderValue::from_static("identity"),
         );
         let call = async {
-            let response = self
+            let (response, _connection) = self
                 .client
-                .request(request)
+                .send(request)
                 .await
                 .map_err(|_| RefreshError::Transient)?;
             let status = response.status();

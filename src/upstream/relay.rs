@@ -30,7 +30,7 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use hyper_util::client::legacy::connect::CaptureConnection;
+use super::connections::Lease;
 
 use super::redact::EchoFilter;
 use crate::translate::sse::{EventClass, SseScanner};
@@ -227,7 +227,7 @@ pub struct RelayParts {
     /// The budget share `held` is counted against, returned when the relay is dropped.
     pub held_budget: Option<BudgetShare>,
     /// The upstream connection, poisoned (never reused) once an echo was masked in its bytes.
-    pub connection: Option<CaptureConnection>,
+    pub connection: Option<Lease>,
     /// Follows a plain JSON answer for its top-level `usage` (successful non-streamed
     /// answers; `None` otherwise).
     pub json_usage: Option<Box<TopLevelUsage>>,
@@ -310,18 +310,16 @@ pub struct RelayBody {
     /// The budget share of the held bytes until they are relayed, then of what the stage
     /// buffers.
     budget: Option<BudgetShare>,
-    connection: Option<CaptureConnection>,
+    connection: Option<Lease>,
     json_usage: Option<Box<TopLevelUsage>>,
 }
 
 /// Marks the upstream connection as never to be reused: it carried an echo of a secret, and
 /// its read buffers keep the bytes they read until they are freed (and wiped) with it. The
 /// pool drops a poisoned connection when it is returned or next checked out.
-pub fn poison(connection: Option<&CaptureConnection>) {
+pub fn poison(connection: Option<&Lease>) {
     if let Some(connection) = connection {
-        if let Some(connected) = connection.connection_metadata().as_ref() {
-            connected.poison();
-        }
+        connection.poison();
     }
 }
 
