@@ -552,9 +552,11 @@ async fn forward(
         model.as_deref(),
     );
     let wire = target.map(|t| state.upstream.wire_of(t));
+    // The arms other than the Responses passthrough box their futures: an async fn's state
+    // is as large as its largest arm, and this one is moved along with every request.
     match (route, target, wire) {
         (Route::CountTokens | Route::Messages, Some(target), Some(Dialect::Anthropic)) => {
-            return anthropic::passthrough(
+            return Box::pin(anthropic::passthrough(
                 state,
                 route,
                 parts,
@@ -563,7 +565,7 @@ async fn forward(
                 target,
                 reservation,
                 log,
-            )
+            ))
             .await;
         }
         // Estimated here when no provider of the model counts tokens itself.
@@ -587,7 +589,7 @@ async fn forward(
         }
         (_, None, _) | (_, _, None) => return model_not_found(dialect, model.as_deref()),
         (Route::ChatCompletions | Route::Messages, Some(target), Some(Dialect::Responses)) => {
-            return translated::forward(
+            return Box::pin(translated::forward(
                 state,
                 client_dialect(route),
                 &parts.headers,
@@ -595,12 +597,20 @@ async fn forward(
                 target,
                 reservation,
                 log,
-            )
+            ))
             .await;
         }
         (Route::ChatCompletions, Some(target), Some(Dialect::Chat)) => {
-            return super::chat::passthrough(state, parts, body, decoded, target, reservation, log)
-                .await;
+            return Box::pin(super::chat::passthrough(
+                state,
+                parts,
+                body,
+                decoded,
+                target,
+                reservation,
+                log,
+            ))
+            .await;
         }
         (Route::ResponsesCompact, Some(target), _) if !state.upstream.compacts(target) => {
             return unsupported_on_provider(dialect, "/v1/responses/compact");
@@ -614,7 +624,7 @@ async fn forward(
             Some(target),
             Some(wire @ (Dialect::Anthropic | Dialect::Chat)),
         ) if client_dialect(route) != wire => {
-            return super::hub::forward_over_wire(
+            return Box::pin(super::hub::forward_over_wire(
                 state,
                 client_dialect(route),
                 wire,
@@ -623,7 +633,7 @@ async fn forward(
                 target,
                 reservation,
                 log,
-            )
+            ))
             .await;
         }
         // The rest cannot happen (routes above).

@@ -270,8 +270,9 @@ where
                 }
             }
         }
-        self.send_on_new(request, &uri, &host, scheme, authority)
-            .await
+        // Boxed: connecting (TCP, TLS, the h2 handshake) is most of this future's size, and
+        // an unboxed one would be carried, and moved, by every request.
+        Box::pin(self.send_on_new(request, &uri, &host, scheme, authority)).await
     }
 
     async fn send_on_new(
