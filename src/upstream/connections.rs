@@ -442,6 +442,13 @@ mod tests {
         closed: Arc<AtomicUsize>,
     }
 
+    impl Upstream {
+        /// Waits until the upstream has seen `n` connections close.
+        async fn closed_reaches(&self, n: usize, what: &str) {
+            eventually(what, || self.closed.load(Ordering::SeqCst) == n).await;
+        }
+    }
+
     async fn upstream() -> Upstream {
         upstream_closing_after(None).await
     }
@@ -550,10 +557,7 @@ mod tests {
         let (response, _) = client.send(get(&up.url, "/")).await.unwrap();
         read_all(response).await;
         assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
-        eventually("the poisoned connection closed", || {
-            up.closed.load(Ordering::SeqCst) == 1
-        })
-        .await;
+        up.closed_reaches(1, "the poisoned connection closed").await;
     }
 
     #[tokio::test]
@@ -568,10 +572,8 @@ mod tests {
         let (response, _) = client.send(get(&up.url, "/")).await.unwrap();
         assert_eq!(read_all(response).await, 2);
         assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
-        eventually("the half-read connection closed", || {
-            up.closed.load(Ordering::SeqCst) == 1
-        })
-        .await;
+        up.closed_reaches(1, "the half-read connection closed")
+            .await;
     }
 
     #[tokio::test]
@@ -580,10 +582,8 @@ mod tests {
         let client = client(true, Duration::from_secs(90));
         read_all(client.send(get(&up.url, "/")).await.unwrap().0).await;
         // The upstream ends the idle connection, as servers do after their keep-alive time.
-        eventually("the upstream closed the connection", || {
-            up.closed.load(Ordering::SeqCst) == 1
-        })
-        .await;
+        up.closed_reaches(1, "the upstream closed the connection")
+            .await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         read_all(client.send(get(&up.url, "/")).await.unwrap().0).await;
         assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
@@ -594,10 +594,7 @@ mod tests {
         let up = upstream().await;
         let client = client(true, Duration::from_millis(300));
         read_all(client.send(get(&up.url, "/")).await.unwrap().0).await;
-        eventually("the idle connection closed", || {
-            up.closed.load(Ordering::SeqCst) == 1
-        })
-        .await;
+        up.closed_reaches(1, "the idle connection closed").await;
         assert!(client.origins()[0].is_empty());
         // The next request makes a new one (and starts the reaper again).
         read_all(client.send(get(&up.url, "/")).await.unwrap().0).await;
@@ -632,10 +629,7 @@ mod tests {
             read_all(client.send(get(&up.url, "/")).await.unwrap().0).await;
         }
         assert_eq!(up.accepted.load(Ordering::SeqCst), 3);
-        eventually("every connection closed", || {
-            up.closed.load(Ordering::SeqCst) == 3
-        })
-        .await;
+        up.closed_reaches(3, "every connection closed").await;
     }
 
     #[tokio::test]
