@@ -115,6 +115,66 @@ async fn an_https_upstream_offering_h2_is_reached_over_http2() {
 }
 
 #[tokio::test]
+async fn requests_at_once_to_an_h2_upstream_share_one_connection_and_http1_ones_are_reused() {
+    let ca = TestCa::new();
+    let pem = PemFile::write(&ca.ca_pem);
+    for (alpn, version) in [
+        (None, Version::HTTP_2),
+        (Some(&[b"http/1.1".as_slice()][..]), Version::HTTP_11),
+    ] {
+        let config = match alpn {
+            None => ca.server_config.clone(),
+            Some(protocols) => ca.with_alpn(protocols),
+        };
+        let mock = MockUpstream::start_with(TEXT, Some(config)).await;
+        let proxy = proxy_trusting(&mock, &pem).await;
+        // One first, so that the connection exists; then ten at once.
+        assert_eq!(
+            post(&proxy, r#"{"model":"m","input":"hi"}"#).await.status,
+            200
+        );
+        let addr = proxy.addr;
+        let at_once: Vec<_> = (0..10)
+            .map(|_| {
+                tokio::spawn(async move {
+                    let body = r#"{"model":"m","input":"hi","stream":true}"#;
+                    raw::exchange(addr, &raw::post(addr, "/v1/responses", body, &[]), LIMIT).await
+                })
+            })
+            .collect();
+        for answer in at_once {
+            let answer = answer.await.unwrap();
+            assert_eq!(answer.status, 200, "{}", answer.text());
+            assert!(answer.complete, "{}", answer.text());
+        }
+        // Then ten one after the other, on connections that are kept.
+        let open = mock.open_connections();
+        for _ in 0..10 {
+            assert_eq!(
+                post(&proxy, r#"{"model":"m","input":"hi"}"#).await.status,
+                200
+            );
+        }
+        assert!(mock.requests().iter().all(|r| r.version == version));
+        if version == Version::HTTP_2 {
+            assert_eq!(
+                open, 1,
+                "h2 requests at once opened more than one connection"
+            );
+        } else {
+            assert!((1..=11).contains(&open), "{open} connections");
+        }
+        assert_eq!(
+            mock.open_connections(),
+            open,
+            "requests one after the other opened new connections ({version:?})"
+        );
+        assert_eq!(mock.closed_connections(), 0, "{version:?}");
+        proxy.shutdown().await;
+    }
+}
+
+#[tokio::test]
 async fn an_https_upstream_offering_only_http1_is_reached_over_http1() {
     let ca = TestCa::new();
     let pem = PemFile::write(&ca.ca_pem);
