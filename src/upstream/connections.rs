@@ -503,6 +503,11 @@ mod tests {
             .unwrap()
     }
 
+    /// One short answer, read to the end; its length.
+    async fn fetch(client: &Arc<Connections<HttpConnector>>, url: &str) -> usize {
+        read_all(client.send(get(url, "/")).await.unwrap().0).await
+    }
+
     async fn read_all(response: Response<Incoming>) -> usize {
         response
             .into_body()
@@ -541,7 +546,7 @@ mod tests {
         assert_eq!(read_all(a).await + read_all(b).await, 4);
         assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
         for _ in 0..4 {
-            read_all(client.send(get(&up.url, "/")).await.unwrap().0).await;
+            fetch(&client, &up.url).await;
         }
         assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
         assert_eq!(up.closed.load(Ordering::SeqCst), 0);
@@ -580,12 +585,12 @@ mod tests {
     async fn a_connection_the_upstream_closed_while_idle_is_replaced_without_an_error() {
         let up = upstream_closing_after(Some(Duration::from_millis(100))).await;
         let client = client(true, Duration::from_secs(90));
-        read_all(client.send(get(&up.url, "/")).await.unwrap().0).await;
+        fetch(&client, &up.url).await;
         // The upstream ends the idle connection, as servers do after their keep-alive time.
         up.closed_reaches(1, "the upstream closed the connection")
             .await;
         tokio::time::sleep(Duration::from_millis(50)).await;
-        read_all(client.send(get(&up.url, "/")).await.unwrap().0).await;
+        fetch(&client, &up.url).await;
         assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
     }
 
@@ -593,11 +598,11 @@ mod tests {
     async fn idle_connections_are_closed_after_the_idle_timeout_and_busy_ones_are_kept() {
         let up = upstream().await;
         let client = client(true, Duration::from_millis(300));
-        read_all(client.send(get(&up.url, "/")).await.unwrap().0).await;
+        fetch(&client, &up.url).await;
         up.closed_reaches(1, "the idle connection closed").await;
         assert!(client.origins()[0].is_empty());
         // The next request makes a new one (and starts the reaper again).
-        read_all(client.send(get(&up.url, "/")).await.unwrap().0).await;
+        fetch(&client, &up.url).await;
         assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
         // An answer read slowly, for longer than the idle timeout, keeps its connection.
         let (response, _) = client.send(get(&up.url, "/big")).await.unwrap();
@@ -617,7 +622,7 @@ mod tests {
         }
         assert_eq!(read, 1 << 20);
         // ... and serves the next request.
-        read_all(client.send(get(&up.url, "/")).await.unwrap().0).await;
+        fetch(&client, &up.url).await;
         assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
     }
 
@@ -626,7 +631,7 @@ mod tests {
         let up = upstream().await;
         let client = client(false, Duration::from_secs(90));
         for _ in 0..3 {
-            read_all(client.send(get(&up.url, "/")).await.unwrap().0).await;
+            fetch(&client, &up.url).await;
         }
         assert_eq!(up.accepted.load(Ordering::SeqCst), 3);
         up.closed_reaches(3, "every connection closed").await;
