@@ -18,7 +18,7 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -77,17 +77,22 @@ impl Lease {
     }
 }
 
-struct Http1Conn {
-    sender: http1::SendRequest<Body>,
+/// A kept connection: its sender, its lease, and the last time the reaper saw it busy (or
+/// when it was made).
+struct Kept<S> {
+    sender: S,
     lease: Lease,
-    /// The last time the reaper saw it busy, or when it was made.
     last_busy: Instant,
 }
 
-struct Http2Conn {
-    sender: http2::SendRequest<Body>,
-    lease: Lease,
-    last_busy: Instant,
+impl<S> Kept<S> {
+    fn new(sender: S, lease: &Lease) -> Self {
+        Kept {
+            sender,
+            lease: lease.clone(),
+            last_busy: Instant::now(),
+        }
+    }
 }
 
 struct Origin {
@@ -95,8 +100,8 @@ struct Origin {
     authority: Authority,
     /// `Host` for HTTP/1.1 requests: the host, and the port unless it is the scheme's default.
     host: HeaderValue,
-    http1: VecDeque<Http1Conn>,
-    http2: Option<Http2Conn>,
+    http1: VecDeque<Kept<http1::SendRequest<Body>>>,
+    http2: Option<Kept<http2::SendRequest<Body>>>,
 }
 
 impl Origin {
@@ -116,6 +121,10 @@ impl Origin {
             http1: VecDeque::new(),
             http2: None,
         })
+    }
+
+    fn serves(&self, scheme: &Scheme, authority: &Authority) -> bool {
+        self.scheme == *scheme && self.authority == *authority
     }
 
     /// The first ready connection; closed and poisoned ones are dropped on the way.
@@ -176,7 +185,7 @@ impl Origin {
 }
 
 enum Ready {
-    Http1(Http1Conn),
+    Http1(Kept<http1::SendRequest<Body>>),
     Http2(http2::SendRequest<Body>, Lease),
 }
 
@@ -226,10 +235,7 @@ where
         };
         let (host, mut ready) = {
             let mut origins = self.origins();
-            let index = match origins
-                .iter()
-                .position(|o| o.scheme == *scheme && o.authority == *authority)
-            {
+            let index = match origins.iter().position(|o| o.serves(scheme, authority)) {
                 Some(index) => index,
                 None => {
                     origins.push(Origin::new(scheme, authority).ok_or(SendError::NotAbsolute)?);
@@ -305,11 +311,7 @@ where
             });
             let sent = sender.send_request(request);
             self.keep(scheme, authority, |o| {
-                o.http2 = Some(Http2Conn {
-                    sender,
-                    lease: lease.clone(),
-                    last_busy: Instant::now(),
-                });
+                o.http2 = Some(Kept::new(sender, &lease));
             });
             return sent.await.map(|r| (r, lease)).map_err(SendError::Send);
         }
@@ -323,21 +325,28 @@ where
         });
         let sent = sender.send_request(http1_form(request, host, uri));
         self.keep(scheme, authority, |o| {
-            o.http1.push_back(Http1Conn {
-                sender,
-                lease: lease.clone(),
-                last_busy: Instant::now(),
-            })
+            o.http1.push_back(Kept::new(sender, &lease))
         });
         sent.await.map(|r| (r, lease)).map_err(SendError::Send)
     }
 
-    fn checkout(&self, scheme: &Scheme, authority: &Authority) -> Option<Ready> {
+    /// `f` on the kept connections of `scheme://authority` (`None`: none were ever made).
+    fn with_origin<R>(
+        &self,
+        scheme: &Scheme,
+        authority: &Authority,
+        f: impl FnOnce(&mut Origin) -> R,
+    ) -> Option<R> {
         let mut origins = self.origins();
-        let origin = origins
+        origins
             .iter_mut()
-            .find(|o| o.scheme == *scheme && o.authority == *authority)?;
-        origin.checkout()
+            .find(|o| o.serves(scheme, authority))
+            .map(f)
+    }
+
+    fn checkout(&self, scheme: &Scheme, authority: &Authority) -> Option<Ready> {
+        self.with_origin(scheme, authority, Origin::checkout)
+            .flatten()
     }
 
     /// Puts a connection (back) on its origin's list, unless connections are not kept.
@@ -350,17 +359,22 @@ where
         if !self.pooled {
             return;
         }
-        {
-            let mut origins = self.origins();
-            if let Some(origin) = origins
-                .iter_mut()
-                .find(|o| o.scheme == *scheme && o.authority == *authority)
-            {
-                put(origin);
-            }
-        }
+        self.with_origin(scheme, authority, put);
         if !self.reaping.swap(true, Ordering::Relaxed) {
-            tokio::spawn(reap(Arc::downgrade(self)));
+            let every = self.idle_timeout / REAPS_PER_TIMEOUT;
+            tokio::spawn(Self::reap(Arc::downgrade(self), every));
+        }
+    }
+
+    /// Looks at the kept connections `every` so often until none is left (the next kept one
+    /// starts it again) or the client is gone.
+    async fn reap(connections: Weak<Self>, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            match connections.upgrade() {
+                Some(c) if c.reap_once() => {}
+                _ => return,
+            }
         }
     }
 
@@ -376,28 +390,6 @@ where
             self.reaping.store(false, Ordering::Relaxed);
         }
         any
-    }
-}
-
-/// Looks at the kept connections a few times per idle timeout until none is left (the next kept one
-/// starts it again) or the client is gone.
-async fn reap<C>(connections: std::sync::Weak<Connections<C>>)
-where
-    C: Service<Uri> + Clone + Send + Sync + 'static,
-    C::Response: hyper::rt::Read + hyper::rt::Write + Connection + Unpin + Send + 'static,
-    C::Error: Into<BoxError>,
-    C::Future: Send,
-{
-    loop {
-        let every = match connections.upgrade() {
-            Some(c) => c.idle_timeout / REAPS_PER_TIMEOUT,
-            None => return,
-        };
-        tokio::time::sleep(every).await;
-        match connections.upgrade() {
-            Some(c) if c.reap_once() => {}
-            _ => return,
-        }
     }
 }
 

@@ -49,7 +49,7 @@ use super::provider::{ProviderConfig, ProviderKind, DEFAULT_ANTHROPIC_VERSION};
 use super::redact::{redact, EchoFilter, EchoMatcher, SecretBytes};
 use super::refresh::Refresher;
 use super::relay::{
-    poison, BudgetShare, ByteBudget, RelayBody, RelayFailure, RelayParts, RelayStats, SseWatch,
+    BudgetShare, ByteBudget, RelayBody, RelayFailure, RelayParts, RelayStats, SseWatch,
 };
 use super::retry::{decide, jitter, pool_wait, Decision, RetryBudget};
 use crate::config::Timeouts;
@@ -713,7 +713,7 @@ impl Upstream {
         };
         match sent {
             // The lease, to poison the connection if the answer echoes a secret (see
-            // `relay::poison`).
+            // `RelayParts::connection`).
             Ok(Ok(answer)) => {
                 self.health.answered(host);
                 Ok(answer)
@@ -755,7 +755,7 @@ impl Upstream {
         let mut headers = response_headers_for_client(&parts.headers);
         let echo = self.echo.get(&self.pool);
         if echo.redact_headers(&mut headers) {
-            poison(Some(&connection));
+            connection.poison();
         }
         let stats = Arc::new(RelayStats::default());
         let status = parts.status;
@@ -831,7 +831,7 @@ impl Upstream {
             let secrets = tokens.iter().filter_map(|t| t.secret());
             let bytes = match redact(&bytes, secrets) {
                 Some(clean) => {
-                    poison(Some(&connection));
+                    connection.poison();
                     Bytes::from(clean)
                 }
                 None => bytes,
@@ -863,7 +863,7 @@ impl Upstream {
             abort: out.abort.clone(),
             echo: Some(EchoFilter::new(echo)),
             held_budget: self.buffers.clone().map(BudgetShare::new),
-            connection: Some(connection),
+            connection,
             json_usage: None,
         };
         let mut verdict = Verdict::Served;

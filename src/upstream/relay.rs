@@ -226,8 +226,9 @@ pub struct RelayParts {
     pub echo: Option<EchoFilter>,
     /// The budget share `held` is counted against, returned when the relay is dropped.
     pub held_budget: Option<BudgetShare>,
-    /// The upstream connection, poisoned (never reused) once an echo was masked in its bytes.
-    pub connection: Option<Lease>,
+    /// The upstream connection, poisoned (never handed out again) once an echo was masked in
+    /// its bytes: its read buffers keep what they read until they are freed (and wiped) with it.
+    pub connection: Lease,
     /// Follows a plain JSON answer for its top-level `usage` (successful non-streamed
     /// answers; `None` otherwise).
     pub json_usage: Option<Box<TopLevelUsage>>,
@@ -310,17 +311,8 @@ pub struct RelayBody {
     /// The budget share of the held bytes until they are relayed, then of what the stage
     /// buffers.
     budget: Option<BudgetShare>,
-    connection: Option<Lease>,
+    connection: Lease,
     json_usage: Option<Box<TopLevelUsage>>,
-}
-
-/// Marks the upstream connection as never to be reused: it carried an echo of a secret, and
-/// its read buffers keep the bytes they read until they are freed (and wiped) with it. The
-/// pool drops a poisoned connection when it is returned or next checked out.
-pub fn poison(connection: Option<&Lease>) {
-    if let Some(connection) = connection {
-        connection.poison();
-    }
 }
 
 /// While data flows, shutdown and the deadline are checked every this many chunks (and always
@@ -378,7 +370,7 @@ impl RelayBody {
             Some(echo) => {
                 let out = echo.push(data);
                 if echo.take_found() {
-                    poison(self.connection.as_ref());
+                    self.connection.poison();
                 }
                 out
             }
@@ -440,7 +432,7 @@ impl RelayBody {
             Some(echo) if echo.held() > 0 => {
                 let tail = echo.finish();
                 if echo.take_found() {
-                    poison(self.connection.as_ref());
+                    self.connection.poison();
                 }
                 tail
             }
